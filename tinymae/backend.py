@@ -1,0 +1,74 @@
+"""The one place that chooses the array library.
+
+    TINYMAE_BACKEND=numpy   (default) arrays live in host memory, math runs on the CPU
+    TINYMAE_BACKEND=cupy    arrays live on the GPU, math runs there
+
+The choice is read once, when this module is imported. Every other module writes
+`from .backend import xp` and calls `xp.exp`, `xp.matmul`, ... so the same code runs on both.
+Arrays cross between host and device only at the edges, through `asarray` (host -> device) and
+`to_numpy` (device -> host): loading a batch, logging a number, saving a checkpoint, drawing.
+
+Random numbers that decide *what* the model computes (initial weights, masks, augmentation) come from
+a seeded NumPy generator on the host (`host_rng`) and are then moved with `asarray`, so a NumPy run
+and a CuPy run with the same seed see the same weights and the same masks.
+
+No other module imports CuPy.
+"""
+import os
+
+import numpy
+
+BACKENDS = ("numpy", "cupy")
+
+
+class BackendError(RuntimeError):
+    """The requested array backend cannot be used."""
+
+
+def load(name):
+    """Return the array namespace for `name` ('numpy' or 'cupy'); raise BackendError otherwise."""
+    if name == "numpy":
+        return numpy
+    if name == "cupy":
+        try:
+            import cupy
+            n_gpus = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # ImportError, CUDA driver/runtime errors, ...
+            raise BackendError(
+                f"TINYMAE_BACKEND=cupy, but CuPy cannot be used: {type(e).__name__}: {e}. "
+                "Install the GPU extra (pip install -e '.[gpu]') on a machine with an NVIDIA GPU, "
+                "or run with TINYMAE_BACKEND=numpy."
+            ) from e
+        if n_gpus < 1:
+            raise BackendError("TINYMAE_BACKEND=cupy, but CuPy sees no GPU. Run with TINYMAE_BACKEND=numpy.")
+        return cupy
+    raise BackendError(
+        f"Unknown TINYMAE_BACKEND={name!r}. Valid values: {', '.join(BACKENDS)} (default: numpy)."
+    )
+
+
+name = os.environ.get("TINYMAE_BACKEND", "numpy").strip().lower() or "numpy"
+xp = load(name)
+
+
+def asarray(a, dtype=None):
+    """Host (or device) data -> an array of the active backend. The only host -> device door."""
+    return xp.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    """An array of the active backend (or a Python/NumPy value) -> a NumPy array on the host.
+
+    The only device -> host door. CuPy arrays (and the test suite's strict arrays) carry a `.get()`
+    that copies to the host; NumPy arrays are returned as they are.
+    """
+    if isinstance(a, numpy.ndarray) and type(a) is numpy.ndarray:
+        return a
+    if hasattr(a, "get"):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def host_rng(seed):
+    """A seeded NumPy random generator on the host; draw there, then move with `asarray`."""
+    return numpy.random.default_rng(seed)

@@ -1,0 +1,104 @@
+"""Check a hand-written backward pass against centered finite differences, in float64.
+
+The method of the cs231n notes ("neural-networks-3", gradient checks):
+  * a random upstream gradient `dout` (never all ones: the backward of a softmax applied to ones is zero
+    and hides every bug), so we check  d/dx sum(forward(x) * dout)  against  backward(dout);
+  * centered differences  (f(x + h) - f(x - h)) / 2h,  error O(h^2), in double precision;
+  * the relative error  |a - n| / max(1e-8, |a| + |n|)  per element, and its maximum.
+
+Check your own layer:
+
+    from tinymae.gradcheck import assert_backward_matches
+    assert_backward_matches(my_forward, my_backward, {"x": x, "w": w})   # float64 inputs
+
+where `my_forward(x, w) -> (out, cache)` and `my_backward(dout, cache) -> (dx, dw)`, one gradient per
+input in the same order (a single array when there is one input). Keep inputs away from kinks
+(ReLU at 0, max ties), where the derivative jumps and finite differences disagree honestly.
+"""
+from dataclasses import dataclass
+
+from .backend import asarray, host_rng, xp
+
+
+def rel_error(a, n):
+    """Largest elementwise relative error max |a-n| / max(1e-8, |a|+|n|) (cs231n's formula)."""
+    return float(xp.max(xp.abs(a - n) / xp.maximum(1e-8, xp.abs(a) + xp.abs(n))))
+
+
+def numerical_gradient(f, x, dout, h=1e-5):
+    """d/dx sum(f() * dout) by centered differences; f reads x, which is perturbed in place and restored."""
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_gradient perturbs x through a flat view; pass a C-contiguous array")
+    grad = xp.zeros_like(x)
+    flat_x = x.reshape(-1)  # a view: writing into it perturbs x
+    flat_grad = grad.reshape(-1)
+    for i in range(flat_x.size):
+        old = float(flat_x[i])
+        flat_x[i] = old + h
+        f_plus = float(xp.sum(f() * dout))
+        flat_x[i] = old - h
+        f_minus = float(xp.sum(f() * dout))
+        flat_x[i] = old
+        flat_grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+@dataclass
+class GradReport:
+    name: str
+    rel_error: float
+    max_abs_diff: float
+    worst_index: tuple
+    analytic: float
+    numeric: float
+
+    def __str__(self):
+        return (f"{self.name}: rel error {self.rel_error:.2e}, max |diff| {self.max_abs_diff:.2e} at "
+                f"{self.worst_index} (analytic {self.analytic:+.8e}, numeric {self.numeric:+.8e})")
+
+
+def check_backward(forward, backward, inputs, seed=0, h=1e-5):
+    """Compare backward(dout, cache) with finite differences for every input; one GradReport each.
+
+    forward(*inputs.values()) -> (out, cache); backward(dout, cache) -> one gradient per input.
+    inputs: dict name -> float64 array (the arrays are perturbed in place and restored).
+    """
+    for name, a in inputs.items():
+        if a.dtype != xp.float64:
+            raise TypeError(f"gradient checks need float64 inputs; {name!r} is {a.dtype}")
+    args = list(inputs.values())
+    out, cache = forward(*args)
+    rng = host_rng(seed)
+    dout = asarray(rng.standard_normal(out.shape))  # random upstream gradient, float64
+    grads = backward(dout, cache)
+    if len(inputs) == 1 and not isinstance(grads, tuple):
+        grads = (grads,)
+    if len(grads) != len(inputs):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(inputs)} inputs")
+
+    reports = []
+    for (name, x), analytic in zip(inputs.items(), grads):
+        numeric = numerical_gradient(lambda: forward(*args)[0], x, dout, h)
+        if analytic.shape != x.shape:
+            raise ValueError(f"gradient for {name!r} has shape {analytic.shape}, input has {x.shape}")
+        diff = xp.abs(analytic - numeric)
+        worst = tuple(int(i) for i in xp.unravel_index(int(xp.argmax(diff)), diff.shape))
+        reports.append(GradReport(
+            name=name,
+            rel_error=rel_error(analytic, numeric),
+            max_abs_diff=float(diff[worst]),
+            worst_index=worst,
+            analytic=float(analytic[worst]),
+            numeric=float(numeric[worst]),
+        ))
+    return reports
+
+
+def assert_backward_matches(forward, backward, inputs, tol=1e-7, seed=0, h=1e-5):
+    """check_backward, raising AssertionError with the worst element of every failing input."""
+    reports = check_backward(forward, backward, inputs, seed=seed, h=h)
+    bad = [r for r in reports if not r.rel_error <= tol]
+    if bad:
+        raise AssertionError(f"gradient check failed (tolerance {tol:.0e}):\n  " + "\n  ".join(map(str, bad)))
+    return reports
+

@@ -1,0 +1,34 @@
+"""The reconstruction loss, as `forward_loss` in models_mae.py: mean squared error per patch, averaged
+over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches")."""
+from .backend import xp
+
+
+def mse_forward(pred, target, mask=None, norm_pix_loss=False):
+    """pred, target: (N, L, D) patch vectors; mask: (N, L), 1 = removed, or None for all patches.
+
+    Returns the scalar loss (a 0-d backend array, so no host sync) and the cache.
+    norm_pix_loss: normalise each target patch by its own mean and variance first (the paper's Table 1d);
+    the variance is the unbiased one, as torch's `.var()` in the reference.
+    """
+    if norm_pix_loss:
+        mean = target.mean(axis=-1, keepdims=True)  # (N, L, 1)
+        var = target.var(axis=-1, keepdims=True, ddof=1)  # (N, L, 1)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5  # (N, L, D)
+
+    diff = pred - target  # (N, L, D)
+    loss_per_patch = (diff * diff).mean(axis=-1)  # (N, L) mean loss per patch
+    if mask is None:
+        weight = xp.full(loss_per_patch.shape, 1.0 / loss_per_patch.size, dtype=pred.dtype)  # (N, L)
+    else:
+        weight = mask / mask.sum()  # (N, L) mean over removed patches
+    loss = (loss_per_patch * weight).sum()  # ()
+    cache = (diff, weight)
+    return loss, cache
+
+
+def mse_backward(cache, dloss=1.0):
+    """-> dpred: (N, L, D). d loss / d pred = 2 * diff / D * weight (the target carries no gradient)."""
+    diff, weight = cache
+    D = diff.shape[-1]
+    dpred = diff * (weight * (2.0 * dloss / D))[:, :, None]  # (N, L, D)
+    return dpred

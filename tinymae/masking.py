@@ -1,0 +1,81 @@
+"""Random masking, as `random_masking` in models_mae.py, and the decoder's step that fills the gaps.
+
+MAE removes a random 75% of the patches of each image *before* the encoder, by shuffling:
+
+    noise        (N, L)  uniform in [0, 1), one number per patch
+    ids_shuffle  (N, L)  argsort(noise): patch indices, the ones to keep first
+    ids_restore  (N, L)  argsort(ids_shuffle): where each patch went, so the shuffle can be undone
+    ids_keep     (N, K)  ids_shuffle[:, :K], K = int(L * (1 - mask_ratio))
+    mask         (N, L)  1 = removed, 0 = kept, in the original patch order
+
+The encoder sees only x[n, ids_keep[n]]. The decoder appends one shared, learned mask token for each
+removed patch and undoes the shuffle with ids_restore, so every patch is back at its place.
+
+The noise is an explicit argument: draw it with `masking_noise` from a seeded host generator, and a
+NumPy run and a CuPy run see exactly the same masks.
+"""
+from .backend import asarray, xp
+
+
+def masking_noise(rng, N, L, dtype="float32"):
+    """Per-sample uniform noise (N, L), drawn on the host from `rng` and moved to the backend."""
+    return asarray(rng.random((N, L)), dtype=dtype)
+
+
+def random_masking(x, mask_ratio, noise):
+    """x: (N, L, D), noise: (N, L) -> x_masked (N, K, D), mask (N, L), ids_restore (N, L), cache."""
+    N, L, D = x.shape
+    len_keep = int(L * (1 - mask_ratio))
+
+    ids_shuffle = xp.argsort(noise, axis=1)  # (N, L) ascend: small noise is keep, large is remove
+    ids_restore = xp.argsort(ids_shuffle, axis=1)  # (N, L)
+    ids_keep = ids_shuffle[:, :len_keep]  # (N, K)
+    x_masked = xp.take_along_axis(x, ids_keep[:, :, None], axis=1)  # (N, K, D)
+
+    # The binary mask, 0 is keep, 1 is remove. models_mae builds it as ones, zeros in the first K
+    # shuffled slots, then un-shuffles with ids_restore; patch l sits at slot ids_restore[l], so that
+    # is the same as asking whether that slot is past the kept ones.
+    mask = (ids_restore >= len_keep).astype(x.dtype)  # (N, L)
+
+    cache = (ids_restore, len_keep)
+    return x_masked, mask, ids_restore, cache
+
+
+def random_masking_backward(dx_masked, cache):
+    """dx_masked: (N, K, D) -> dx: (N, L, D): kept tokens' gradients back at their places, zeros elsewhere."""
+    ids_restore, len_keep = cache
+    N, K, D = dx_masked.shape
+    L = ids_restore.shape[1]
+    # Forward gathered slots 0..K-1 of the shuffled order; backward puts them back into the shuffled
+    # order (removed slots get zero) and un-shuffles, which is the same gather as the decoder's.
+    dx_shuffled = xp.concatenate([dx_masked, xp.zeros((N, L - K, D), dtype=dx_masked.dtype)], axis=1)  # (N, L, D)
+    dx = xp.take_along_axis(dx_shuffled, ids_restore[:, :, None], axis=1)  # (N, L, D)
+    return dx
+
+
+def append_mask_tokens(x, mask_token, ids_restore):
+    """The decoder's first step in models_mae.forward_decoder, without the cls token.
+
+    x: (N, K, D) visible tokens in shuffled order, mask_token: (1, 1, D), ids_restore: (N, L)
+    -> x_full: (N, L, D) with every patch at its place (mask tokens where patches were removed), cache.
+    """
+    N, K, D = x.shape
+    L = ids_restore.shape[1]
+    mask_tokens = xp.broadcast_to(mask_token, (N, L - K, D))  # (N, L-K, D), one shared token
+    x_shuffled = xp.concatenate([x, mask_tokens], axis=1)  # (N, L, D) shuffled order
+    x_full = xp.take_along_axis(x_shuffled, ids_restore[:, :, None], axis=1)  # (N, L, D) unshuffle
+    cache = (ids_restore, K)
+    return x_full, cache
+
+
+def append_mask_tokens_backward(dx_full, cache):
+    """dx_full: (N, L, D) -> dx (N, K, D) for the visible tokens, dmask_token (1, 1, D)."""
+    ids_restore, K = cache
+    D = dx_full.shape[-1]
+    # Undo the un-shuffle: shuffled slot s held patch ids_shuffle[s], and ids_shuffle = argsort(ids_restore).
+    ids_shuffle = xp.argsort(ids_restore, axis=1)  # (N, L)  recomputed rather than cached
+    dx_shuffled = xp.take_along_axis(dx_full, ids_shuffle[:, :, None], axis=1)  # (N, L, D)
+    dx = dx_shuffled[:, :K]  # (N, K, D)
+    # The one mask token fanned out to every removed slot of every image: its gradient is the sum.
+    dmask_token = dx_shuffled[:, K:].sum(axis=(0, 1)).reshape(1, 1, D)  # (1, 1, D)
+    return dx, dmask_token
