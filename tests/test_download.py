@@ -1,0 +1,217 @@
+"""download_catsdogs against a local HTTP server (no internet): success, corrupt and cut-short
+downloads, unreachable servers, unsafe archives, and skipping a download already done."""
+import http.server
+import io
+import os
+import socket
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinymae import data
+from tinymae.data import DataError
+
+
+def jpeg_bytes(seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def make_zip(members):
+    """A zip (bytes) holding {name: bytes}; names are stored as given, '..' and all."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def official_like_zip():
+    """The official archive's layout in miniature: PetImages/{Cat,Dog}/N.jpg plus its extra files."""
+    members = {f"PetImages/{cls}/{i}.jpg": jpeg_bytes(10 * c + i)
+               for c, cls in enumerate(("Cat", "Dog")) for i in range(3)}
+    members["PetImages/Cat/Thumbs.db"] = b"\0" * 64
+    members["readme[1].txt"] = b"Cats and dogs"
+    return make_zip(members)
+
+
+GOOD_ZIP = official_like_zip()
+CORRUPT_ZIP = bytearray(GOOD_ZIP)
+CORRUPT_ZIP[200:260] = bytes(60)  # inside the first member's compressed data: the CRC check fails
+CORRUPT_ZIP = bytes(CORRUPT_ZIP)
+TRAVERSAL_ZIP = make_zip({"PetImages/Cat/0.jpg": jpeg_bytes(0), "../escaped.txt": b"gotcha"})
+ABSOLUTE_ZIP = make_zip({"PetImages/Cat/0.jpg": jpeg_bytes(0), "/tmp/absolute.txt": b"gotcha"})
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves the test zips; /short.zip announces the full length but sends half and hangs up."""
+    routes = {"/good.zip": GOOD_ZIP, "/corrupt.zip": CORRUPT_ZIP, "/traversal.zip": TRAVERSAL_ZIP,
+              "/absolute.zip": ABSOLUTE_ZIP}
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        if self.path == "/short.zip":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD_ZIP)))
+            self.end_headers()
+            self.wfile.write(GOOD_ZIP[:len(GOOD_ZIP) // 2])
+            self.close_connection = True
+            return
+        if self.path == "/no-length-cut.zip":  # no Content-Length: only the zip check can notice
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(GOOD_ZIP[:len(GOOD_ZIP) // 2])
+            self.close_connection = True
+            return
+        body = self.routes.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep the test output quiet
+        pass
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server in a thread; yields (base URL, list of paths requested)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.requests = []
+    # a short poll interval: shutdown() waits for the next poll, 0.5 s by default, in every test
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.requests
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def unreachable_url():
+    """A URL on a local port nobody listens on (bound, then released), so the connection is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/kagglecatsanddogs_5340.zip"
+
+
+def assert_no_archive_left(dest):
+    final = dest / data.ARCHIVE_NAME
+    assert not final.exists(), "a failed download left a file at the final path"
+    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists(), "a failed download left its .part file"
+
+
+def test_download_extracts_and_loads(tmp_path, server):
+    base, requests = server
+    dest = tmp_path / "downloads"
+    root = data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert root == str(dest)
+    assert (dest / data.ARCHIVE_NAME).is_file()
+    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists()
+    assert sorted(os.listdir(dest / "PetImages" / "Dog")) == ["0.jpg", "1.jpg", "2.jpg"]
+    ds = data.load_dataset(root, size=16, cache_dir=tmp_path / "cache", progress=False)
+    assert ds.images.shape == (6, 16, 16, 3) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert requests == ["/good.zip"]
+
+
+def test_download_skipped_when_already_there(tmp_path, server):
+    base, requests = server
+    dest = tmp_path / "downloads"
+    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    # a second call must not touch the network: an unreachable URL would fail if it did
+    assert data.download_catsdogs(dest, url=unreachable_url(), progress=False) == str(dest)
+    assert requests == ["/good.zip"]
+
+
+def test_download_extracts_an_archive_put_there_by_hand(tmp_path):
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    (dest / data.ARCHIVE_NAME).write_bytes(GOOD_ZIP)
+    data.download_catsdogs(dest, url=unreachable_url(), progress=False)
+    assert (dest / "PetImages" / "Cat" / "0.jpg").is_file()
+
+
+def test_download_replaces_a_broken_archive_found_there(tmp_path, server):
+    base, requests = server
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    (dest / data.ARCHIVE_NAME).write_bytes(GOOD_ZIP[:100])
+    with pytest.warns(UserWarning, match="downloading it again"):
+        data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert (dest / data.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+    assert requests == ["/good.zip"]
+
+
+def test_download_corrupt_zip_leaves_nothing(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError, match="corrupt") as e:
+        data.download_catsdogs(dest, url=f"{base}/corrupt.zip", progress=False)
+    assert f"{base}/corrupt.zip" in str(e.value)
+    assert_no_archive_left(dest)
+    assert not (dest / "PetImages").exists()
+
+
+def test_download_cut_short_leaves_nothing(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError) as e:
+        data.download_catsdogs(dest, url=f"{base}/short.zip", progress=False)
+    assert f"{base}/short.zip" in str(e.value)
+    assert_no_archive_left(dest)
+
+
+def test_download_cut_short_without_length_leaves_nothing(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError, match="not a valid zip"):
+        data.download_catsdogs(dest, url=f"{base}/no-length-cut.zip", progress=False)
+    assert_no_archive_left(dest)
+
+
+def test_download_http_error_names_the_url(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError) as e:
+        data.download_catsdogs(dest, url=f"{base}/missing.zip", progress=False)
+    assert f"{base}/missing.zip" in str(e.value) and "by hand" in str(e.value)
+    assert_no_archive_left(dest)
+
+
+def test_download_unreachable_url_names_the_url(tmp_path):
+    url = unreachable_url()
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError) as e:
+        data.download_catsdogs(dest, url=url, progress=False)
+    assert url in str(e.value) and "by hand" in str(e.value)
+    assert_no_archive_left(dest)
+
+
+@pytest.mark.parametrize("route, bad_name", [("/traversal.zip", "../escaped.txt"),
+                                             ("/absolute.zip", "/tmp/absolute.txt")])
+def test_download_refuses_paths_outside_the_folder(tmp_path, server, route, bad_name):
+    base, _ = server
+    dest = tmp_path / "inner" / "downloads"
+    with pytest.raises(DataError) as e:
+        data.download_catsdogs(dest, url=base + route, progress=False)
+    assert bad_name in str(e.value)
+    assert_no_archive_left(dest)
+    assert not (dest / "PetImages").exists() and not (tmp_path / "inner" / "escaped.txt").exists()
+
+
+def test_download_not_repeated_after_the_zip_is_deleted(tmp_path, server):
+    """Users delete the 800 MB archive once it is extracted; that must not trigger a new download."""
+    base, requests = server
+    dest = tmp_path / "downloads"
+    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    (dest / data.ARCHIVE_NAME).unlink()
+    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert requests == ["/good.zip"]
