@@ -43,16 +43,20 @@ def test_patchify_rejects_sizes_that_do_not_divide(xp):
         patches.patchify(xp.zeros((1, 3, 12, 12)), 5)
 
 
+@pytest.mark.parametrize("keep_order", [False, True])
 @pytest.mark.parametrize("mask_ratio", [0.0, 0.25, 0.75, 0.9])
-def test_random_masking_invariants(xp, rng, mask_ratio):
+def test_random_masking_invariants(xp, rng, mask_ratio, keep_order):
     N, L, D = 4, 64, 5
     x = rng.standard_normal((N, L, D)).astype("float32")
     noise = masking.masking_noise(rng, N, L)
-    x_masked, mask, ids_restore, cache = masking.random_masking(backend.asarray(x), mask_ratio, noise)
+    x_masked, mask, ids_restore, cache = masking.random_masking(backend.asarray(x), mask_ratio, noise, keep_order)
     x_masked, mask, ids_restore = to_numpy(x_masked), to_numpy(mask), to_numpy(ids_restore)
     len_keep = int(L * (1 - mask_ratio))
 
     ids_shuffle = np.argsort(to_numpy(noise), axis=1)
+    if keep_order:  # the same kept set, listed in raster order
+        ids_shuffle[:, :len_keep] = np.sort(ids_shuffle[:, :len_keep], axis=1)
+        assert (np.diff(ids_shuffle[:, :len_keep], axis=1) > 0).all()
     assert x_masked.shape == (N, len_keep, D)
     np.testing.assert_array_equal(np.take_along_axis(ids_shuffle, ids_restore, axis=1), np.tile(np.arange(L), (N, 1)))
     np.testing.assert_array_equal(mask.sum(axis=1), L - len_keep)

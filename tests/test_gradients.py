@@ -48,11 +48,11 @@ def case_unpatchify(rng, dtype):
             {"x": randn(rng, 2, 4, 12, dtype=dtype)})
 
 
-def case_random_masking(rng, dtype):
+def case_random_masking(rng, dtype, keep_order=False):
     noise = backend.asarray(rng.random((2, 8)), dtype=dtype)
 
     def forward(x):
-        x_masked, mask, ids_restore, cache = masking.random_masking(x, 0.75, noise)
+        x_masked, mask, ids_restore, cache = masking.random_masking(x, 0.75, noise, keep_order)
         return x_masked, cache
 
     return forward, masking.random_masking_backward, {"x": randn(rng, 2, 8, 3, dtype=dtype)}
@@ -85,6 +85,7 @@ GRADIENT_CHECKS = {
     "patches.patchify_backward": case_patchify,
     "patches.unpatchify_backward": case_unpatchify,
     "masking.random_masking_backward": case_random_masking,
+    "masking.random_masking_backward[keep_order]": lambda rng, dtype: case_random_masking(rng, dtype, True),
     "masking.append_mask_tokens_backward": case_append_mask_tokens,
     "loss.mse_backward": lambda rng, dtype: mse_case(rng, dtype, with_mask=True, norm_pix_loss=False),
     "loss.mse_backward[all patches]": lambda rng, dtype: mse_case(rng, dtype, with_mask=False, norm_pix_loss=False),

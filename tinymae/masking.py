@@ -22,12 +22,20 @@ def masking_noise(rng, N, L, dtype="float32"):
     return asarray(rng.random((N, L)), dtype=dtype)
 
 
-def random_masking(x, mask_ratio, noise):
-    """x: (N, L, D), noise: (N, L) -> x_masked (N, K, D), mask (N, L), ids_restore (N, L), cache."""
+def random_masking(x, mask_ratio, noise, keep_order=False):
+    """x: (N, L, D), noise: (N, L) -> x_masked (N, K, D), mask (N, L), ids_restore (N, L), cache.
+
+    keep_order: list the kept tokens in raster order instead of the random shuffle order. A ViT does
+    not care (attention is permutation-equivariant); the MLP, which flattens the visible tokens into
+    one vector, learns far better when slot k always holds the k-th visible patch. The set of kept
+    patches is the same either way.
+    """
     N, L, D = x.shape
     len_keep = int(L * (1 - mask_ratio))
 
     ids_shuffle = xp.argsort(noise, axis=1)  # (N, L) ascend: small noise is keep, large is remove
+    if keep_order:
+        ids_shuffle = xp.concatenate([xp.sort(ids_shuffle[:, :len_keep], axis=1), ids_shuffle[:, len_keep:]], axis=1)
     ids_restore = xp.argsort(ids_shuffle, axis=1)  # (N, L)
     ids_keep = ids_shuffle[:, :len_keep]  # (N, K)
     x_masked = xp.take_along_axis(x, ids_keep[:, :, None], axis=1)  # (N, K, D)
