@@ -1,0 +1,99 @@
+"""The MLP MAE: it sees only the visible patches, it uses their content, and it learns."""
+import numpy as np
+import pytest
+
+from tinymae import backend
+from tinymae.backend import to_numpy
+from tinymae.mae_mlp import MLPConfig, MLPMAE
+from tinymae.masking import masking_noise
+from tinymae.optim import AdamW
+from tinymae.patches import patchify, unpatchify
+
+SMALL = dict(img_size=24, patch_size=6, embed_dim=16, encoder_dims=(64, 64, 32), decoder_dims=(64,))
+
+
+def batch(seed, n=4, size=24):
+    rng = backend.host_rng(seed)
+    return backend.asarray(rng.standard_normal((n, 3, size, size)), dtype="float32")
+
+
+def test_default_shapes_and_parameter_count(xp):
+    model = MLPMAE()
+    cfg = model.config
+    assert (cfg.num_patches, cfg.patch_dim, cfg.len_keep) == (64, 108, 16)
+    imgs = batch(0, n=2, size=48)
+    latent, mask, ids_restore, _ = model.forward_encoder(imgs, masking_noise(backend.host_rng(1), 2, 64))
+    assert latent.shape == (2, 256) and mask.shape == (2, 64) and ids_restore.shape == (2, 64)
+    pred, _ = model.forward_decoder(latent)
+    assert pred.shape == (2, 64, 108)
+    # patch embed 108*64+64, encoder 1024*512+512 + 512*512+512 + 512*256+256, decoder 256*512+512 + 512*6912+6912
+    assert model.num_params() == 6976 + 524800 + 262656 + 131328 + 131584 + 3545856
+
+
+def test_encoder_never_sees_removed_pixels(xp):
+    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    imgs = batch(1)
+    noise = masking_noise(backend.host_rng(2), 4, 16)
+    latent, mask, _, _ = model.forward_encoder(imgs, noise)
+    # overwrite every removed patch with noise of another scale: the encoder output must not move at all
+    patches = patchify(imgs, 6)  # (N, L, P)
+    removed = mask[:, :, None]
+    other = 100.0 * backend.asarray(backend.host_rng(3).standard_normal(patches.shape), dtype="float32")
+    scrambled = unpatchify(patches * (1 - removed) + other * removed, 6)
+    latent2, mask2, _, _ = model.forward_encoder(scrambled, noise)
+    np.testing.assert_array_equal(to_numpy(mask), to_numpy(mask2))
+    np.testing.assert_array_equal(to_numpy(latent), to_numpy(latent2))
+
+
+def test_prediction_of_a_removed_patch_depends_on_visible_content(xp):
+    """An MLP applied to each patch alone could only predict the average patch at each position; ours
+    must read the visible patches: changing one visible patch changes the predicted removed patches."""
+    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    imgs = batch(4)
+    noise = masking_noise(backend.host_rng(5), 4, 16)
+    _, pred, mask, _ = model.forward(imgs, noise)
+    mask_h = to_numpy(mask)
+    visible = int(np.flatnonzero(mask_h[0] == 0)[0])
+    patches = to_numpy(patchify(imgs, 6))
+    patches[0, visible] += 1.0  # change one visible patch of image 0
+    _, pred2, _, _ = model.forward(unpatchify(backend.asarray(patches), 6), noise)
+    diff = np.abs(to_numpy(pred2) - to_numpy(pred)).mean(axis=-1)  # (N, L)
+    removed = mask_h[0] == 1
+    assert (diff[0, removed] > 1e-4).all()  # every removed patch of image 0 moved
+    assert (diff[1:] == 0).all()  # the other images did not
+
+
+def test_float32_model_stays_float32(xp):
+    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    loss, pred, mask, cache = model.forward(batch(6), masking_noise(backend.host_rng(7), 4, 16))
+    assert loss.dtype == xp.float32 and pred.dtype == xp.float32 and mask.dtype == xp.float32
+    grads = model.backward(cache)
+    assert set(grads) == set(model.params)
+    for name, g in grads.items():
+        assert g.dtype == xp.float32 and g.shape == model.params[name].shape, name
+
+
+def test_a_few_adamw_steps_reduce_the_loss(xp):
+    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    opt = AdamW(model.params, lr=1e-3, no_decay=model.no_decay)
+    imgs = batch(8, n=8)
+    noise = masking_noise(backend.host_rng(9), 8, 16)
+    first = None
+    for _ in range(40):  # memorising one batch: the loss falls from ~1.0 to ~0.2
+        loss, _, _, cache = model.forward(imgs, noise)
+        first = float(loss) if first is None else first
+        opt.step(model.backward(cache))
+    assert float(model.forward(imgs, noise)[0]) < 0.5 * first
+
+
+def test_no_weight_decay_on_biases():
+    model = MLPMAE(MLPConfig(**SMALL))
+    assert set(model.no_decay) == {name for name in model.params if name.endswith(".b")}
+
+
+@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be"),
+                                          ({"img_size": 25}, "not a multiple of patch_size"),
+                                          ({"mask_ratio": 0.999}, "leaves no visible patch")])
+def test_bad_config_is_a_clear_error(bad, message):
+    with pytest.raises(ValueError, match=message):
+        MLPMAE(MLPConfig(**{**SMALL, **bad}))
