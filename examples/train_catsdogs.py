@@ -41,7 +41,7 @@ from tinymae.patches import patchify
 RESUMED_SETTINGS = ("arch", "batch_size", "lr", "min_lr", "warmup_epochs", "weight_decay", "mask_ratio", "seed",
                     "per_class", "loss_on", "norm_pix_loss", "img_size", "patch_size", "load_size", "val_fraction",
                     "embed_dim", "encoder_dims", "decoder_dims", "depth", "num_heads", "decoder_embed_dim",
-                    "decoder_depth", "decoder_num_heads", "no_cls_token")
+                    "decoder_depth", "decoder_num_heads", "no_cls_token", "encoder_mask_tokens")
 
 
 def parse_args(argv=None):
@@ -81,6 +81,8 @@ def parse_args(argv=None):
     g.add_argument("--decoder-depth", type=int, default=2, help="vit: decoder blocks")
     g.add_argument("--decoder-num-heads", type=int, default=4, help="vit: decoder attention heads")
     g.add_argument("--no-cls-token", action="store_true", help="vit: no cls token")
+    g.add_argument("--encoder-mask-tokens", action="store_true",
+                   help="vit ablation (the paper's Table 1c): the encoder also processes mask tokens")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=50, help="passes over the training split")
@@ -121,7 +123,8 @@ def model_settings(args):
                     decoder_dims=tuple(int(d) for d in args.decoder_dims.split(",") if d.strip()))
     return dict(common, embed_dim=args.embed_dim or 128, depth=args.depth, num_heads=args.num_heads,
                 decoder_embed_dim=args.decoder_embed_dim, decoder_depth=args.decoder_depth,
-                decoder_num_heads=args.decoder_num_heads, cls_token=not args.no_cls_token)
+                decoder_num_heads=args.decoder_num_heads, cls_token=not args.no_cls_token,
+                encoder_mask_tokens=args.encoder_mask_tokens)
 
 
 class Diverged(Exception):

@@ -8,6 +8,7 @@ import pytest
 from tinymae import backend
 from tinymae.gradcheck import assert_backward_matches
 from tinymae.mae_mlp import MLPConfig, MLPMAE
+from tinymae.mae_vit import ViTConfig, ViTMAE
 from tinymae.masking import masking_noise
 
 TOL = 1e-6
@@ -18,10 +19,12 @@ def to_float64(model):
     for name, value in model.params.items():
         model.params[name] = value.astype("float64")
     model.pos_embed = model.pos_embed.astype("float64")
+    if hasattr(model, "decoder_pos_embed"):  # the ViT's decoder has a table of its own
+        model.decoder_pos_embed = model.decoder_pos_embed.astype("float64")
     return model
 
 
-def assert_model_gradients(model, imgs, noise, h):
+def assert_model_gradients(model, imgs, noise, h, tol=TOL):
     names = list(model.params)
 
     def forward(*arrays):
@@ -33,7 +36,7 @@ def assert_model_gradients(model, imgs, noise, h):
         grads = model.backward(cache, dloss)
         return tuple(grads[name] for name in names)
 
-    reports = assert_backward_matches(forward, backward, dict(model.params), tol=TOL, h=h)
+    reports = assert_backward_matches(forward, backward, dict(model.params), tol=tol, h=h)
     assert {r.name for r in reports} == set(names)
 
 
@@ -58,4 +61,39 @@ def test_mlp_mae_whole_model_gradients(xp, overrides):
     assert_model_gradients(model, imgs, noise, h=1e-4)
 
 
-MODEL_GRADIENT_CHECKS = {"mae_mlp.MLPMAE.backward": test_mlp_mae_whole_model_gradients}
+def tiny_vit(**overrides):
+    settings = dict(img_size=8, patch_size=2, embed_dim=8, depth=1, num_heads=2,
+                    decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0)
+    model = to_float64(ViTMAE(ViTConfig(**{**settings, **overrides}), seed=3))
+    # Random values for every parameter instead of the init: behind zero biases and LayerNorm scales of
+    # one, a swapped or missing gradient could hide; and the init's cls token (std 0.02) is a row of
+    # tiny numbers that LayerNorm divides by their spread, curved enough to upset finite differences.
+    rng = backend.host_rng(5)
+    for name, value in model.params.items():
+        model.params[name] = backend.asarray(rng.standard_normal(value.shape) * 0.5)
+    return model
+
+
+# The ViT's loss is smooth, but hundreds of float64 operations deep: evaluating it rounds by ~1e-16, which
+# the centered difference turns into up to ~9e-12 of noise per gradient element at h = 1e-5 (measured),
+# and the gradcheck's floor reads that as up to ~9e-6 on elements near zero. Those include the key third
+# of every qkv bias, whose true gradient is exactly zero (softmax ignores a shift of a row). h = 3e-5
+# divides the noise by 3 while the truncation error (~h^2) stays below 1e-6: measured worst 2e-6 over
+# these four settings and three parameter draws. A wrong backward is far above the tolerance: a gradient
+# off by a factor 1.001 reads as 5e-4.
+VIT_TOL = 1e-5
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cls_token": False}, {"norm_pix_loss": True}, {"loss_on": "all"},
+                                       {"encoder_mask_tokens": True}],
+                         ids=["masked-loss", "no-cls", "norm-pix", "all-loss", "encoder-mask-tokens"])
+def test_vit_mae_whole_model_gradients(xp, overrides):
+    model = tiny_vit(**overrides)
+    rng = backend.host_rng(0)
+    imgs = backend.asarray(rng.standard_normal((2, 3, 8, 8)))
+    noise = masking_noise(rng, 2, model.config.num_patches, dtype="float64")  # 16 patches, 4 visible
+    assert_model_gradients(model, imgs, noise, h=3e-5, tol=VIT_TOL)
+
+
+MODEL_GRADIENT_CHECKS = {"mae_mlp.MLPMAE.backward": test_mlp_mae_whole_model_gradients,
+                         "mae_vit.ViTMAE.backward": test_vit_mae_whole_model_gradients}

@@ -4,9 +4,21 @@ Where each step of MAE lives:
     backend.py    the array library (NumPy or CuPy, from TINYMAE_BACKEND)
     patches.py    patchify / unpatchify
     masking.py    random_masking, and the decoder's mask tokens + un-shuffle
-    layers.py     Linear, ReLU and the initialisers
-    loss.py       the MSE on removed patches (forward_loss), norm_pix_loss
+    layers.py     Linear, ReLU, LayerNorm, GELU and the initialisers
+    attention.py  softmax and multi-head self-attention
+    transformer.py  the pre-norm Transformer block (attention + MLP, two residuals)
+    pos_embed.py  the fixed 2-D sin-cos position embeddings
+    loss.py       the MSE on removed patches (forward_loss), norm_pix_loss; the probe's logistic loss
     optim.py      AdamW and the warm-up + cosine learning-rate schedule
+    mae_mlp.py    the task's MLP MAE (forward_encoder, forward_decoder, forward_loss, backward)
+    mae_vit.py    the paper's ViT MAE (same steps)
+    models.py     build a model from its name and settings
+    data.py       folders of photos -> cached arrays -> augmented, normalised batches; the download
+    checkpoint.py atomic .npz checkpoints, no pickle
+    metrics.py    masked-patch error in pixels, and the baselines
+    evaluate.py   python -m tinymae.evaluate
+    probe.py      python -m tinymae.probe: linear probe and k-NN on frozen features
+    figures.py    reconstructions and loss curves
     gradcheck.py  finite-difference checks for any forward/backward pair
 """
 __version__ = "0.1.0"

@@ -165,7 +165,7 @@ class MLPMAE:
         dx = dh.reshape(visible_shape)  # (N, K, E) un-flatten
         dx = random_masking_backward(dx, mask_cache)  # (N, L, E) zeros at removed patches
         # pos_embed is a constant: the gradient passes through the addition unchanged.
-        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, embed_cache)  # no dimgs needed
+        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, embed_cache, need_dx=False)
         return {name: grads[name] for name in self.params}
 
     # ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ The baselines fill each removed patch without any learning beyond a training-set
 import math
 
 from .backend import xp
+from .masking import gather_tokens
 
 
 def pred_to_pixels(pred, target_norm, mean, std, norm_pix_loss=False):
@@ -70,4 +71,4 @@ def nearest_visible_baseline(target_pix, mask, grid_size):
     # Distance from patch i to candidate j, with removed candidates pushed out of reach.
     dist = dist[None].astype(target_pix.dtype) + mask[:, None, :] * 1e6  # (N, L, L)
     source = xp.argmin(dist, axis=2)  # (N, L) first minimum: ties go to the lowest index
-    return xp.take_along_axis(target_pix, source[:, :, None], axis=1)  # (N, L, P)
+    return gather_tokens(target_pix, source)  # (N, L, P)

@@ -1,0 +1,304 @@
+"""The ViT MAE: its tables and initialisation are MAE's, its encoder sees only the visible patches, it
+uses their content, it is numerically safe in float32, and it learns."""
+import numpy as np
+import pytest
+
+from tinymae import attention, backend, layers
+from tinymae.backend import to_numpy
+from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.masking import masking_noise
+from tinymae.optim import AdamW
+from tinymae.patches import patchify, unpatchify
+from tinymae.pos_embed import get_2d_sincos_pos_embed
+
+SMALL = dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4,
+             decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # 16 patches, 4 visible
+
+
+def batch(seed, n=4, size=24):
+    rng = backend.host_rng(seed)
+    return backend.asarray(rng.standard_normal((n, 3, size, size)), dtype="float32")
+
+
+# ----------------------------------------------------------------------------------------------
+# util/pos_embed.py of the official MAE, transcribed literally (np.float is float64)
+
+def ref_get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=False):
+    grid_h = np.arange(grid_size, dtype=np.float32)
+    grid_w = np.arange(grid_size, dtype=np.float32)
+    grid = np.meshgrid(grid_w, grid_h)  # here w goes first
+    grid = np.stack(grid, axis=0)
+
+    grid = grid.reshape([2, 1, grid_size, grid_size])
+    pos_embed = ref_get_2d_sincos_pos_embed_from_grid(embed_dim, grid)
+    if cls_token:
+        pos_embed = np.concatenate([np.zeros([1, embed_dim]), pos_embed], axis=0)
+    return pos_embed
+
+
+def ref_get_2d_sincos_pos_embed_from_grid(embed_dim, grid):
+    assert embed_dim % 2 == 0
+
+    # use half of dimensions to encode grid_h
+    emb_h = ref_get_1d_sincos_pos_embed_from_grid(embed_dim // 2, grid[0])  # (H*W, D/2)
+    emb_w = ref_get_1d_sincos_pos_embed_from_grid(embed_dim // 2, grid[1])  # (H*W, D/2)
+
+    emb = np.concatenate([emb_h, emb_w], axis=1)  # (H*W, D)
+    return emb
+
+
+def ref_get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
+    """
+    embed_dim: output dimension for each position
+    pos: a list of positions to be encoded: size (M,)
+    out: (M, D)
+    """
+    assert embed_dim % 2 == 0
+    omega = np.arange(embed_dim // 2, dtype=np.float64)
+    omega /= embed_dim / 2.
+    omega = 1. / 10000**omega  # (D/2,)
+
+    pos = pos.reshape(-1)  # (M,)
+    out = np.einsum('m,d->md', pos, omega)  # (M, D/2), outer product
+
+    emb_sin = np.sin(out)  # (M, D/2)
+    emb_cos = np.cos(out)  # (M, D/2)
+
+    emb = np.concatenate([emb_sin, emb_cos], axis=1)  # (M, D)
+    return emb
+
+
+@pytest.mark.parametrize("cls_token", [True, False])
+@pytest.mark.parametrize("embed_dim, grid_size", [(128, 8), (64, 8), (16, 3)])
+def test_sincos_pos_embed_is_the_official_table(xp, embed_dim, grid_size, cls_token):
+    ref = ref_get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=cls_token)
+    ours = get_2d_sincos_pos_embed(embed_dim, grid_size, cls_token=cls_token, dtype="float64")
+    assert ours.shape == (1, grid_size ** 2 + cls_token, embed_dim)
+    np.testing.assert_allclose(to_numpy(ours)[0], ref, rtol=0, atol=1e-15)
+
+
+def test_model_uses_the_official_tables(xp):
+    model = ViTMAE()
+    np.testing.assert_allclose(to_numpy(model.pos_embed)[0], ref_get_2d_sincos_pos_embed(128, 8, True), atol=1e-7)
+    np.testing.assert_allclose(to_numpy(model.decoder_pos_embed)[0], ref_get_2d_sincos_pos_embed(64, 8, True),
+                               atol=1e-7)
+    no_cls = ViTMAE(ViTConfig(cls_token=False))
+    assert no_cls.pos_embed.shape == (1, 64, 128) and no_cls.decoder_pos_embed.shape == (1, 64, 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# shapes, initialisation, weight decay
+
+def test_default_shapes_and_parameter_count(xp):
+    model = ViTMAE()
+    cfg = model.config
+    assert (cfg.num_patches, cfg.patch_dim, cfg.len_keep) == (64, 108, 16)
+    imgs = batch(0, n=2, size=48)
+    latent, mask, ids_restore, _ = model.forward_encoder(imgs, masking_noise(backend.host_rng(1), 2, 64))
+    assert latent.shape == (2, 1 + 16, 128) and mask.shape == (2, 64) and ids_restore.shape == (2, 64)
+    pred, _ = model.forward_decoder(latent, ids_restore)
+    assert pred.shape == (2, 64, 108)
+
+    def block(D):  # norm1, qkv, proj, norm2, fc1, fc2
+        return 2 * D + (D * 3 * D + 3 * D) + (D * D + D) + 2 * D + (D * 4 * D + 4 * D) + (4 * D * D + D)
+
+    expected = (108 * 128 + 128) + 128 + 4 * block(128) + 2 * 128 \
+        + (128 * 64 + 64) + 64 + 2 * block(64) + 2 * 64 + (64 * 108 + 108)
+    assert model.num_params() == expected
+    assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "embed_dim", "depth",
+                                           "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
+                                           "mlp_ratio", "cls_token", "norm_pix_loss", "loss_on",
+                                           "encoder_mask_tokens"]
+
+
+def test_initialisation_is_models_mae(xp):
+    model = ViTMAE()
+    p = {name: to_numpy(value) for name, value in model.params.items()}
+    for name, value in p.items():
+        assert value.dtype == np.float32, name
+        if "norm" in name and name.endswith(".w"):
+            assert (value == 1).all(), name  # LayerNorm weight 1
+        elif name.endswith(".b"):
+            assert (value == 0).all(), name  # Linear and LayerNorm biases 0
+    for token in ("cls_token", "mask_token"):  # torch.nn.init.normal_(std=.02)
+        assert abs(p[token].std() - 0.02) < 0.006 and abs(p[token].mean()) < 0.006, token
+    # xavier_uniform_ on every Linear, qkv included (models_mae._init_weights), and on patch_embed as (D, P)
+    for name, (d_in, d_out) in {"blocks.0.attn.qkv.w": (128, 384), "decoder_blocks.1.attn.qkv.w": (64, 192),
+                                "blocks.3.mlp.fc1.w": (128, 512), "patch_embed.w": (108, 128),
+                                "decoder_pred.w": (64, 108)}.items():
+        bound = (6.0 / (d_in + d_out)) ** 0.5
+        w = p[name]
+        assert w.shape == (d_in, d_out)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound, name
+        assert abs(w.std() - bound / 3 ** 0.5) < 0.05 * bound, name  # std of U(-a, a) is a / sqrt(3)
+    # the same seed gives the same weights; another seed other weights
+    again = ViTMAE(seed=0)
+    assert all((to_numpy(again.params[n]) == v).all() for n, v in p.items())
+    assert not (to_numpy(ViTMAE(seed=1).params["blocks.0.attn.qkv.w"]) == p["blocks.0.attn.qkv.w"]).all()
+
+
+def test_no_weight_decay_on_biases_and_norms_as_main_pretrain():
+    model = ViTMAE(ViTConfig(**SMALL))
+    expected = {name for name in model.params if name.endswith(".b") or "norm" in name}
+    assert set(model.no_decay) == expected
+    assert {"norm.w", "decoder_norm.w", "blocks.0.norm1.w", "blocks.1.norm2.b"} <= expected
+    # the Linear weights and, as in the official pre-training, the (1, 1, D) cls and mask tokens decay
+    assert {"cls_token", "mask_token"} <= set(model.params) - expected
+
+
+@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be"),
+                                          ({"img_size": 25}, "not a multiple of patch_size"),
+                                          ({"mask_ratio": 0.999}, "leaves no visible patch"),
+                                          ({"num_heads": 5}, "divisible by num_heads"),
+                                          ({"decoder_embed_dim": 18, "decoder_num_heads": 2}, "divisible by 4")])
+def test_bad_config_is_a_clear_error(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ViTMAE(ViTConfig(**{**SMALL, **bad}))
+
+
+# ----------------------------------------------------------------------------------------------
+# what the encoder sees, what the decoder uses
+
+@pytest.mark.parametrize("cls_token", [True, False])
+def test_encoder_sees_only_the_visible_patches(xp, cls_token):
+    model = ViTMAE(ViTConfig(**SMALL, cls_token=cls_token), seed=0)
+    imgs = batch(1)
+    noise = masking_noise(backend.host_rng(2), 4, 16)
+    latent, mask, _, _ = model.forward_encoder(imgs, noise)
+    assert latent.shape == (4, int(cls_token) + 4, 32)  # (N, 1+K, D): the K = 4 visible tokens, not L = 16
+    # overwrite every removed patch with noise of another scale: the encoder output must not move at all
+    patches = patchify(imgs, 6)  # (N, L, P)
+    removed = mask[:, :, None]
+    other = 100.0 * backend.asarray(backend.host_rng(3).standard_normal(patches.shape), dtype="float32")
+    scrambled = unpatchify(patches * (1 - removed) + other * removed, 6)
+    latent2, mask2, _, _ = model.forward_encoder(scrambled, noise)
+    np.testing.assert_array_equal(to_numpy(mask), to_numpy(mask2))
+    np.testing.assert_array_equal(to_numpy(latent), to_numpy(latent2))
+
+
+def test_encoder_without_masking_sees_every_patch(xp):
+    """forward_encoder(..., mask_ratio=0.0), as for linear probing: all L tokens, none removed."""
+    model = ViTMAE(ViTConfig(**SMALL), seed=0)
+    latent, mask, ids_restore, _ = model.forward_encoder(batch(1), masking_noise(backend.host_rng(2), 4, 16),
+                                                         mask_ratio=0.0)
+    assert latent.shape == (4, 1 + 16, 32)
+    assert (to_numpy(mask) == 0).all()
+
+
+def test_prediction_of_a_removed_patch_depends_on_visible_content(xp):
+    model = ViTMAE(ViTConfig(**SMALL), seed=0)
+    imgs = batch(4)
+    noise = masking_noise(backend.host_rng(5), 4, 16)
+    _, pred, mask, _ = model.forward(imgs, noise)
+    mask_h = to_numpy(mask)
+    visible = int(np.flatnonzero(mask_h[0] == 0)[0])
+    patches = to_numpy(patchify(imgs, 6))
+    patches[0, visible] += 1.0  # change one visible patch of image 0
+    _, pred2, _, _ = model.forward(unpatchify(backend.asarray(patches), 6), noise)
+    diff = np.abs(to_numpy(pred2) - to_numpy(pred)).mean(axis=-1)  # (N, L)
+    removed = mask_h[0] == 1
+    assert (diff[0, removed] > 1e-4).all()  # every removed patch of image 0 moved: attention mixes tokens
+    assert (diff[1:] == 0).all()  # the other images did not
+
+
+def test_attention_key_bias_changes_nothing_and_gets_zero_gradient(xp, rng):
+    """The key third of qkv_b adds q_i . b_k to every score of row i; softmax ignores such a shift. So its
+    true gradient is exactly zero (the gradient checks in test_gradients.py hold it fixed for that reason)."""
+    N, T, D, H = 2, 5, 8, 2
+    x = backend.asarray(rng.standard_normal((N, T, D)))
+    qkv_w = backend.asarray(rng.standard_normal((D, 3 * D)) * 0.5)
+    qkv_b = rng.standard_normal(3 * D) * 0.5
+    proj_w, proj_b = backend.asarray(rng.standard_normal((D, D))), backend.asarray(rng.standard_normal(D))
+    out, cache = attention.attention_forward(x, qkv_w, backend.asarray(qkv_b), proj_w, proj_b, H)
+    shifted = qkv_b.copy()
+    shifted[D:2 * D] += 3.0 * rng.standard_normal(D)  # a large change of the key bias only
+    out2, _ = attention.attention_forward(x, qkv_w, backend.asarray(shifted), proj_w, proj_b, H)
+    np.testing.assert_allclose(to_numpy(out2), to_numpy(out), rtol=1e-12, atol=1e-12)
+    _, _, dqkv_b, _, _ = attention.attention_backward(backend.asarray(rng.standard_normal((N, T, D))), cache)
+    dqkv_b = to_numpy(dqkv_b)
+    assert np.abs(dqkv_b[D:2 * D]).max() < 1e-12 * np.abs(dqkv_b).max()
+    assert np.abs(dqkv_b[:D]).min() > 0 and np.abs(dqkv_b[2 * D:]).min() > 0  # queries' and values' are not
+
+
+# ----------------------------------------------------------------------------------------------
+# float32: safe and stays float32
+
+def test_softmax_of_huge_logits_stays_finite_in_float32(xp):
+    x = backend.asarray([[1e4, 0.0, -1e4, 1e4 - 1.0], [-1e4, -1e4, -1e4, -1e4]], dtype="float32")
+    y, cache = attention.softmax_forward(x)
+    y_h = to_numpy(y)
+    assert y.dtype == xp.float32 and np.isfinite(y_h).all()
+    np.testing.assert_allclose(y_h.sum(axis=-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(y_h[0], [1 / (1 + np.e ** -1), 0, 0, 1 / (1 + np.e)], rtol=1e-6)
+    np.testing.assert_allclose(y_h[1], 0.25)
+    dx = attention.softmax_backward(backend.asarray(np.ones((2, 4)) * [1, 2, 3, 4], dtype="float32"), cache)
+    assert dx.dtype == xp.float32 and np.isfinite(to_numpy(dx)).all()
+
+
+def test_layernorm_of_a_constant_row_is_its_bias_in_float32(xp):
+    x = backend.asarray(np.full((2, 3, 16), 7.25), dtype="float32")  # variance exactly 0: eps keeps 1/sqrt finite
+    w = backend.asarray(np.linspace(0.5, 2, 16), dtype="float32")
+    b = backend.asarray(np.linspace(-1, 1, 16), dtype="float32")
+    out, cache = layers.layernorm_forward(x, w, b)
+    np.testing.assert_array_equal(to_numpy(out), np.broadcast_to(to_numpy(b), (2, 3, 16)))
+    grads = layers.layernorm_backward(backend.asarray(np.ones((2, 3, 16)), dtype="float32"), cache)
+    for g in (out, *grads):
+        assert g.dtype == xp.float32 and np.isfinite(to_numpy(g)).all()
+
+
+def float_arrays(obj):
+    """Every floating-point array inside a (nested) cache: tuples, lists, dicts."""
+    if isinstance(obj, (tuple, list)):
+        return [a for item in obj for a in float_arrays(item)]
+    if isinstance(obj, dict):
+        return [a for item in obj.values() for a in float_arrays(item)]
+    if hasattr(obj, "dtype") and obj.dtype.kind == "f":
+        return [obj]
+    return []
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cls_token": False, "norm_pix_loss": True}], ids=["default", "no-cls"])
+def test_float32_model_stays_float32(xp, overrides):
+    model = ViTMAE(ViTConfig(**{**SMALL, **overrides}), seed=0)
+    loss, pred, mask, cache = model.forward(batch(6), masking_noise(backend.host_rng(7), 4, 16))
+    assert loss.dtype == xp.float32 and pred.dtype == xp.float32 and mask.dtype == xp.float32
+    cached = float_arrays(cache)
+    assert len(cached) > 50 and all(a.dtype == xp.float32 for a in cached)  # no float64 copy anywhere inside
+    grads = model.backward(cache)
+    assert list(grads) == list(model.params)
+    for name, g in grads.items():
+        assert g.dtype == xp.float32 and g.shape == model.params[name].shape, name
+
+
+# ----------------------------------------------------------------------------------------------
+# it learns
+
+def test_a_few_adamw_steps_reduce_the_loss(xp):
+    """Images of one colour each (plus a little noise): a removed patch is predictable from the visible
+    ones only, so the loss can fall far below the ~1.0 of predicting the average colour only if the
+    decoder reads the encoder's tokens. It falls from ~1.4 to ~0.17 in 40 steps."""
+    model = ViTMAE(ViTConfig(**SMALL), seed=0)
+    opt = AdamW(model.params, lr=3e-3, no_decay=model.no_decay)
+    rng = backend.host_rng(8)
+    colours = rng.standard_normal((8, 3, 1, 1))
+    imgs = backend.asarray(colours + 0.1 * rng.standard_normal((8, 3, 24, 24)), dtype="float32")
+    noise = masking_noise(backend.host_rng(9), 8, 16)
+    first = None
+    for _ in range(40):
+        loss, _, _, cache = model.forward(imgs, noise)
+        first = float(loss) if first is None else first
+        opt.step(model.backward(cache))
+    assert float(model.forward(imgs, noise)[0]) < 0.25 * first
+
+
+def test_encoder_with_mask_tokens_ablation_sees_every_position(xp):
+    """Table 1c's "encoder w/ [M]": L tokens through the encoder, the decoder adds no mask tokens."""
+    model = ViTMAE(ViTConfig(**SMALL, encoder_mask_tokens=True), seed=0)
+    assert "encoder_mask_token" in model.params and "mask_token" not in model.params
+    imgs = backend.asarray(backend.host_rng(0).standard_normal((2, 3, 24, 24)), dtype="float32")
+    noise = masking_noise(backend.host_rng(1), 2, 16)
+    latent, mask, _, _ = model.forward_encoder(imgs, noise)
+    assert latent.shape == (2, 1 + 16, 32)
+    loss, pred, mask2, cache = model.forward(imgs, noise)
+    assert pred.shape == (2, 16, 108) and float(to_numpy(mask2).sum()) == 2 * 12
+    assert set(model.backward(cache)) == set(model.params)
