@@ -26,6 +26,10 @@ def load_script():
 
 @pytest.fixture
 def photos(tmp_path, monkeypatch):
+    return make_photos(tmp_path, monkeypatch)
+
+
+def make_photos(tmp_path, monkeypatch):
     """20 cats and 20 dogs of 60x60: smooth colour gradients with a blob, different per class."""
     monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

@@ -32,3 +32,21 @@ def mse_backward(cache, dloss=1.0):
     D = diff.shape[-1]
     dpred = diff * (weight * (2.0 * dloss / D))[:, :, None]  # (N, L, D)
     return dpred
+
+
+def bce_logits_forward(logits, y):
+    """Binary cross-entropy on logits, as the linear probe's loss: logits (N,), y (N,) in {0, 1} -> mean loss.
+
+    log(1 + e^z) - y z, written as max(z, 0) - y z + log(1 + e^-|z|) so that no exp overflows.
+    """
+    z = logits
+    loss = (xp.maximum(z, 0) - y * z + xp.log1p(xp.exp(-xp.abs(z)))).mean()  # ()
+    cache = (z, y)
+    return loss, cache
+
+
+def bce_logits_backward(cache, dloss=1.0):
+    """-> dlogits (N,) = (sigmoid(z) - y) / N."""
+    z, y = cache
+    sigmoid = 0.5 * (1.0 + xp.tanh(0.5 * z))  # the logistic function, without overflow for large |z|
+    return (sigmoid - y) * (dloss / z.shape[0])  # (N,)
