@@ -23,7 +23,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from tinymae import backend
+from tinymae import backend, speed
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.checkpoint import (CheckpointError, load_params, optimizer_state, read_checkpoint, save_checkpoint,
                                 write_atomically)
@@ -133,6 +133,7 @@ class Diverged(Exception):
 
 def main(argv=None):
     args = parse_args(argv)
+    speed.keep_freed_memory()  # reuse freed big arrays instead of page-faulting new memory every step (speed.py)
     checkpoint_path = os.path.join(args.out, "checkpoint.npz")
 
     # ---- resume: the run's settings come from its checkpoint ------------------------------------
@@ -226,6 +227,9 @@ def main(argv=None):
                 grads = model.backward(cache)
                 optimizer.lr = cosine_lr(step, total_steps, warmup_steps, args.lr, args.min_lr)
                 optimizer.step(grads)
+                # Free this step's activations before the next forward builds its own: otherwise two
+                # steps' caches are alive at once (the ViT's peak memory: 1.14 GB with, 0.73 GB without).
+                del cache, grads
 
                 loss_value = float(loss)  # the one device -> host number per step
                 if not math.isfinite(loss_value):

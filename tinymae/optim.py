@@ -1,7 +1,32 @@
 """AdamW (Loshchilov & Hutter, 2019) with PyTorch's semantics, and MAE's learning-rate schedule."""
 import math
 
+from . import backend
 from .backend import asarray, xp
+
+CHUNK = 1 << 16  # elements per piece of a CPU update: 256 KB per float32 array (best of 8K..256K, measured)
+
+
+def adamw_update(p, g, m, v, work, decay, beta1, beta2, eps, step_size):
+    """One AdamW update of flat arrays p, m, v in place, from gradient g; `work` is scratch of their size.
+
+    decay = 1 - lr * weight_decay (1.0: none); eps and step_size carry the bias corrections (AdamW.step).
+    Every line writes into an existing array: nothing is allocated.
+    """
+    if decay != 1.0:
+        p *= decay
+    m *= beta1
+    xp.multiply(g, 1.0 - beta1, out=work)
+    m += work  # m = beta1 m + (1 - beta1) g
+    v *= beta2
+    xp.multiply(g, g, out=work)
+    work *= 1.0 - beta2
+    v += work  # v = beta2 v + (1 - beta2) g^2
+    xp.sqrt(v, out=work)
+    work += eps
+    xp.divide(m, work, out=work)
+    work *= step_size
+    p -= work  # p -= step_size * m / (sqrt(v) + eps)
 
 
 class AdamW:
@@ -29,28 +54,38 @@ class AdamW:
         self.t = 0  # steps taken
         self.m = {name: xp.zeros_like(p) for name, p in params.items()}
         self.v = {name: xp.zeros_like(p) for name, p in params.items()}
+        # One work array that every update writes its intermediate results into, so that a step
+        # allocates nothing (the MLP's largest weight alone is 14 MB).
+        largest = max(p.size for p in params.values())
+        self.work = xp.empty(largest, dtype=xp.result_type(*params.values()))
 
     def step(self, grads):
         self.t += 1
         beta1, beta2 = self.betas
         bias_correction1 = 1.0 - beta1 ** self.t
         bias_correction2 = 1.0 - beta2 ** self.t
-        step_size = self.lr / bias_correction1
+        # The update's last line, lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), rewritten as
+        # (lr * sqrt(bc2) / bc1) * m / (sqrt(v) + eps * sqrt(bc2)): the same value up to rounding, one
+        # pass fewer (Kingma & Ba, 2015, Sec. 2: the "more efficient" order of the bias corrections).
+        step_size = self.lr * math.sqrt(bias_correction2) / bias_correction1
+        eps = self.eps * math.sqrt(bias_correction2)
         for name, p in self.params.items():
             g = grads[name]
             if g.shape != p.shape:
                 raise ValueError(f"gradient for {name!r} has shape {g.shape}, parameter has {p.shape}")
-            m, v = self.m[name], self.v[name]
-            if self.weight_decay and name not in self.no_decay:
-                p *= 1.0 - self.lr * self.weight_decay
-            m *= beta1
-            m += (1.0 - beta1) * g
-            v *= beta2
-            v += (1.0 - beta2) * (g * g)
-            denom = xp.sqrt(v)
-            denom /= math.sqrt(bias_correction2)
-            denom += self.eps
-            p -= step_size * (m / denom)
+            if not p.flags.c_contiguous:
+                raise ValueError(f"parameter {name!r} is not a contiguous array; AdamW updates it in place "
+                                 "through a flat view. Store it with backend.asarray(...) or .copy()")
+            decay = 1.0 - self.lr * self.weight_decay if name not in self.no_decay else 1.0
+            flat = [a.reshape(-1) for a in (p, g, self.m[name], self.v[name])]  # views (g's may be a copy)
+            # In pieces of CHUNK elements on the CPU: the 13 passes of adamw_update then work on numbers
+            # that stay in the CPU's cache, instead of streaming five arrays through memory 13 times
+            # (measured on the MLP's 4.6M parameters, caches cold as after a backward pass: 16 -> 11.5 ms
+            # a step; torch.optim.AdamW's default takes 10-11 ms there). On a GPU, one piece.
+            chunk = p.size if backend.name == "cupy" else CHUNK
+            for i in range(0, p.size, chunk):
+                p_, g_, m_, v_ = (a[i:i + chunk] for a in flat)
+                adamw_update(p_, g_, m_, v_, self.work[:p_.size], decay, beta1, beta2, eps, step_size)
 
     def state_dict(self):
         """Everything needed to continue exactly: the step count and both moments (backend arrays)."""
@@ -68,7 +103,7 @@ class AdamW:
                     raise KeyError(f"optimizer state has no {key!r}; was it saved for another model?")
                 if tuple(state[key].shape) != p.shape:
                     raise ValueError(f"optimizer state {key!r} has shape {tuple(state[key].shape)}, parameter has {p.shape}")
-                moments[name] = asarray(state[key], dtype=p.dtype)
+                moments[name] = xp.ascontiguousarray(asarray(state[key], dtype=p.dtype))  # step() needs flat views
 
 
 def cosine_lr(step, total_steps, warmup_steps, base_lr, min_lr=0.0):

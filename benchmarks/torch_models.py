@@ -1,0 +1,343 @@
+"""tinymae's two MAEs in PyTorch (eager), built from a tinymae model's own weights.
+
+The benchmark (bench_step.py) and tests/test_torch_models.py use them to show that tinymae and PyTorch
+compute the same loss and the same gradients for the same weights, batch and mask, and then to time both.
+tinymae itself never imports torch; only this folder and the tests do.
+
+    TorchViTMAE   a transcription of MaskedAutoencoderViT in models_mae.py (facebookresearch/mae), with
+                  timm 0.3.2's Block and Attention as the MAE repository pins them: pre-norm blocks,
+                  fused qkv, a cls token, fixed 2-D sin-cos position embeddings, one shared mask token
+                  and the ids_restore gather, LayerNorm eps 1e-6. One deliberate difference, tinymae's:
+                  GELU in its tanh form (tinymae has no erf; see layers.py), where timm's is exact.
+    TorchMLPMAE   tinymae's mae_mlp.py: a Linear per patch + pos embed, random_masking with
+                  keep_order=True, the visible tokens flattened, Linear + ReLU x 3, decoder Linear +
+                  ReLU, decoder_pred.
+
+Names: each torch parameter is named as tinymae's, with `.w` -> `.weight` and `.b` -> `.bias`
+(`torch_name`), so the two models line up name by name. Layouts: tinymae's Linear weights are
+(D_in, D_out), torch's (D_out, D_in): a transpose. The ViT's patch embedding is a Conv2d here, as in
+models_mae.py; tinymae's is the same map as a (p*p*C, D) matrix over patchify's (row, col, channel)
+order, so the kernel is its transpose reshaped to (D, p, p, C) and permuted to (D, C, p, p).
+
+Masks: both sides take the same `noise` (N, L) and argsort it, so they keep the same patches.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinymae.backend import to_numpy  # the one device -> host door of tinymae
+
+
+# ----------------------------------------------------------------------------------------------
+# Names and layouts: tinymae <-> torch
+
+def torch_name(name):
+    """tinymae's parameter name -> the torch module's: 'blocks.0.attn.qkv.w' -> 'blocks.0.attn.qkv.weight'."""
+    if name.endswith(".w"):
+        return name[:-2] + ".weight"
+    if name.endswith(".b"):
+        return name[:-2] + ".bias"
+    return name  # cls_token, mask_token
+
+
+def to_torch_layout(ours, torch_shape):
+    """A tinymae parameter (NumPy array) -> the same numbers in the torch parameter's layout."""
+    if len(torch_shape) == 4:  # Conv2d kernel (D, C, p, p) <- tinymae's patch_embed.w (p*p*C, D)
+        D, C, p, _ = torch_shape
+        return ours.T.reshape(D, p, p, C).transpose(0, 3, 1, 2)
+    if len(torch_shape) == 2:  # nn.Linear weight (D_out, D_in) <- tinymae's (D_in, D_out)
+        return ours.T
+    return ours.reshape(torch_shape)
+
+
+def to_tinymae_layout(theirs, our_shape):
+    """A torch tensor (a parameter or its gradient) -> a NumPy array in tinymae's layout."""
+    a = theirs.detach().cpu().numpy()
+    if a.ndim == 4:  # Conv2d kernel (D, C, p, p) -> (p*p*C, D)
+        D = a.shape[0]
+        return a.transpose(0, 2, 3, 1).reshape(D, -1).T
+    if a.ndim == 2:
+        return a.T
+    return a.reshape(our_shape)
+
+
+def load_tinymae_params(module, params):
+    """Copy a tinymae `params` dict (backend arrays) into `module`'s parameters, converting layouts."""
+    theirs = dict(module.named_parameters())
+    missing = sorted(set(map(torch_name, params)) ^ set(theirs))
+    if missing:
+        raise ValueError(f"tinymae and torch parameter names differ: {missing}")
+    with torch.no_grad():
+        for name, value in params.items():
+            t = theirs[torch_name(name)]
+            t.copy_(torch.from_numpy(np.ascontiguousarray(to_torch_layout(to_numpy(value), tuple(t.shape)))))
+
+
+def tinymae_grads(module, params):
+    """The .grad of every parameter of `module`, as NumPy arrays in tinymae's names and layouts."""
+    theirs = dict(module.named_parameters())
+    return {name: to_tinymae_layout(theirs[torch_name(name)].grad, tuple(value.shape))
+            for name, value in params.items()}
+
+
+def load_tinymae_grads(module, params, grads):
+    """Set every parameter's .grad of `module` from a tinymae gradient dict (to compare optimisers alone)."""
+    theirs = dict(module.named_parameters())
+    for name in params:
+        t = theirs[torch_name(name)]
+        g = to_torch_layout(to_numpy(grads[name]), tuple(t.shape))
+        t.grad = torch.tensor(np.ascontiguousarray(g), dtype=t.dtype, device=t.device)
+
+
+def tinymae_params(module, params):
+    """`module`'s parameters as NumPy arrays in tinymae's names and layouts (to compare optimiser steps)."""
+    theirs = dict(module.named_parameters())
+    return {name: to_tinymae_layout(theirs[torch_name(name)], tuple(value.shape)) for name, value in params.items()}
+
+
+def no_decay_param_groups(module, no_decay, weight_decay):
+    """AdamW's two parameter groups, from tinymae's `model.no_decay` names."""
+    skip = set(map(torch_name, no_decay))
+    named = list(module.named_parameters())
+    return [{"params": [t for n, t in named if n not in skip], "weight_decay": weight_decay},
+            {"params": [t for n, t in named if n in skip], "weight_decay": 0.0}]
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps both models share (models_mae.py)
+
+def patchify(imgs, p):
+    """imgs: (N, 3, H, W) -> (N, L, p*p*3), as MaskedAutoencoderViT.patchify."""
+    N, C, H, W = imgs.shape
+    h, w = H // p, W // p
+    x = imgs.reshape(N, C, h, p, w, p)
+    x = torch.einsum("nchpwq->nhwpqc", x)
+    return x.reshape(N, h * w, p * p * C)
+
+
+def random_masking(x, mask_ratio, noise, keep_order=False):
+    """MaskedAutoencoderViT.random_masking with the noise given; keep_order as tinymae's masking.py."""
+    N, L, D = x.shape
+    len_keep = int(L * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascend: small is keep, large is remove
+    if keep_order:
+        ids_shuffle = torch.cat([ids_shuffle[:, :len_keep].sort(dim=1).values, ids_shuffle[:, len_keep:]], dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    x_masked = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, D))
+    mask = torch.ones([N, L], dtype=x.dtype, device=x.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, dim=1, index=ids_restore)
+    return x_masked, mask, ids_restore
+
+
+def forward_loss(imgs, pred, mask, patch_size, norm_pix_loss, loss_on):
+    """MaskedAutoencoderViT.forward_loss; loss_on='all' averages over every patch (tinymae's option)."""
+    target = patchify(imgs, patch_size)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.e-6) ** .5
+    loss = (pred - target) ** 2
+    loss = loss.mean(dim=-1)  # [N, L], mean loss per patch
+    if loss_on == "all":
+        return loss.mean()
+    return (loss * mask).sum() / mask.sum()  # mean loss on removed patches
+
+
+# ----------------------------------------------------------------------------------------------
+# The ViT MAE: timm 0.3.2's Attention, Mlp and Block, and models_mae.py's MaskedAutoencoderViT
+
+class Attention(nn.Module):
+    """timm's Attention. fused=True uses F.scaled_dot_product_attention (current timm's fused_attn)."""
+
+    def __init__(self, dim, num_heads, fused=False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.fused = fused
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            attn = attn.softmax(dim=-1)
+            x = attn @ v
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # tanh form, as tinymae (layers.py)
+
+
+class Block(nn.Module):
+    """timm's Block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, fused_attn=False):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, fused=fused_attn)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+class TorchViTMAE(nn.Module):
+    """MaskedAutoencoderViT from models_mae.py for a tinymae ViTConfig; `forward(imgs, noise)` -> loss, pred, mask."""
+
+    def __init__(self, cfg, pos_embed, decoder_pos_embed, fused_attn=False):
+        super().__init__()
+        if cfg.encoder_mask_tokens:
+            raise NotImplementedError("the encoder-mask-tokens ablation has no torch transcription here")
+        self.cfg = cfg
+        D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
+        # timm's PatchEmbed is this Conv2d (its .proj; named patch_embed here to match tinymae's name)
+        # followed by flatten(2).transpose(1, 2), which forward_encoder does.
+        self.patch_embed = nn.Conv2d(cfg.in_chans, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, fused_attn) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(D, eps=1e-6)
+        self.decoder_embed = nn.Linear(D, Dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, fused_attn)
+                                             for _ in range(cfg.decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
+        self.decoder_pred = nn.Linear(Dd, cfg.patch_dim)
+        # fixed sin-cos tables (requires_grad=False parameters in models_mae.py; buffers here)
+        self.register_buffer("pos_embed", pos_embed)
+        self.register_buffer("decoder_pos_embed", decoder_pos_embed)
+
+    def forward_encoder(self, x, noise):
+        first = 1 if self.cfg.cls_token else 0
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # embed patches, BCHW -> BNC
+        x = x + self.pos_embed[:, first:, :]  # add pos embed w/o cls token
+        x, mask, ids_restore = random_masking(x, self.cfg.mask_ratio, noise)  # length -> length * mask_ratio
+        if self.cfg.cls_token:  # append cls token
+            cls_token = self.cls_token + self.pos_embed[:, :1, :]
+            x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for blk in self.blocks:  # apply Transformer blocks
+            x = blk(x)
+        x = self.norm(x)
+        return x, mask, ids_restore
+
+    def forward_decoder(self, x, ids_restore):
+        first = 1 if self.cfg.cls_token else 0
+        x = self.decoder_embed(x)  # embed tokens
+        # append mask tokens to sequence
+        mask_tokens = self.mask_token.repeat(x.shape[0], ids_restore.shape[1] + first - x.shape[1], 1)
+        x_ = torch.cat([x[:, first:, :], mask_tokens], dim=1)  # no cls token
+        x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))  # unshuffle
+        x = torch.cat([x[:, :first, :], x_], dim=1)  # append cls token
+        x = x + self.decoder_pos_embed  # add pos embed
+        for blk in self.decoder_blocks:  # apply Transformer blocks
+            x = blk(x)
+        x = self.decoder_norm(x)
+        x = self.decoder_pred(x)  # predictor projection
+        return x[:, first:, :]  # remove cls token
+
+    def forward(self, imgs, noise):
+        latent, mask, ids_restore = self.forward_encoder(imgs, noise)
+        pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*3]
+        loss = forward_loss(imgs, pred, mask, self.cfg.patch_size, self.cfg.norm_pix_loss, self.cfg.loss_on)
+        return loss, pred, mask
+
+
+# ----------------------------------------------------------------------------------------------
+# The MLP MAE of mae_mlp.py
+
+class TorchMLPMAE(nn.Module):
+    """tinymae's MLPMAE for an MLPConfig; `forward(imgs, noise)` -> loss, pred, mask."""
+
+    def __init__(self, cfg, pos_embed):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Linear(cfg.patch_dim, cfg.embed_dim)  # one Linear applied to every patch
+        dims = [cfg.len_keep * cfg.embed_dim, *cfg.encoder_dims]
+        self.encoder = nn.ModuleList([nn.Linear(dims[i], dims[i + 1]) for i in range(len(cfg.encoder_dims))])
+        dims = [cfg.encoder_dims[-1], *cfg.decoder_dims]
+        self.decoder = nn.ModuleList([nn.Linear(dims[i], dims[i + 1]) for i in range(len(cfg.decoder_dims))])
+        self.decoder_pred = nn.Linear(dims[-1], cfg.num_patches * cfg.patch_dim)
+        self.register_buffer("pos_embed", pos_embed)
+
+    def forward(self, imgs, noise):
+        cfg = self.cfg
+        N = imgs.shape[0]
+        x = self.patch_embed(patchify(imgs, cfg.patch_size)) + self.pos_embed  # (N, L, E)
+        x, mask, _ = random_masking(x, cfg.mask_ratio, noise, keep_order=True)  # (N, K, E)
+        h = x.reshape(N, -1)  # (N, K*E) the visible tokens, flattened
+        for layer in self.encoder:
+            h = F.relu(layer(h))
+        for layer in self.decoder:
+            h = F.relu(layer(h))
+        pred = self.decoder_pred(h).reshape(N, cfg.num_patches, cfg.patch_dim)  # (N, L, P)
+        loss = forward_loss(imgs, pred, mask, cfg.patch_size, cfg.norm_pix_loss, cfg.loss_on)
+        return loss, pred, mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Building from a tinymae model, and comparing
+
+def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False):
+    """The torch twin of a tinymae MLPMAE or ViTMAE, with its weights (copied, converted) and tables."""
+    def table(a):
+        return torch.tensor(to_numpy(a), dtype=dtype)
+
+    if model.arch == "mlp":
+        twin = TorchMLPMAE(model.config, table(model.pos_embed))
+    elif model.arch == "vit":
+        twin = TorchViTMAE(model.config, table(model.pos_embed), table(model.decoder_pos_embed), fused_attn)
+    else:
+        raise ValueError(f"no torch twin for arch {model.arch!r}")
+    twin = twin.to(device=device, dtype=dtype)
+    load_tinymae_params(twin, model.params)
+    return twin
+
+
+def max_rel_diff(ours, theirs):
+    """max |ours - theirs| / max |theirs|: the worst error relative to the array's own scale."""
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    scale = float(np.abs(theirs).max()) if theirs.size else 0.0
+    return float(np.abs(ours - theirs).max()) / scale if scale > 0 else float(np.abs(ours - theirs).max())
+
+
+def compare_step(model, twin, imgs, noise, dloss=1.0):
+    """One forward + backward on each side (same weights, batch, noise) -> a dict of what agrees how well.
+
+    imgs, noise: backend arrays for tinymae; torch gets copies. Returns {"loss": (ours, theirs),
+    "mask_equal": bool, "pred": rel diff, "grads": {name: rel diff}} with rel diff as `max_rel_diff`.
+    """
+    loss, pred, mask, cache = model.forward(imgs, noise)
+    grads = model.backward(cache, dloss)
+
+    device = next(twin.parameters()).device
+    dtype = next(twin.parameters()).dtype
+    timgs = torch.tensor(to_numpy(imgs), dtype=dtype, device=device)
+    tnoise = torch.tensor(to_numpy(noise), device=device)
+    twin.zero_grad(set_to_none=True)
+    tloss, tpred, tmask = twin(timgs, tnoise)
+    (tloss * dloss).backward()
+
+    theirs = tinymae_grads(twin, model.params)
+    return {"loss": (float(loss), tloss.item()),
+            "mask_equal": bool(np.array_equal(to_numpy(mask), tmask.cpu().numpy())),
+            "pred": max_rel_diff(to_numpy(pred), tpred.detach().cpu().numpy()),
+            "grads": {name: max_rel_diff(to_numpy(grads[name]), theirs[name]) for name in model.params}}
