@@ -14,7 +14,9 @@ import os
 import pkgutil
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import tinymae
 from tinymae import backend
@@ -52,3 +54,27 @@ def xp(request, monkeypatch):
 @pytest.fixture
 def rng():
     return backend.host_rng(0)
+
+
+def make_photos(tmp_path, monkeypatch, per_class=20):
+    """A tiny photo set for end-to-end tests: per_class cats and dogs of 60x60 in cat/ and dog/ folders,
+    smooth colour gradients with a blob, different per class. Points TINYMAE_CACHE (inherited by any
+    training subprocess) into tmp_path so that nothing is written to the user's cache."""
+    monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:60, 0:60] / 60.0
+    for label, name in enumerate(("cat", "dog")):
+        folder = tmp_path / "photos" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            base = rng.random(3) * 0.6 + 0.2
+            img = base[None, None] * (0.6 + 0.4 * (xx if label else yy))[:, :, None]
+            cy, cx = rng.integers(15, 45, 2)
+            img[(yy * 60 - cy) ** 2 + (xx * 60 - cx) ** 2 < 80] = rng.random(3)
+            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
+    return tmp_path / "photos"
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    return make_photos(tmp_path, monkeypatch)

@@ -4,9 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from conftest import make_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny models (the flags each architecture does not use are ignored by it), 1 epoch, 1 probe seed.
@@ -24,20 +24,7 @@ def load_script():
 
 @pytest.fixture
 def tiny_photos(tmp_path, monkeypatch):
-    """24 cats and 24 dogs of 60x60: smooth colour gradients with a blob, different per class."""
-    monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))  # inherited by the training subprocesses
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:60, 0:60] / 60.0
-    for label, name in enumerate(("cat", "dog")):
-        folder = tmp_path / "photos" / name
-        folder.mkdir(parents=True)
-        for i in range(24):
-            base = rng.random(3) * 0.6 + 0.2
-            img = base[None, None] * (0.6 + 0.4 * (xx if label else yy))[:, :, None]
-            cy, cx = rng.integers(15, 45, 2)
-            img[(yy * 60 - cy) ** 2 + (xx * 60 - cx) ** 2 < 80] = rng.random(3)
-            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
-    return tmp_path / "photos"
+    return make_photos(tmp_path, monkeypatch, per_class=24)
 
 
 def test_sweep_writes_the_report_and_resumes(tiny_photos, tmp_path, capsys):

@@ -105,9 +105,9 @@ def test_default_shapes_and_parameter_count(xp):
     expected = (108 * 128 + 128) + 128 + 4 * block(128) + 2 * 128 \
         + (128 * 64 + 64) + 64 + 2 * block(64) + 2 * 64 + (64 * 108 + 108)
     assert model.num_params() == expected
-    assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "embed_dim", "depth",
-                                           "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
-                                           "mlp_ratio", "cls_token", "norm_pix_loss", "loss_on",
+    assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "norm_pix_loss",
+                                           "loss_on", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "cls_token",
                                            "encoder_mask_tokens"]
 
 

@@ -80,7 +80,8 @@ def test_features_have_the_documented_shapes(xp):
 
 
 def test_probe_command_end_to_end(tmp_path, monkeypatch, capsys):
-    from test_train import load_script, make_photos, TINY
+    from conftest import make_photos
+    from test_train import load_script, TINY
 
     photos = make_photos(tmp_path, monkeypatch)
     out = tmp_path / "run"

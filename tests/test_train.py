@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tinymae import backend, evaluate
 from tinymae.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
@@ -22,28 +21,6 @@ def load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def photos(tmp_path, monkeypatch):
-    return make_photos(tmp_path, monkeypatch)
-
-
-def make_photos(tmp_path, monkeypatch):
-    """20 cats and 20 dogs of 60x60: smooth colour gradients with a blob, different per class."""
-    monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:60, 0:60] / 60.0
-    for label, name in enumerate(("cat", "dog")):
-        folder = tmp_path / "photos" / name
-        folder.mkdir(parents=True)
-        for i in range(20):
-            base = rng.random(3) * 0.6 + 0.2
-            img = base[None, None] * (0.6 + 0.4 * (xx if label else yy))[:, :, None]
-            cy, cx = rng.integers(15, 45, 2)
-            img[(yy * 60 - cy) ** 2 + (xx * 60 - cx) ** 2 < 80] = rng.random(3)
-            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
-    return tmp_path / "photos"
 
 
 def train(out, photos, *extra):

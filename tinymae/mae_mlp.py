@@ -17,9 +17,10 @@ to image, and the position embedding added to each token before masking tells th
 Unlike the ViT's decoder, this decoder needs no mask tokens: its output layer has one slot per patch
 position, so position is built into the weights.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .backend import host_rng, xp
+from .backend import host_rng
+from .config import MAEConfig
 from .layers import linear_backward, linear_forward, relu_backward, relu_forward, xavier_uniform, zeros
 from .loss import mse_backward, mse_forward
 from .masking import random_masking, random_masking_backward
@@ -28,31 +29,12 @@ from .pos_embed import get_2d_sincos_pos_embed
 
 
 @dataclass
-class MLPConfig:
-    img_size: int = 48  # square input images
-    patch_size: int = 6  # 48 / 6 = 8 x 8 = 64 patches
-    in_chans: int = 3
-    mask_ratio: float = 0.75  # fixed for this model: the encoder's input width is K * embed_dim
+class MLPConfig(MAEConfig):
+    # img_size, patch_size, in_chans, mask_ratio, norm_pix_loss, loss_on: see config.MAEConfig. For this
+    # model mask_ratio is part of the architecture: the encoder's input width is K * embed_dim.
     embed_dim: int = 64  # width of each token before the K visible tokens are flattened
     encoder_dims: tuple = (512, 512, 256)  # three Linear + ReLU layers; the last width is the latent
     decoder_dims: tuple = (512,)  # hidden Linear + ReLU layers of the decoder, before decoder_pred
-    norm_pix_loss: bool = False  # predict per-patch normalised pixels (the paper's Table 1d)
-    loss_on: str = "masked"  # "masked": removed patches only (the paper); "all": every patch
-
-    @property
-    def num_patches(self):  # L
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def patch_dim(self):  # p*p*3
-        return self.patch_size ** 2 * self.in_chans
-
-    @property
-    def len_keep(self):  # K, as random_masking computes it
-        return int(self.num_patches * (1 - self.mask_ratio))
-
-    def to_dict(self):
-        return asdict(self)
 
 
 class MLPMAE:
@@ -61,12 +43,7 @@ class MLPMAE:
     arch = "mlp"
 
     def __init__(self, config=MLPConfig(), seed=0):
-        if config.loss_on not in ("masked", "all"):
-            raise ValueError(f"loss_on must be 'masked' or 'all', got {config.loss_on!r}")
-        if config.img_size % config.patch_size:
-            raise ValueError(f"img_size {config.img_size} is not a multiple of patch_size {config.patch_size}")
-        if config.len_keep < 1:
-            raise ValueError(f"mask_ratio {config.mask_ratio} leaves no visible patch")
+        config.validate()
         self.config = config
         cfg = config
         L, P, E = cfg.num_patches, cfg.patch_dim, cfg.embed_dim

@@ -23,9 +23,10 @@ with K, not L (the paper's Sec. 3, "MAE encoder").
 With cls_token=False the model has no cls token anywhere (latent (N, K, D), tables without the
 cls slot); models_mae.py always has one.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .backend import host_rng, xp
+from .config import MAEConfig
 from .layers import (layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones,
                      xavier_uniform, zeros)
 from .loss import mse_backward, mse_forward
@@ -36,11 +37,8 @@ from .transformer import BLOCK_PARAM_NAMES, block_backward, block_forward, init_
 
 
 @dataclass
-class ViTConfig:
-    img_size: int = 48  # square input images
-    patch_size: int = 6  # 48 / 6 = 8 x 8 = 64 patches
-    in_chans: int = 3
-    mask_ratio: float = 0.75  # the paper's default: the encoder sees 16 of 64 patches
+class ViTConfig(MAEConfig):
+    # img_size, patch_size, in_chans, mask_ratio, norm_pix_loss, loss_on: see config.MAEConfig
     embed_dim: int = 128  # encoder width D
     depth: int = 4  # encoder blocks
     num_heads: int = 4  # encoder heads, width D / num_heads each
@@ -49,27 +47,10 @@ class ViTConfig:
     decoder_num_heads: int = 4
     mlp_ratio: float = 4.0  # hidden width of each block's MLP, relative to the block's width
     cls_token: bool = True  # prepend a learned cls token, as models_mae.py
-    norm_pix_loss: bool = False  # predict per-patch normalised pixels (the paper's Table 1d)
-    loss_on: str = "masked"  # "masked": removed patches only (the paper); "all": every patch
     # The paper's Table 1c ablation "encoder w/ [M]": the encoder also processes the removed positions,
     # each holding a learned mask token, and the decoder gets all L tokens from it. Slower and worse;
     # off for MAE proper.
     encoder_mask_tokens: bool = False
-
-    @property
-    def num_patches(self):  # L
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def patch_dim(self):  # p*p*3
-        return self.patch_size ** 2 * self.in_chans
-
-    @property
-    def len_keep(self):  # K, as random_masking computes it
-        return int(self.num_patches * (1 - self.mask_ratio))
-
-    def to_dict(self):
-        return asdict(self)
 
 
 class ViTMAE:
@@ -79,12 +60,7 @@ class ViTMAE:
 
     def __init__(self, config=ViTConfig(), seed=0):
         cfg = config
-        if cfg.loss_on not in ("masked", "all"):
-            raise ValueError(f"loss_on must be 'masked' or 'all', got {cfg.loss_on!r}")
-        if cfg.img_size % cfg.patch_size:
-            raise ValueError(f"img_size {cfg.img_size} is not a multiple of patch_size {cfg.patch_size}")
-        if cfg.len_keep < 1:
-            raise ValueError(f"mask_ratio {cfg.mask_ratio} leaves no visible patch")
+        cfg.validate()
         for width_name, heads_name in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
             width, heads = getattr(cfg, width_name), getattr(cfg, heads_name)
             if width % heads:
