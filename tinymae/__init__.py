@@ -12,6 +12,7 @@ Where each step of MAE lives:
     optim.py      AdamW and the warm-up + cosine learning-rate schedule
     mae_mlp.py    the task's MLP MAE (forward_encoder, forward_decoder, forward_loss, backward)
     mae_vit.py    the paper's ViT MAE (same steps)
+    config.py     the settings both models share (MAEConfig)
     models.py     build a model from its name and settings
     data.py       folders of photos -> cached arrays -> augmented, normalised batches; the download
     checkpoint.py atomic .npz checkpoints, no pickle
@@ -20,5 +21,6 @@ Where each step of MAE lives:
     probe.py      python -m tinymae.probe: linear probe and k-NN on frozen features
     figures.py    reconstructions and loss curves
     gradcheck.py  finite-difference checks for any forward/backward pair
+    speed.py      optional process-level speed settings (glibc malloc thresholds)
 """
 __version__ = "0.1.0"
