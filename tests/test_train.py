@@ -12,7 +12,9 @@ from tinymae.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from tinymae.mae_mlp import MLPConfig, MLPMAE
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--embed-dim", "8", "--encoder-dims", "32,32,16", "--decoder-dims", "32", "--batch-size", "8",
+# Tiny models of both architectures (each ignores the other's size flags), 3 epochs of 4 steps.
+TINY = ["--embed-dim", "8", "--encoder-dims", "32,32,16", "--decoder-dims", "32", "--depth", "1", "--num-heads", "2",
+        "--decoder-embed-dim", "8", "--decoder-depth", "1", "--decoder-num-heads", "2", "--batch-size", "8",
         "--epochs", "3", "--warmup-epochs", "1", "--no-progress", "--figure-images", "3"]
 
 
@@ -27,15 +29,16 @@ def train(out, photos, *extra):
     return load_script().main(["--data", str(photos), "--out", str(out), *TINY, *extra])
 
 
-def test_training_writes_the_four_outputs(xp, photos, tmp_path):
+@pytest.mark.parametrize("arch", ["mlp", "vit"])
+def test_training_writes_the_four_outputs(xp, photos, tmp_path, arch):
     """On every backend: the strict one catches host/device mixes anywhere in the loop, as CuPy would."""
     out = tmp_path / "run"
-    metrics = train(out, photos)
+    metrics = train(out, photos, "--arch", arch)
     for name in ("checkpoint.npz", "metrics.json", "loss.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3]
-    assert saved["backend"] == backend.name and saved["arch"] == "mlp"
+    assert saved["backend"] == backend.name and saved["arch"] == arch
     assert saved["data"]["n_train"] == 32 and saved["data"]["n_val"] == 8
     final = saved["final_validation"]
     assert set(final["baselines"]) == {"mean_patch", "visible_mean", "nearest_visible"}
@@ -54,9 +57,10 @@ def test_same_seed_same_numbers(photos, tmp_path):
     assert c["history"][0]["train_loss"] != a["history"][0]["train_loss"]
 
 
-def test_interrupted_and_resumed_run_ends_bit_identical(photos, tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch", ["mlp", "vit"])
+def test_interrupted_and_resumed_run_ends_bit_identical(photos, tmp_path, monkeypatch, arch):
     straight = tmp_path / "straight"
-    train(straight, photos)
+    train(straight, photos, "--arch", arch)
 
     # Crash in the middle of epoch 3 (its 2nd batch): the checkpoint of epoch 2 must survive.
     interrupted = tmp_path / "interrupted"
@@ -71,12 +75,12 @@ def test_interrupted_and_resumed_run_ends_bit_identical(photos, tmp_path, monkey
 
     monkeypatch.setattr(script, "random_crop_flip", crash_mid_epoch_3)
     with pytest.raises(SystemExit, match="--resume"):
-        script.main(["--data", str(photos), "--out", str(interrupted), *TINY])
+        script.main(["--data", str(photos), "--out", str(interrupted), *TINY, "--arch", arch])
     header, _ = read_checkpoint(interrupted / "checkpoint.npz")
     assert header["epoch"] == 2
     assert not (interrupted / "metrics.json").exists()
 
-    train(interrupted, photos, "--resume")
+    train(interrupted, photos, "--resume")  # the architecture and its sizes come from the checkpoint
     a, b = np.load(straight / "checkpoint.npz"), np.load(interrupted / "checkpoint.npz")
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
@@ -127,9 +131,10 @@ def test_bad_flags_are_clear_errors(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_evaluate_cli_reports_model_and_baselines(photos, tmp_path, capsys):
+@pytest.mark.parametrize("arch", ["mlp", "vit"])
+def test_evaluate_cli_reports_model_and_baselines(photos, tmp_path, capsys, arch):
     out = tmp_path / "run"
-    train(out, photos)
+    train(out, photos, "--arch", arch)
     capsys.readouterr()
     figure = tmp_path / "fig.png"
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", str(photos), "--figure", str(figure),
