@@ -227,29 +227,24 @@ def matmul_rate(n=2048, repeats=5):
     with tinymae's array library and (if present) with torch -> {library: GFLOP/s}."""
     xp = backend.xp
     a = asarray(host_rng(0).standard_normal((n, n)), dtype="float32")
-    rates = {}
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first is a warm-up (thread pool start, GPU kernel load)
-        sync()
-        t0 = time.perf_counter()
-        c = a @ a
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    rates[f"{xp.__name__} ({blas_name()})"] = 2 * n ** 3 / best / 1e9
-    del c
+    rates = {f"{xp.__name__} ({blas_name()})": 2 * n ** 3 / best_matmul_seconds(a, repeats) / 1e9}
     device = torch_device() if torch is not None else None
     if device is not None:
         ta = torch.tensor(to_numpy(a), device=device)
-        best = float("inf")
-        for _ in range(repeats + 1):
-            sync()
-            t0 = time.perf_counter()
-            tc = ta @ ta
-            sync()
-            best = min(best, time.perf_counter() - t0)
-        rates[f"torch ({'cuBLAS' if device == 'cuda' else 'MKL'})"] = 2 * n ** 3 / best / 1e9
-        del tc
+        rates[f"torch ({'cuBLAS' if device == 'cuda' else 'MKL'})"] = 2 * n ** 3 / best_matmul_seconds(ta, repeats) / 1e9
     return rates
+
+
+def best_matmul_seconds(a, repeats):
+    """Best time of a @ a over `repeats` runs, after one warm-up (thread pool start, GPU kernel load)."""
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        a @ a
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def blas_name():

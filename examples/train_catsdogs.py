@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tinymae import backend, speed
-from tinymae.backend import asarray, host_rng, to_numpy
+from tinymae.backend import asarray, host_rng
 from tinymae.checkpoint import (CheckpointError, load_params, optimizer_state, read_checkpoint, save_checkpoint,
                                 write_atomically)
 from tinymae.data import (DataError, center_crop, channel_stats, download_catsdogs, load_dataset, normalize,

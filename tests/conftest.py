@@ -78,3 +78,22 @@ def make_photos(tmp_path, monkeypatch, per_class=20):
 @pytest.fixture
 def photos(tmp_path, monkeypatch):
     return make_photos(tmp_path, monkeypatch)
+
+
+def assert_removed_predictions_read_the_visible_patches(model, imgs, noise):
+    """Change one visible patch of image 0: every removed patch's prediction of image 0 must move (the
+    model reads its context; a per-patch model could only predict the average patch), and no other
+    image's may. imgs: (N, 3, H, W) backend array."""
+    from tinymae.backend import asarray, to_numpy
+    from tinymae.patches import patchify, unpatchify
+
+    p = model.config.patch_size
+    _, pred, mask, _ = model.forward(imgs, noise)
+    mask_h = to_numpy(mask)
+    visible = int(np.flatnonzero(mask_h[0] == 0)[0])
+    patches = to_numpy(patchify(imgs, p))
+    patches[0, visible] += 1.0  # change one visible patch of image 0
+    _, pred2, _, _ = model.forward(unpatchify(asarray(patches), p), noise)
+    diff = np.abs(to_numpy(pred2) - to_numpy(pred)).mean(axis=-1)  # (N, L)
+    assert (diff[0, mask_h[0] == 1] > 1e-4).all()  # every removed patch of image 0 moved
+    assert (diff[1:] == 0).all()  # the other images did not

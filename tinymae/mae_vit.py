@@ -68,7 +68,7 @@ class ViTMAE:
             if width % 4:
                 raise ValueError(f"{width_name}={width} must be divisible by 4 (the 2-D sin-cos position embedding)")
         self.config = cfg
-        L, P, D, Dd = cfg.num_patches, cfg.patch_dim, cfg.embed_dim, cfg.decoder_embed_dim
+        P, D, Dd = cfg.patch_dim, cfg.embed_dim, cfg.decoder_embed_dim
         rng = host_rng(seed)  # every initial value comes from here, so NumPy and CuPy start identical
 
         # models_mae.initialize_weights: xavier-uniform for every Linear (patch_embed's Conv2d too, as a
