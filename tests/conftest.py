@@ -97,3 +97,21 @@ def assert_removed_predictions_read_the_visible_patches(model, imgs, noise):
     diff = np.abs(to_numpy(pred2) - to_numpy(pred)).mean(axis=-1)  # (N, L)
     assert (diff[0, mask_h[0] == 1] > 1e-4).all()  # every removed patch of image 0 moved
     assert (diff[1:] == 0).all()  # the other images did not
+
+
+def assert_encoder_ignores_removed_pixels(model, imgs, noise):
+    """Overwrite every removed patch with noise of another scale: the encoder's output must not move at
+    all (it never sees a removed patch). Returns the latent."""
+    from tinymae.backend import asarray, host_rng, to_numpy
+    from tinymae.patches import patchify, unpatchify
+
+    p = model.config.patch_size
+    latent, mask, _, _ = model.forward_encoder(imgs, noise)
+    patches = patchify(imgs, p)  # (N, L, P)
+    removed = mask[:, :, None]
+    other = 100.0 * asarray(host_rng(3).standard_normal(patches.shape), dtype="float32")
+    scrambled = unpatchify(patches * (1 - removed) + other * removed, p)
+    latent2, mask2, _, _ = model.forward_encoder(scrambled, noise)
+    np.testing.assert_array_equal(to_numpy(mask), to_numpy(mask2))
+    np.testing.assert_array_equal(to_numpy(latent), to_numpy(latent2))
+    return latent
