@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from tinymae import backend, speed
 from tinymae.backend import asarray, host_rng
-from tinymae.checkpoint import (CheckpointError, load_params, optimizer_state, read_checkpoint, save_checkpoint,
-                                write_atomically)
+from tinymae.checkpoint import CheckpointError, load_params, optimizer_state, read_checkpoint, save_checkpoint
 from tinymae.data import (DataError, center_crop, channel_stats, download_catsdogs, load_dataset, normalize,
                           random_crop_flip, stratified_split)
 from tinymae.evaluate import figure_batch, reconstruction_metrics
 from tinymae.figures import save_loss_curves, save_reconstructions
+from tinymae.files import write_atomically
 from tinymae.masking import masking_noise
 from tinymae.models import ARCHS, build_model
 from tinymae.optim import AdamW, cosine_lr

@@ -15,7 +15,8 @@ Where each step of MAE lives:
     config.py     the settings both models share (MAEConfig)
     models.py     build a model from its name and settings
     data.py       folders of photos -> cached arrays -> augmented, normalised batches; the download
-    checkpoint.py atomic .npz checkpoints, no pickle
+    checkpoint.py .npz checkpoints, no pickle
+    files.py      atomic file writes (checkpoints, metrics, the image cache)
     metrics.py    masked-patch error in pixels, and the baselines
     evaluate.py   python -m tinymae.evaluate
     probe.py      python -m tinymae.probe: linear probe and k-NN on frozen features

@@ -12,11 +12,11 @@ Loading uses allow_pickle=False and checks every array's shape against the model
 """
 import json
 import os
-import tempfile
 
 import numpy  # host-side: files
 
 from .backend import asarray, to_numpy
+from .files import write_atomically
 from .models import build_model
 
 FORMAT = 1
@@ -37,25 +37,6 @@ def save_checkpoint(path, model, optimizer=None, meta=None, extra=None):
     header = {"format": FORMAT, "arch": model.arch, "config": model.config.to_dict(), **(meta or {})}
     arrays["meta"] = numpy.array(json.dumps(header))
     write_atomically(path, lambda f: numpy.savez(f, **arrays))
-
-
-def write_atomically(path, write):
-    """Call write(file) on a temporary file next to `path`, then rename it to `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
 
 
 def read_checkpoint(path):

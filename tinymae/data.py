@@ -28,7 +28,6 @@ import http.client
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -38,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from .files import write_atomically
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # compared case-insensitively
 OFFICIAL_URL = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
@@ -332,30 +333,17 @@ def _read_cache(cache_path):
 
 
 def _write_cache(cache_path, dataset):
-    """Save atomically: write a temporary file next to the cache, then rename it over, so a crash never
-    leaves a half-written cache. A cache that cannot be written costs time, not the run: warn and go on."""
-    cache_dir = os.path.dirname(cache_path)
+    """Save atomically (files.write_atomically), so a crash never leaves a half-written cache. A cache
+    that cannot be written costs time, not the run: warn and go on."""
+    def write(f):
+        np.savez(f, images=dataset.images, labels=dataset.labels,
+                 paths=np.array(dataset.paths, dtype=str), skipped=np.array(dataset.skipped, dtype=str))
+
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=cache_dir, prefix=os.path.basename(cache_path) + ".", suffix=".tmp")
+        write_atomically(cache_path, write)
     except OSError as e:
-        warnings.warn(f"cannot write the image cache in {cache_dir} ({e}), so the images will be decoded again "
-                      "next time. Set TINYMAE_CACHE to a writable folder to fix this.")
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=dataset.images, labels=dataset.labels,
-                     paths=np.array(dataset.paths, dtype=str), skipped=np.array(dataset.skipped, dtype=str))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, cache_path)
-    except OSError as e:
-        os.unlink(tmp_path)
         warnings.warn(f"cannot write the image cache {cache_path} ({e}), so the images will be decoded again "
                       "next time. Set TINYMAE_CACHE to a writable folder with free space to fix this.")
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ def reconstruct(model, images, mean, std, noise):
     loss, pred, mask, _ = model.forward(x, asarray(noise))  # (n, L, P), (n, L)
     imgs_pix = asarray(images.transpose(0, 3, 1, 2), dtype=x.dtype) / 255.0  # (n, 3, S, S) in [0, 1]
     target_pix = patchify(imgs_pix, cfg.patch_size)  # (n, L, P)
-    pred_pix = pred_to_pixels(pred, patchify(x, cfg.patch_size), asarray(mean), asarray(std),
-                              cfg.norm_pix_loss)  # (n, L, P)
+    target_norm = patchify(x, cfg.patch_size) if cfg.norm_pix_loss else None  # only norm-pix needs it
+    pred_pix = pred_to_pixels(pred, target_norm, asarray(mean), asarray(std), cfg.norm_pix_loss)  # (n, L, P)
     return loss, imgs_pix, target_pix, pred_pix, mask
 
 

@@ -26,7 +26,7 @@ import sys
 import numpy  # host-side: features are small, and the probe reports host numbers
 
 from . import backend
-from .backend import asarray, to_numpy, xp
+from .backend import asarray, host_rng, to_numpy, xp
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, center_crop, load_dataset, normalize, stratified_split
 from .layers import linear_backward, linear_forward
@@ -43,7 +43,7 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 def mlp_partition_noise(n_images, num_patches, len_keep, seed=0):
     """Noise for the MLP's complementary masks: list of (n_images, L) arrays, one per patch set,
     whose len_keep smallest values are exactly that set (the same sets for every image)."""
-    order = numpy.random.default_rng(seed).permutation(num_patches)
+    order = host_rng(seed).permutation(num_patches)
     noises = []
     for start in range(0, num_patches, len_keep):
         keep = order[start:start + len_keep]
@@ -92,7 +92,7 @@ def fit_logistic(X, y, l2, steps=300, lr=0.05, seed=0):
 
     X: (N, F) host float32, y: (N,) host {0, 1}. Returns (w (F,), b ()) host arrays.
     """
-    rng = numpy.random.default_rng(seed)
+    rng = host_rng(seed)
     X_, y_ = asarray(X), asarray(y, dtype=X.dtype)
     params = {"w": asarray(rng.normal(0, 0.01, size=(X.shape[1], 1)), dtype=X.dtype),
               "b": asarray(numpy.zeros(1), dtype=X.dtype)}
