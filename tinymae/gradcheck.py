@@ -21,6 +21,8 @@ input in the same order (a single array when there is one input). Keep inputs aw
 """
 from dataclasses import dataclass
 
+import numpy  # host-side: the worst element's index in a report
+
 from .backend import asarray, host_rng, xp
 
 
@@ -89,7 +91,9 @@ def check_backward(forward, backward, inputs, seed=0, h=1e-5):
         if analytic.shape != x.shape:
             raise ValueError(f"gradient for {name!r} has shape {analytic.shape}, input has {x.shape}")
         errors = rel_error(analytic, numeric)
-        worst = tuple(int(i) for i in xp.unravel_index(int(xp.argmax(errors)), errors.shape))
+        # The worst element's position, worked out on the host: int() brings the 0-d argmax over, and
+        # cupy.unravel_index would refuse that Python int (it takes device arrays only).
+        worst = tuple(int(i) for i in numpy.unravel_index(int(xp.argmax(errors)), errors.shape))
         reports.append(GradReport(
             name=name,
             rel_error=float(errors[worst]),
