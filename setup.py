@@ -8,10 +8,13 @@ setup(
     long_description_content_type="text/markdown",
     packages=["tinymae"],
     python_requires=">=3.9",
-    install_requires=["numpy>=1.22", "pillow>=9.0", "matplotlib>=3.5", "tqdm>=4.60"],
+    # threadpoolctl holds BLAS to one thread per worker in the data-parallel CPU step (parallel.py).
+    install_requires=["numpy>=1.22", "pillow>=9.0", "matplotlib>=3.5", "tqdm>=4.60", "threadpoolctl>=3.1"],
     extras_require={
-        # A CuPy wheel built for CUDA 12; pick cupy-cuda11x by hand on older drivers.
-        "gpu": ["cupy-cuda12x>=12.0"],
+        # CuPy ships one wheel per CUDA major version; pick the one that matches your NVIDIA driver
+        # (nvidia-smi prints "CUDA Version: 12.x" or "13.x"), as CuPy's own install guide says.
+        "cuda12": ["cupy-cuda12x>=13.0"],
+        "cuda13": ["cupy-cuda13x>=14.0"],
         # PyTorch is an oracle for the tests and a speed reference for the benchmarks; tinymae never
         # imports it. Its tests skip cleanly without it. (Without internet mirrors, the CPU build is
         # enough: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)

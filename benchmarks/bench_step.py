@@ -175,7 +175,7 @@ def tinymae_step(model, optimizer, imgs, noise):
     """One training step, as examples/train_catsdogs.py; float(loss) waits for the GPU. Its activations
     are freed when it returns (the training loop keeps them until the next forward: see tinymae/speed.py)."""
     loss, pred, mask, cache = model.forward(imgs, noise)
-    grads = model.backward(cache)
+    grads = model.backward(1.0, cache)
     optimizer.step(grads)
     return float(loss)
 
@@ -211,8 +211,7 @@ def step_flops(model, N):
         attention = 12 * N * T * T * D  # q k^T and attn v, forward and backward
         return linears + attention
 
-    first = 1 if cfg.cls_token else 0
-    T, Td = first + cfg.len_keep, first + L
+    T, Td = 1 + cfg.len_keep, 1 + L  # the cls token and the K visible (encoder) or all L (decoder) tokens
     D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
     flops = 4 * N * L * P * D  # patch embedding: forward + dw (no dx)
     flops += cfg.depth * block(T, D)
@@ -270,7 +269,7 @@ def check_correctness(arch, batch_size, device, sdpa):
     # so this compares the update rules, not the float32 noise of two backward passes. (From the zero
     # initial biases, a first Adam step moves each parameter by about lr * sign(g): a gradient that is zero
     # in theory, as the key bias's, would make a comparison after independent backward passes a coin toss.)
-    grads = model.backward(model.forward(imgs, noise)[3])
+    grads = model.backward(1.0, model.forward(imgs, noise)[3])
     torch_models.load_tinymae_grads(twin, model.params, grads)
     tinymae_optimizer(model).step(grads)
     torch_optimizer(twin, model).step()

@@ -212,8 +212,7 @@ class TorchViTMAE(nn.Module):
         # timm's PatchEmbed is this Conv2d (its .proj; named patch_embed here to match tinymae's name)
         # followed by flatten(2).transpose(1, 2), which forward_encoder does.
         self.patch_embed = nn.Conv2d(cfg.in_chans, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        if cfg.cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, fused_attn) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=1e-6)
         self.decoder_embed = nn.Linear(D, Dd)
@@ -227,32 +226,29 @@ class TorchViTMAE(nn.Module):
         self.register_buffer("decoder_pos_embed", decoder_pos_embed)
 
     def forward_encoder(self, x, noise):
-        first = 1 if self.cfg.cls_token else 0
         x = self.patch_embed(x).flatten(2).transpose(1, 2)  # embed patches, BCHW -> BNC
-        x = x + self.pos_embed[:, first:, :]  # add pos embed w/o cls token
+        x = x + self.pos_embed[:, 1:, :]  # add pos embed w/o cls token
         x, mask, ids_restore = random_masking(x, self.cfg.mask_ratio, noise)  # length -> length * mask_ratio
-        if self.cfg.cls_token:  # append cls token
-            cls_token = self.cls_token + self.pos_embed[:, :1, :]
-            x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        cls_token = self.cls_token + self.pos_embed[:, :1, :]  # append cls token
+        x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for blk in self.blocks:  # apply Transformer blocks
             x = blk(x)
         x = self.norm(x)
         return x, mask, ids_restore
 
     def forward_decoder(self, x, ids_restore):
-        first = 1 if self.cfg.cls_token else 0
         x = self.decoder_embed(x)  # embed tokens
         # append mask tokens to sequence
-        mask_tokens = self.mask_token.repeat(x.shape[0], ids_restore.shape[1] + first - x.shape[1], 1)
-        x_ = torch.cat([x[:, first:, :], mask_tokens], dim=1)  # no cls token
+        mask_tokens = self.mask_token.repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)
+        x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
         x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))  # unshuffle
-        x = torch.cat([x[:, :first, :], x_], dim=1)  # append cls token
+        x = torch.cat([x[:, :1, :], x_], dim=1)  # append cls token
         x = x + self.decoder_pos_embed  # add pos embed
         for blk in self.decoder_blocks:  # apply Transformer blocks
             x = blk(x)
         x = self.decoder_norm(x)
         x = self.decoder_pred(x)  # predictor projection
-        return x[:, first:, :]  # remove cls token
+        return x[:, 1:, :]  # remove cls token
 
     def forward(self, imgs, noise):
         latent, mask, ids_restore = self.forward_encoder(imgs, noise)
@@ -265,7 +261,7 @@ class TorchViTMAE(nn.Module):
 # The MLP MAE of mae_mlp.py
 
 class TorchMLPMAE(nn.Module):
-    """tinymae's MLPMAE for an MLPConfig; `forward(imgs, noise)` -> loss, pred, mask."""
+    """tinymae's MaskedAutoencoderMLP for an MLPConfig; `forward(imgs, noise)` -> loss, pred, mask."""
 
     def __init__(self, cfg, pos_embed):
         super().__init__()
@@ -297,7 +293,7 @@ class TorchMLPMAE(nn.Module):
 # Building from a tinymae model, and comparing
 
 def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False):
-    """The torch twin of a tinymae MLPMAE or ViTMAE, with its weights (copied, converted) and tables."""
+    """The torch twin of a tinymae MaskedAutoencoderMLP or MaskedAutoencoderViT, with its weights (copied, converted) and tables."""
     def table(a):
         return torch.tensor(to_numpy(a), dtype=dtype)
 
@@ -326,7 +322,7 @@ def compare_step(model, twin, imgs, noise, dloss=1.0):
     "mask_equal": bool, "pred": rel diff, "grads": {name: rel diff}} with rel diff as `max_rel_diff`.
     """
     loss, pred, mask, cache = model.forward(imgs, noise)
-    grads = model.backward(cache, dloss)
+    grads = model.backward(dloss, cache)
 
     device = next(twin.parameters()).device
     dtype = next(twin.parameters()).dtype

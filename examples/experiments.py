@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from tinymae import backend
+from tinymae import backend, config
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.checkpoint import load_checkpoint, read_checkpoint
 from tinymae.data import center_crop, load_dataset, stratified_split
@@ -132,10 +132,24 @@ def train_command(run, args, resume):
         cmd.append("--encoder-mask-tokens")
     if args.per_class is not None:
         cmd += ["--per-class", str(args.per_class)]
-    cmd += shlex.split(args.train_args)
+    cmd += arch_flags(shlex.split(args.train_args), run["arch"])
     if resume:
         cmd.append("--resume")
     return cmd
+
+
+def arch_flags(flags, arch):
+    """The flags of --train-args that apply to `arch`: model sizes of the other architecture are dropped."""
+    other = {config.flag_name(f) for f in config.MODEL_CONFIGS["vit" if arch == "mlp" else "mlp"].__dataclass_fields__}
+    other -= {config.flag_name(f) for f in config.MODEL_CONFIGS[arch].__dataclass_fields__}
+    kept, i = [], 0
+    while i < len(flags):
+        if flags[i] in other:
+            i += 2  # the flag and its value
+        else:
+            kept.append(flags[i])
+            i += 1
+    return kept
 
 
 def recorded_settings(run_dir):
@@ -143,11 +157,12 @@ def recorded_settings(run_dir):
     metrics_path = os.path.join(run_dir, "metrics.json")
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
-            return json.load(f)["settings"]
+            metrics = json.load(f)
+        return {**metrics["config"], **metrics["settings"]}
     checkpoint_path = os.path.join(run_dir, "checkpoint.npz")
     if os.path.exists(checkpoint_path):
         header, _ = read_checkpoint(checkpoint_path)
-        return header["settings"]
+        return {**header["config"], **header["settings"]}
     return None
 
 
@@ -160,6 +175,7 @@ def check_reusable(run, args, run_dir):
               "norm_pix_loss": run["norm_pix_loss"], "encoder_mask_tokens": run["encoder_mask_tokens"],
               "epochs": args.epochs, "seed": args.seed, "per_class": args.per_class,
               "warmup_epochs": args.warmup_epochs}
+    saved.setdefault("encoder_mask_tokens", False)  # the MLP has no such setting
     different = [f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in CHECKED_SETTINGS if saved.get(k) != wanted[k]]
     if different:
         sys.exit(f"error: {run_dir} was trained with other settings: {', '.join(different)}. "
@@ -254,7 +270,7 @@ def time_steps(names, args, rounds=TIMING_ROUNDS):
             noise = masking_noise(rng, batch, cfg.num_patches)  # (batch, L)
             t0 = time.perf_counter()
             loss, _, _, cache = model.forward(imgs, noise)
-            optimizer.step(model.backward(cache))
+            optimizer.step(model.backward(1.0, cache))
             last_updated = list(model.params.values())[-1]
             to_numpy(last_updated[..., :1])  # a copy to the host waits until a GPU has finished the step
             if round_index > 0:  # round 0 warms up: first-call allocations

@@ -9,10 +9,10 @@ defaults: ViTConfig()), takes one batch of 8 images and runs the forward pass on
 the engine's own functions, recording (section, stage, file:function, shape) for each stage; then the
 backward pass in reverse, one AdamW step, and a finite-difference check of the gradient.
 
-The stages are spelled out here, not hidden inside ViTMAE.forward, so that a reader can see every
+The stages are spelled out here, not hidden inside MaskedAutoencoderViT.forward, so that a reader can see every
 shape. To make sure this spelled-out version *is* the model, every result is compared with the
 engine's own calls: the two detailed blocks with transformer.block_forward / block_backward, the loss
-and prediction with ViTMAE.forward, every gradient with ViTMAE.backward. If the engine changes, this
+and prediction with MaskedAutoencoderViT.forward, every gradient with MaskedAutoencoderViT.backward. If the engine changes, this
 script fails loudly instead of describing a model that no longer exists, and tests/test_walkthrough.py
 checks that the doc's tables list exactly the stages and shapes printed here.
 """
@@ -29,9 +29,10 @@ from tinymae.backend import asarray, host_rng, to_numpy, xp
 from tinymae.data import channel_stats, load_dataset, normalize, random_crop_flip
 from tinymae.layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
                             linear_forward, relu_forward)
+from tinymae.config import MLPConfig, ViTConfig
 from tinymae.loss import mse_backward, mse_forward
-from tinymae.mae_mlp import MLPConfig, MLPMAE
-from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.mae_mlp import MaskedAutoencoderMLP
+from tinymae.mae_vit import MaskedAutoencoderViT
 from tinymae.masking import (append_mask_tokens, append_mask_tokens_backward, masking_noise, random_masking,
                              random_masking_backward)
 from tinymae.optim import AdamW, cosine_lr
@@ -192,7 +193,7 @@ def walkthrough(data=None, seed=0):
     """
     trace = Trace()
     cfg = ViTConfig()  # the defaults of examples/train_catsdogs.py --arch vit
-    model = ViTMAE(cfg, seed=seed)
+    model = MaskedAutoencoderViT(cfg, seed=seed)
     p = model.params
     rng = host_rng(seed + 1)  # as the training script: crops and flips, then masks, from one generator
 
@@ -211,7 +212,7 @@ def walkthrough(data=None, seed=0):
 
     # ---- encoder --------------------------------------------------------------------------------
     trace.section = "encoder"
-    where = "tinymae/mae_vit.py:ViTMAE.forward_encoder"
+    where = "tinymae/mae_vit.py:MaskedAutoencoderViT.forward_encoder"
     x = patchify(imgs, cfg.patch_size)  # (8, 64, 108)
     trace.add("patchify", "tinymae/patches.py:patchify", x)
     x, embed_cache = linear_forward(x, p["patch_embed.w"], p["patch_embed.b"])  # (8, 64, 128)
@@ -248,7 +249,7 @@ def walkthrough(data=None, seed=0):
 
     # ---- decoder --------------------------------------------------------------------------------
     trace.section = "decoder"
-    where = "tinymae/mae_vit.py:ViTMAE.forward_decoder"
+    where = "tinymae/mae_vit.py:MaskedAutoencoderViT.forward_decoder"
     x, dec_embed_cache = linear_forward(latent, p["decoder_embed.w"], p["decoder_embed.b"])  # (8, 17, 64)
     trace.add("decoder_embed", "tinymae/layers.py:linear_forward", x)
     x_cls, x = x[:, :1], x[:, 1:]  # (8, 1, 64), (8, 16, 64)
@@ -284,7 +285,7 @@ def walkthrough(data=None, seed=0):
     # ---- loss -----------------------------------------------------------------------------------
     trace.section = "loss"
     target = patchify(imgs, cfg.patch_size)  # (8, 64, 108)
-    trace.add("target = patchify(imgs)", "tinymae/mae_vit.py:ViTMAE.forward_loss", target)
+    trace.add("target = patchify(imgs)", "tinymae/mae_vit.py:MaskedAutoencoderViT.forward_loss", target)
     loss, loss_cache = mse_forward(pred, target, mask)  # ()
     trace.add("per-patch MSE, weighted by mask", "tinymae/loss.py:mse_forward", mask)
     trace.add("loss", "tinymae/loss.py:mse_forward", loss)
@@ -297,8 +298,8 @@ def walkthrough(data=None, seed=0):
     # ---- backward: the same stages in reverse ---------------------------------------------------
     trace.section = "backward: loss and decoder"
     grads = {}
-    where = "tinymae/mae_vit.py:ViTMAE.backward"
-    dpred = mse_backward(loss_cache)  # (8, 64, 108)
+    where = "tinymae/mae_vit.py:MaskedAutoencoderViT.backward"
+    dpred = mse_backward(1.0, loss_cache)  # (8, 64, 108)
     trace.add("dpred (zero on visible patches)", "tinymae/loss.py:mse_backward", dpred)
     dx = xp.concatenate([xp.zeros((BATCH, 1, cfg.patch_dim), dtype=dpred.dtype), dpred], axis=1)  # (8, 65, 108)
     trace.add("zero row for the dropped cls prediction", where, dx)
@@ -345,11 +346,11 @@ def walkthrough(data=None, seed=0):
     grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, 128) fan-out over the batch
     trace.add("dcls_token = sum over images", where, grads["cls_token"])
     dx = random_masking_backward(dx[:, 1:], mask_cache)  # (8, 64, 128)
-    trace.add("scatter back, zeros at removed patches", "tinymae/masking.py:random_masking_backward", dx)
+    trace.add("back at their places, zeros at removed", "tinymae/masking.py:random_masking_backward", dx)
     _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, embed_cache, need_dx=False)
     trace.add("dpatch_embed.w = patches^T dx", "tinymae/layers.py:linear_backward", grads["patch_embed.w"])
 
-    engine_grads = model.backward(engine_cache)
+    engine_grads = model.backward(1.0, engine_cache)
     if set(grads) != set(engine_grads):
         raise RuntimeError(f"walkthrough drifted from the engine: gradients {sorted(set(engine_grads) ^ set(grads))} "
                            "are computed by only one of them. Update examples/walkthrough.py and docs/walkthrough.md.")
@@ -372,34 +373,34 @@ def walkthrough(data=None, seed=0):
 # how the MLP differs: its stages, briefly
 
 def mlp_walkthrough(seed=0):
-    """The MLP MAE on 8 random images: (section, stage, where, shape) tuples, checked against MLPMAE.forward."""
+    """The MLP MAE on 8 random images: (section, stage, where, shape) tuples, checked against MaskedAutoencoderMLP.forward."""
     trace = Trace()
     trace.section = "mlp"
     cfg = MLPConfig()
-    model = MLPMAE(cfg, seed=seed)
+    model = MaskedAutoencoderMLP(cfg, seed=seed)
     p = model.params
     rng = host_rng(seed + 1)
     imgs = asarray(rng.standard_normal((BATCH, 3, cfg.img_size, cfg.img_size)), dtype="float32")  # (8, 3, 48, 48)
     noise = masking_noise(rng, BATCH, cfg.num_patches)  # (8, 64)
     x = patchify(imgs, cfg.patch_size)  # (8, 64, 108)
     x, _ = linear_forward(x, p["patch_embed.w"], p["patch_embed.b"])  # (8, 64, 64)
-    trace.add("patch_embed + pos_embed", "tinymae/mae_mlp.py:MLPMAE.forward_encoder", x)
+    trace.add("patch_embed + pos_embed", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_encoder", x)
     x, mask, _, _ = random_masking(x + model.pos_embed, cfg.mask_ratio, noise, keep_order=True)  # (8, 16, 64)
     trace.add("random_masking, raster order", "tinymae/masking.py:random_masking", x)
     h = x.reshape(BATCH, -1)  # (8, 1024)
-    trace.add("flatten the visible tokens", "tinymae/mae_mlp.py:MLPMAE.forward_encoder", h)
+    trace.add("flatten the visible tokens", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_encoder", h)
     for i in range(len(cfg.encoder_dims)):
         h, _ = linear_forward(h, p[f"encoder.{i}.w"], p[f"encoder.{i}.b"])
         h, _ = relu_forward(h)
-        trace.add(f"encoder.{i} Linear + ReLU", "tinymae/mae_mlp.py:MLPMAE.forward_encoder", h)
+        trace.add(f"encoder.{i} Linear + ReLU", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_encoder", h)
     for i in range(len(cfg.decoder_dims)):
         h, _ = linear_forward(h, p[f"decoder.{i}.w"], p[f"decoder.{i}.b"])
         h, _ = relu_forward(h)
-        trace.add(f"decoder.{i} Linear + ReLU", "tinymae/mae_mlp.py:MLPMAE.forward_decoder", h)
+        trace.add(f"decoder.{i} Linear + ReLU", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_decoder", h)
     h, _ = linear_forward(h, p["decoder_pred.w"], p["decoder_pred.b"])  # (8, 6912)
-    trace.add("decoder_pred: one slot per patch", "tinymae/mae_mlp.py:MLPMAE.forward_decoder", h)
+    trace.add("decoder_pred: one slot per patch", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_decoder", h)
     pred = h.reshape(BATCH, cfg.num_patches, cfg.patch_dim)  # (8, 64, 108)
-    trace.add("pred", "tinymae/mae_mlp.py:MLPMAE.forward_decoder", pred)
+    trace.add("pred", "tinymae/mae_mlp.py:MaskedAutoencoderMLP.forward_decoder", pred)
     _, engine_pred, engine_mask, _ = model.forward(imgs, noise)
     check_close("MLP pred", pred, engine_pred)
     check_close("MLP mask", mask, engine_mask, rtol=0)
@@ -426,7 +427,7 @@ def gradient_check(seed=0, per_param=3, h=1e-5):
     derivative along one random direction in *all* parameters at once. Returns a list of
     (what, analytic, numeric, relative error), the error as cs231n's |a - n| / max(1e-8, |a| + |n|).
     """
-    model = to_float64(ViTMAE(ViTConfig(), seed=seed))
+    model = to_float64(MaskedAutoencoderViT(ViTConfig(), seed=seed))
     rng = host_rng(seed + 2)
     imgs = asarray(rng.standard_normal((BATCH, 3, 48, 48)))  # (8, 3, 48, 48) float64
     noise = masking_noise(rng, BATCH, model.config.num_patches)  # (8, 64)
@@ -435,7 +436,7 @@ def gradient_check(seed=0, per_param=3, h=1e-5):
         return float(model.forward(imgs, noise)[0])
 
     _, _, _, cache = model.forward(imgs, noise)
-    grads = model.backward(cache)
+    grads = model.backward(1.0, cache)
     rows = []
     for name in ("mask_token", "cls_token", "blocks.0.attn.qkv.w", "patch_embed.w"):
         flat = model.params[name].reshape(-1)  # a view: writing into it perturbs the parameter

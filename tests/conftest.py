@@ -80,6 +80,23 @@ def photos(tmp_path, monkeypatch):
     return make_photos(tmp_path, monkeypatch)
 
 
+# Tiny models of each architecture, 3 epochs of 4 steps (32 training images in batches of 8).
+TINY_RUN = ["--batch-size", "8", "--epochs", "3", "--warmup-epochs", "1", "--no-progress", "--figure-images", "3"]
+TINY_MODEL = {"mlp": ["--embed-dim", "8", "--encoder-dims", "32,32,16", "--decoder-dims", "32"],
+              "vit": ["--embed-dim", "8", "--depth", "1", "--num-heads", "2", "--decoder-embed-dim", "8",
+                      "--decoder-depth", "1", "--decoder-num-heads", "2"]}
+
+
+def tiny_run_args(out, photos, arch="mlp", *extra):
+    return ["--data", str(photos), "--out", str(out), "--arch", arch, *TINY_MODEL[arch], *TINY_RUN, *extra]
+
+
+def train_tiny(out, photos, arch="mlp", *extra):
+    """Pre-train a tiny model in-process (tinymae.pretrain) -> its metrics dict."""
+    from tinymae import pretrain
+    return pretrain.pretrain(*pretrain.parse_args(tiny_run_args(out, photos, arch, *extra)))
+
+
 def assert_removed_predictions_read_the_visible_patches(model, imgs, noise):
     """Change one visible patch of image 0: every removed patch's prediction of image 0 must move (the
     model reads its context; a per-patch model could only predict the average patch), and no other

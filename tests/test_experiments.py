@@ -39,8 +39,9 @@ def test_sweep_writes_the_report_and_resumes(tiny_photos, tmp_path, capsys):
     base_probe = json.loads((out / "vit-base" / "probe.json").read_text())
     assert {r["encoder"] for r in base_probe["results"]} == {"pre-trained", "random init", "raw pixels"}
     assert {r["features"] for r in base_probe["results"] if r["encoder"] == "pre-trained"} == {"mean", "cls"}
-    settings = json.loads((out / "vit-encoder-mask-tokens" / "metrics.json").read_text())["settings"]
-    assert settings["encoder_mask_tokens"] and settings["epochs"] == 1 and settings["seed"] == 0
+    metrics = json.loads((out / "vit-encoder-mask-tokens" / "metrics.json").read_text())
+    assert metrics["config"]["encoder_mask_tokens"] and metrics["settings"]["epochs"] == 1
+    assert metrics["settings"]["seed"] == 0
 
     report = (docs / "results.md").read_text()
     for heading in ("## 1. Mask ratio", "## 2. Loss on removed patches", "## 3. Normalised pixel targets",

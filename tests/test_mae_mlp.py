@@ -3,7 +3,8 @@ import pytest
 
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 from tinymae import backend
-from tinymae.mae_mlp import MLPConfig, MLPMAE
+from tinymae.config import MLPConfig
+from tinymae.mae_mlp import MaskedAutoencoderMLP
 from tinymae.masking import masking_noise
 from tinymae.optim import AdamW
 
@@ -16,7 +17,7 @@ def batch(seed, n=4, size=24):
 
 
 def test_default_shapes_and_parameter_count(xp):
-    model = MLPMAE()
+    model = MaskedAutoencoderMLP()
     cfg = model.config
     assert (cfg.num_patches, cfg.patch_dim, cfg.len_keep) == (64, 108, 16)
     imgs = batch(0, n=2, size=48)
@@ -29,29 +30,29 @@ def test_default_shapes_and_parameter_count(xp):
 
 
 def test_encoder_never_sees_removed_pixels(xp):
-    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    model = MaskedAutoencoderMLP(MLPConfig(**SMALL), seed=0)
     assert_encoder_ignores_removed_pixels(model, batch(1), masking_noise(backend.host_rng(2), 4, 16))
 
 
 def test_prediction_of_a_removed_patch_depends_on_visible_content(xp):
     """An MLP applied to each patch alone could only predict the average patch at each position; ours
     must read the visible patches: changing one visible patch changes the predicted removed patches."""
-    assert_removed_predictions_read_the_visible_patches(MLPMAE(MLPConfig(**SMALL), seed=0), batch(4),
+    assert_removed_predictions_read_the_visible_patches(MaskedAutoencoderMLP(MLPConfig(**SMALL), seed=0), batch(4),
                                                         masking_noise(backend.host_rng(5), 4, 16))
 
 
 def test_float32_model_stays_float32(xp):
-    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    model = MaskedAutoencoderMLP(MLPConfig(**SMALL), seed=0)
     loss, pred, mask, cache = model.forward(batch(6), masking_noise(backend.host_rng(7), 4, 16))
     assert loss.dtype == xp.float32 and pred.dtype == xp.float32 and mask.dtype == xp.float32
-    grads = model.backward(cache)
+    grads = model.backward(1.0, cache)
     assert set(grads) == set(model.params)
     for name, g in grads.items():
         assert g.dtype == xp.float32 and g.shape == model.params[name].shape, name
 
 
 def test_a_few_adamw_steps_reduce_the_loss(xp):
-    model = MLPMAE(MLPConfig(**SMALL), seed=0)
+    model = MaskedAutoencoderMLP(MLPConfig(**SMALL), seed=0)
     opt = AdamW(model.params, lr=1e-3, no_decay=model.no_decay)
     imgs = batch(8, n=8)
     noise = masking_noise(backend.host_rng(9), 8, 16)
@@ -59,12 +60,12 @@ def test_a_few_adamw_steps_reduce_the_loss(xp):
     for _ in range(40):  # memorising one batch: the loss falls from ~1.0 to ~0.2
         loss, _, _, cache = model.forward(imgs, noise)
         first = float(loss) if first is None else first
-        opt.step(model.backward(cache))
+        opt.step(model.backward(1.0, cache))
     assert float(model.forward(imgs, noise)[0]) < 0.5 * first
 
 
 def test_no_weight_decay_on_biases():
-    model = MLPMAE(MLPConfig(**SMALL))
+    model = MaskedAutoencoderMLP(MLPConfig(**SMALL))
     assert set(model.no_decay) == {name for name in model.params if name.endswith(".b")}
 
 
@@ -73,4 +74,4 @@ def test_no_weight_decay_on_biases():
                                           ({"mask_ratio": 0.999}, "leaves no visible patch")])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ValueError, match=message):
-        MLPMAE(MLPConfig(**{**SMALL, **bad}))
+        MaskedAutoencoderMLP(MLPConfig(**{**SMALL, **bad}))

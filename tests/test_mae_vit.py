@@ -6,8 +6,11 @@ import pytest
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 from tinymae import attention, backend, layers
 from tinymae.backend import to_numpy
-from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.config import ViTConfig
+from tinymae.mae_vit import MaskedAutoencoderViT
+from tinymae.ablations import MaskedAutoencoderViTEncoderMaskTokens
 from tinymae.masking import masking_noise
+from tinymae.models import build_model
 from tinymae.optim import AdamW
 from tinymae.pos_embed import get_2d_sincos_pos_embed
 
@@ -78,19 +81,18 @@ def test_sincos_pos_embed_is_the_official_table(xp, embed_dim, grid_size, cls_to
 
 
 def test_model_uses_the_official_tables(xp):
-    model = ViTMAE()
+    model = MaskedAutoencoderViT()
     np.testing.assert_allclose(to_numpy(model.pos_embed)[0], ref_get_2d_sincos_pos_embed(128, 8, True), atol=1e-7)
     np.testing.assert_allclose(to_numpy(model.decoder_pos_embed)[0], ref_get_2d_sincos_pos_embed(64, 8, True),
                                atol=1e-7)
-    no_cls = ViTMAE(ViTConfig(cls_token=False))
-    assert no_cls.pos_embed.shape == (1, 64, 128) and no_cls.decoder_pos_embed.shape == (1, 64, 64)
+    assert model.pos_embed.shape == (1, 65, 128) and model.decoder_pos_embed.shape == (1, 65, 64)
 
 
 # ----------------------------------------------------------------------------------------------
 # shapes, initialisation, weight decay
 
 def test_default_shapes_and_parameter_count(xp):
-    model = ViTMAE()
+    model = MaskedAutoencoderViT()
     cfg = model.config
     assert (cfg.num_patches, cfg.patch_dim, cfg.len_keep) == (64, 108, 16)
     imgs = batch(0, n=2, size=48)
@@ -107,38 +109,38 @@ def test_default_shapes_and_parameter_count(xp):
     assert model.num_params() == expected
     assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "norm_pix_loss",
                                            "loss_on", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "cls_token",
-                                           "encoder_mask_tokens"]
+                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "encoder_mask_tokens"]
 
 
 def test_initialisation_is_models_mae(xp):
-    model = ViTMAE()
-    p = {name: to_numpy(value) for name, value in model.params.items()}
-    for name, value in p.items():
+    model = MaskedAutoencoderViT()
+    params = {name: to_numpy(value) for name, value in model.params.items()}
+    for name, value in params.items():
         assert value.dtype == np.float32, name
         if "norm" in name and name.endswith(".w"):
             assert (value == 1).all(), name  # LayerNorm weight 1
         elif name.endswith(".b"):
             assert (value == 0).all(), name  # Linear and LayerNorm biases 0
     for token in ("cls_token", "mask_token"):  # torch.nn.init.normal_(std=.02)
-        assert abs(p[token].std() - 0.02) < 0.006 and abs(p[token].mean()) < 0.006, token
+        assert abs(params[token].std() - 0.02) < 0.006 and abs(params[token].mean()) < 0.006, token
     # xavier_uniform_ on every Linear, qkv included (models_mae._init_weights), and on patch_embed as (D, P)
     for name, (d_in, d_out) in {"blocks.0.attn.qkv.w": (128, 384), "decoder_blocks.1.attn.qkv.w": (64, 192),
                                 "blocks.3.mlp.fc1.w": (128, 512), "patch_embed.w": (108, 128),
                                 "decoder_pred.w": (64, 108)}.items():
         bound = (6.0 / (d_in + d_out)) ** 0.5
-        w = p[name]
+        w = params[name]
         assert w.shape == (d_in, d_out)
         assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound, name
         assert abs(w.std() - bound / 3 ** 0.5) < 0.05 * bound, name  # std of U(-a, a) is a / sqrt(3)
     # the same seed gives the same weights; another seed other weights
-    again = ViTMAE(seed=0)
-    assert all((to_numpy(again.params[n]) == v).all() for n, v in p.items())
-    assert not (to_numpy(ViTMAE(seed=1).params["blocks.0.attn.qkv.w"]) == p["blocks.0.attn.qkv.w"]).all()
+    again = MaskedAutoencoderViT(seed=0)
+    assert all((to_numpy(again.params[n]) == v).all() for n, v in params.items())
+    other = to_numpy(MaskedAutoencoderViT(seed=1).params["blocks.0.attn.qkv.w"])
+    assert not (other == params["blocks.0.attn.qkv.w"]).all()
 
 
 def test_no_weight_decay_on_biases_and_norms_as_main_pretrain():
-    model = ViTMAE(ViTConfig(**SMALL))
+    model = MaskedAutoencoderViT(ViTConfig(**SMALL))
     expected = {name for name in model.params if name.endswith(".b") or "norm" in name}
     assert set(model.no_decay) == expected
     assert {"norm.w", "decoder_norm.w", "blocks.0.norm1.w", "blocks.1.norm2.b"} <= expected
@@ -149,26 +151,28 @@ def test_no_weight_decay_on_biases_and_norms_as_main_pretrain():
 @pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be"),
                                           ({"img_size": 25}, "not a multiple of patch_size"),
                                           ({"mask_ratio": 0.999}, "leaves no visible patch"),
+                                          ({"mask_ratio": 0.0}, "mask_ratio must be above 0"),
+                                          ({"depth": 0}, "must be at least 1"),
+                                          ({"embed_dim": 0}, "must be at least 1"),
                                           ({"num_heads": 5}, "divisible by num_heads"),
                                           ({"decoder_embed_dim": 18, "decoder_num_heads": 2}, "divisible by 4")])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ValueError, match=message):
-        ViTMAE(ViTConfig(**{**SMALL, **bad}))
+        MaskedAutoencoderViT(ViTConfig(**{**SMALL, **bad}))
 
 
 # ----------------------------------------------------------------------------------------------
 # what the encoder sees, what the decoder uses
 
-@pytest.mark.parametrize("cls_token", [True, False])
-def test_encoder_sees_only_the_visible_patches(xp, cls_token):
-    model = ViTMAE(ViTConfig(**SMALL, cls_token=cls_token), seed=0)
+def test_encoder_sees_only_the_visible_patches(xp):
+    model = MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0)
     latent = assert_encoder_ignores_removed_pixels(model, batch(1), masking_noise(backend.host_rng(2), 4, 16))
-    assert latent.shape == (4, int(cls_token) + 4, 32)  # (N, 1+K, D): the K = 4 visible tokens, not L = 16
+    assert latent.shape == (4, 1 + 4, 32)  # (N, 1+K, D): the K = 4 visible tokens, not L = 16
 
 
 def test_encoder_without_masking_sees_every_patch(xp):
     """forward_encoder(..., mask_ratio=0.0), as for linear probing: all L tokens, none removed."""
-    model = ViTMAE(ViTConfig(**SMALL), seed=0)
+    model = MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0)
     latent, mask, ids_restore, _ = model.forward_encoder(batch(1), masking_noise(backend.host_rng(2), 4, 16),
                                                          mask_ratio=0.0)
     assert latent.shape == (4, 1 + 16, 32)
@@ -177,7 +181,7 @@ def test_encoder_without_masking_sees_every_patch(xp):
 
 def test_prediction_of_a_removed_patch_depends_on_visible_content(xp):
     """Attention mixes tokens: a removed patch's prediction depends on every visible patch."""
-    assert_removed_predictions_read_the_visible_patches(ViTMAE(ViTConfig(**SMALL), seed=0), batch(4),
+    assert_removed_predictions_read_the_visible_patches(MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0), batch(4),
                                                         masking_noise(backend.host_rng(5), 4, 16))
 
 
@@ -237,14 +241,15 @@ def float_arrays(obj):
     return []
 
 
-@pytest.mark.parametrize("overrides", [{}, {"cls_token": False, "norm_pix_loss": True}], ids=["default", "no-cls"])
+@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"encoder_mask_tokens": True}],
+                         ids=["default", "norm-pix", "encoder-mask-tokens"])
 def test_float32_model_stays_float32(xp, overrides):
-    model = ViTMAE(ViTConfig(**{**SMALL, **overrides}), seed=0)
+    model = build_model("vit", {**SMALL, **overrides}, seed=0)
     loss, pred, mask, cache = model.forward(batch(6), masking_noise(backend.host_rng(7), 4, 16))
     assert loss.dtype == xp.float32 and pred.dtype == xp.float32 and mask.dtype == xp.float32
     cached = float_arrays(cache)
     assert len(cached) > 50 and all(a.dtype == xp.float32 for a in cached)  # no float64 copy anywhere inside
-    grads = model.backward(cache)
+    grads = model.backward(1.0, cache)
     assert list(grads) == list(model.params)
     for name, g in grads.items():
         assert g.dtype == xp.float32 and g.shape == model.params[name].shape, name
@@ -257,7 +262,7 @@ def test_a_few_adamw_steps_reduce_the_loss(xp):
     """Images of one colour each (plus a little noise): a removed patch is predictable from the visible
     ones only, so the loss can fall far below the ~1.0 of predicting the average colour only if the
     decoder reads the encoder's tokens. It falls from ~1.4 to ~0.17 in 40 steps."""
-    model = ViTMAE(ViTConfig(**SMALL), seed=0)
+    model = MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0)
     opt = AdamW(model.params, lr=3e-3, no_decay=model.no_decay)
     rng = backend.host_rng(8)
     colours = rng.standard_normal((8, 3, 1, 1))
@@ -267,13 +272,14 @@ def test_a_few_adamw_steps_reduce_the_loss(xp):
     for _ in range(40):
         loss, _, _, cache = model.forward(imgs, noise)
         first = float(loss) if first is None else first
-        opt.step(model.backward(cache))
+        opt.step(model.backward(1.0, cache))
     assert float(model.forward(imgs, noise)[0]) < 0.25 * first
 
 
 def test_encoder_with_mask_tokens_ablation_sees_every_position(xp):
     """Table 1c's "encoder w/ [M]": L tokens through the encoder, the decoder adds no mask tokens."""
-    model = ViTMAE(ViTConfig(**SMALL, encoder_mask_tokens=True), seed=0)
+    model = build_model("vit", dict(SMALL, encoder_mask_tokens=True), seed=0)
+    assert isinstance(model, MaskedAutoencoderViTEncoderMaskTokens)
     assert "encoder_mask_token" in model.params and "mask_token" not in model.params
     imgs = backend.asarray(backend.host_rng(0).standard_normal((2, 3, 24, 24)), dtype="float32")
     noise = masking_noise(backend.host_rng(1), 2, 16)
@@ -281,4 +287,4 @@ def test_encoder_with_mask_tokens_ablation_sees_every_position(xp):
     assert latent.shape == (2, 1 + 16, 32)
     loss, pred, mask2, cache = model.forward(imgs, noise)
     assert pred.shape == (2, 16, 108) and float(to_numpy(mask2).sum()) == 2 * 12
-    assert set(model.backward(cache)) == set(model.params)
+    assert set(model.backward(1.0, cache)) == set(model.params)

@@ -7,8 +7,9 @@ import pytest
 
 from tinymae import backend
 from tinymae.gradcheck import assert_backward_matches
-from tinymae.mae_mlp import MLPConfig, MLPMAE
-from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.config import MLPConfig
+from tinymae.mae_mlp import MaskedAutoencoderMLP
+from tinymae.models import build_model
 from tinymae.masking import masking_noise
 
 TOL = 1e-6
@@ -33,7 +34,7 @@ def assert_model_gradients(model, imgs, noise, h, tol=TOL):
         return loss, cache
 
     def backward(dloss, cache):
-        grads = model.backward(cache, dloss)
+        grads = model.backward(dloss, cache)
         return tuple(grads[name] for name in names)
 
     reports = assert_backward_matches(forward, backward, dict(model.params), tol=tol, h=h)
@@ -43,7 +44,7 @@ def assert_model_gradients(model, imgs, noise, h, tol=TOL):
 def tiny_mlp(**overrides):
     settings = dict(img_size=8, patch_size=2, embed_dim=4, encoder_dims=(6, 5), decoder_dims=(7,))
     cfg = MLPConfig(**{**settings, **overrides})
-    return to_float64(MLPMAE(cfg, seed=3))
+    return to_float64(MaskedAutoencoderMLP(cfg, seed=3))
 
 
 @pytest.mark.parametrize("overrides", [{}, {"loss_on": "all"}, {"norm_pix_loss": True}, {"decoder_dims": ()}],
@@ -64,7 +65,7 @@ def test_mlp_mae_whole_model_gradients(xp, overrides):
 def tiny_vit(**overrides):
     settings = dict(img_size=8, patch_size=2, embed_dim=8, depth=1, num_heads=2,
                     decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0)
-    model = to_float64(ViTMAE(ViTConfig(**{**settings, **overrides}), seed=3))
+    model = to_float64(build_model("vit", {**settings, **overrides}, seed=3))
     # Random values for every parameter instead of the init: behind zero biases and LayerNorm scales of
     # one, a swapped or missing gradient could hide; and the init's cls token (std 0.02) is a row of
     # tiny numbers that LayerNorm divides by their spread, curved enough to upset finite differences.
@@ -84,9 +85,8 @@ def tiny_vit(**overrides):
 VIT_TOL = 1e-5
 
 
-@pytest.mark.parametrize("overrides", [{}, {"cls_token": False}, {"norm_pix_loss": True}, {"loss_on": "all"},
-                                       {"encoder_mask_tokens": True}],
-                         ids=["masked-loss", "no-cls", "norm-pix", "all-loss", "encoder-mask-tokens"])
+@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"encoder_mask_tokens": True}],
+                         ids=["masked-loss", "norm-pix", "all-loss", "encoder-mask-tokens"])
 def test_vit_mae_whole_model_gradients(xp, overrides):
     model = tiny_vit(**overrides)
     rng = backend.host_rng(0)
@@ -95,5 +95,13 @@ def test_vit_mae_whole_model_gradients(xp, overrides):
     assert_model_gradients(model, imgs, noise, h=3e-5, tol=VIT_TOL)
 
 
-MODEL_GRADIENT_CHECKS = {"mae_mlp.MLPMAE.backward": test_mlp_mae_whole_model_gradients,
-                         "mae_vit.ViTMAE.backward": test_vit_mae_whole_model_gradients}
+# Each model's backward, and the backward steps of its own that it calls, are checked as a whole.
+MODEL_GRADIENT_CHECKS = {
+    "mae_mlp.MaskedAutoencoderMLP.backward": test_mlp_mae_whole_model_gradients,
+    "mae_vit.MaskedAutoencoderViT.backward": test_vit_mae_whole_model_gradients,
+    "mae_vit.MaskedAutoencoderViT.random_masking_backward": test_vit_mae_whole_model_gradients,
+    "mae_vit.MaskedAutoencoderViT.append_mask_tokens_backward": test_vit_mae_whole_model_gradients,
+    # the "encoder-mask-tokens" case:
+    "ablations.MaskedAutoencoderViTEncoderMaskTokens.random_masking_backward": test_vit_mae_whole_model_gradients,
+    "ablations.MaskedAutoencoderViTEncoderMaskTokens.append_mask_tokens_backward": test_vit_mae_whole_model_gradients,
+}

@@ -61,7 +61,7 @@ def test_adamw_state_dict_restores_exactly(xp, rng):
 
 def test_adamw_rejects_bad_input(xp):
     params = params_of(w=[1.0, 2.0])
-    with pytest.raises(ValueError, match="no_decay names that are not parameters"):
+    with pytest.raises(ValueError, match="no_decay or lr_scale names that are not parameters"):
         AdamW(params, lr=0.1, no_decay=("bias",))
     opt = AdamW(params, lr=0.1)
     with pytest.raises(ValueError, match="gradient for 'w' has shape"):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from tinymae import backend, probe
-from tinymae.mae_mlp import MLPConfig, MLPMAE
-from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.config import MLPConfig, ViTConfig
+from tinymae.mae_mlp import MaskedAutoencoderMLP
+from tinymae.mae_vit import MaskedAutoencoderViT
 from tinymae.masking import random_masking
 from tinymae.backend import to_numpy
 
@@ -69,23 +70,22 @@ def test_mlp_partition_masks_cover_every_patch_once(xp):
 def test_features_have_the_documented_shapes(xp):
     images = np.random.default_rng(0).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
     mean, std = [0.5] * 3, [0.25] * 3
-    vit = ViTMAE(ViTConfig(img_size=24, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_depth=1,
-                           decoder_num_heads=2))
+    vit = MaskedAutoencoderViT(ViTConfig(img_size=24, embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8,
+                                         decoder_depth=1, decoder_num_heads=2))
     feats = probe.extract_features(vit, images, mean, std, batch_size=2)
     assert {k: v.shape for k, v in feats.items()} == {"mean": (5, 16), "cls": (5, 16)}
-    mlp = MLPMAE(MLPConfig(img_size=24, embed_dim=8, encoder_dims=(32, 12), decoder_dims=()))
+    mlp = MaskedAutoencoderMLP(MLPConfig(img_size=24, embed_dim=8, encoder_dims=(32, 12), decoder_dims=()))
     feats = probe.extract_features(mlp, images, mean, std, batch_size=2)
     assert {k: v.shape for k, v in feats.items()} == {"latent": (5, 12)}
     assert all(v.dtype == np.float32 for v in feats.values())
 
 
 def test_probe_command_end_to_end(tmp_path, monkeypatch, capsys):
-    from conftest import make_photos
-    from test_train import load_script, TINY
+    from conftest import make_photos, train_tiny
 
     photos = make_photos(tmp_path, monkeypatch)
     out = tmp_path / "run"
-    load_script().main(["--data", str(photos), "--out", str(out), *TINY, "--epochs", "1"])
+    train_tiny(out, photos, "mlp", "--epochs", "1")
     capsys.readouterr()
     report_path = tmp_path / "probe.json"
     assert probe.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", str(photos), "--seeds", "2",

@@ -78,7 +78,7 @@ def test_torch_adamw_step_matches_tinymae_adamw(xp, arch):
     """Two optimiser steps from the same gradients (float64): tinymae's AdamW is torch's, groups included."""
     model, imgs, noise = model_and_batch(arch, "float64")
     twin = torch_models.from_tinymae(model, dtype=torch.float64)
-    grads = model.backward(model.forward(imgs, noise)[3])
+    grads = model.backward(1.0, model.forward(imgs, noise)[3])
     ours = AdamW(model.params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, no_decay=model.no_decay)
     theirs = torch.optim.AdamW(torch_models.no_decay_param_groups(twin, model.no_decay, 0.05),
                                lr=1e-3, betas=(0.9, 0.95), eps=1e-8)

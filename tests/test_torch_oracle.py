@@ -49,7 +49,7 @@ def test_mse_matches_models_mae_forward_loss(xp, rng, norm_pix_loss, with_mask):
     mask[0, 0] = 1
     value, cache = loss.mse_forward(backend.asarray(pred), backend.asarray(target),
                                     backend.asarray(mask) if with_mask else None, norm_pix_loss=norm_pix_loss)
-    dpred = loss.mse_backward(cache)
+    dpred = loss.mse_backward(1.0, cache)
 
     # forward_loss from models_mae.py, written in torch
     tpred, ttarget, tmask = t64(pred), torch.tensor(target), torch.tensor(mask)

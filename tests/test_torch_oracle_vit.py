@@ -17,7 +17,8 @@ import pytest
 
 from tinymae import attention, backend, layers, transformer
 from tinymae.backend import to_numpy
-from tinymae.mae_vit import ViTConfig, ViTMAE
+from tinymae.config import ViTConfig
+from tinymae.mae_vit import MaskedAutoencoderViT
 from tinymae.masking import masking_noise
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")
@@ -162,8 +163,7 @@ def models_mae_forward(p, pos_embed, decoder_pos_embed, cfg, imgs, noise):
 
     p: dict of torch leaves in our layout and names. PatchEmbed is the Conv2d of timm; our patch_embed.w
     (P, D) has its P inputs in patchify's (row, col, channel) order, so the conv kernel is its transpose,
-    reshaped (D, p, p, C) and permuted to (D, C, p, p). With cfg.cls_token False there is no cls token
-    (models_mae.py always has one; the branch is ours).
+    reshaped (D, p, p, C) and permuted to (D, C, p, p).
     """
     ps, C = cfg.patch_size, cfg.in_chans
     D = cfg.embed_dim
@@ -171,8 +171,7 @@ def models_mae_forward(p, pos_embed, decoder_pos_embed, cfg, imgs, noise):
     # forward_encoder
     kernel = p["patch_embed.w"].T.reshape(D, ps, ps, C).permute(0, 3, 1, 2)  # (D, C, p, p)
     x = F.conv2d(imgs, kernel, p["patch_embed.b"], stride=ps).flatten(2).transpose(1, 2)  # PatchEmbed, BCHW -> BNC
-    first = 1 if cfg.cls_token else 0
-    x = x + pos_embed[:, first:, :]
+    x = x + pos_embed[:, 1:, :]
     # random_masking
     N, L, _ = x.shape
     len_keep = int(L * (1 - cfg.mask_ratio))
@@ -183,9 +182,8 @@ def models_mae_forward(p, pos_embed, decoder_pos_embed, cfg, imgs, noise):
     mask = torch.ones([N, L], dtype=x.dtype)
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, dim=1, index=ids_restore)
-    if cfg.cls_token:
-        cls_token = p["cls_token"] + pos_embed[:, :1, :]
-        x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+    cls_token = p["cls_token"] + pos_embed[:, :1, :]
+    x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
     for i in range(cfg.depth):
         x = timm_block(x, {n: p[f"blocks.{i}.{n}"] for n in transformer.BLOCK_PARAM_NAMES}, cfg.num_heads)
     x = F.layer_norm(x, (D,), p["norm.w"], p["norm.b"], eps=1e-6)
@@ -193,17 +191,17 @@ def models_mae_forward(p, pos_embed, decoder_pos_embed, cfg, imgs, noise):
     # forward_decoder
     Dd = cfg.decoder_embed_dim
     x = F.linear(x, p["decoder_embed.w"].T, p["decoder_embed.b"])
-    mask_tokens = p["mask_token"].repeat(x.shape[0], ids_restore.shape[1] + first - x.shape[1], 1)
-    x_ = torch.cat([x[:, first:, :], mask_tokens], dim=1)  # no cls token
+    mask_tokens = p["mask_token"].repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)
+    x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
     x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, Dd))  # unshuffle
-    x = torch.cat([x[:, :first, :], x_], dim=1)  # append cls token
+    x = torch.cat([x[:, :1, :], x_], dim=1)  # append cls token
     x = x + decoder_pos_embed
     for i in range(cfg.decoder_depth):
         x = timm_block(x, {n: p[f"decoder_blocks.{i}.{n}"] for n in transformer.BLOCK_PARAM_NAMES},
                        cfg.decoder_num_heads)
     x = F.layer_norm(x, (Dd,), p["decoder_norm.w"], p["decoder_norm.b"], eps=1e-6)
     x = F.linear(x, p["decoder_pred.w"].T, p["decoder_pred.b"])
-    pred = x[:, first:, :]  # remove cls token
+    pred = x[:, 1:, :]  # remove cls token
 
     # forward_loss
     h = imgs.shape[2] // ps
@@ -222,12 +220,11 @@ ORACLE_CONFIG = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads
                      decoder_embed_dim=8, decoder_depth=2, decoder_num_heads=2, mlp_ratio=4.0)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"cls_token": False},
-                                       {"mask_ratio": 0.5}],
-                         ids=["default", "norm-pix", "all-loss", "no-cls", "mask-half"])
+@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"mask_ratio": 0.5}],
+                         ids=["default", "norm-pix", "all-loss", "mask-half"])
 def test_vit_mae_matches_models_mae(xp, overrides):
     cfg = ViTConfig(**{**ORACLE_CONFIG, **overrides})
-    model = ViTMAE(cfg, seed=0)
+    model = MaskedAutoencoderViT(cfg, seed=0)
     rng = backend.host_rng(1)
     # Every parameter random (not the init), so no LayerNorm scale of one or zero bias hides a gradient.
     arrays = {name: rng.standard_normal(v.shape) * 0.5 for name, v in model.params.items()}
@@ -239,7 +236,7 @@ def test_vit_mae_matches_models_mae(xp, overrides):
 
     loss, pred, mask, cache = model.forward(ours(imgs), ours(noise))
     dloss = 1.7  # a non-unit upstream gradient
-    grads = model.backward(cache, dloss)
+    grads = model.backward(dloss, cache)
 
     leaves = {name: leaf(a) for name, a in arrays.items()}
     tloss, tpred, tmask = models_mae_forward(leaves, torch.tensor(to_numpy(model.pos_embed)),

@@ -1,39 +1,31 @@
-"""The training script end to end on a tiny synthetic photo set: outputs, resume, NaN guard, evaluation."""
-import importlib.util
+"""Pre-training end to end on a tiny synthetic photo set: outputs, resume, the NaN guard, what a run
+refuses, and the evaluation command."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinymae import backend, evaluate
+from conftest import TINY_MODEL, TINY_RUN, tiny_run_args, train_tiny
+from tinymae import backend, evaluate, pretrain
 from tinymae.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from tinymae.mae_mlp import MLPConfig, MLPMAE
-
-ROOT = Path(__file__).resolve().parents[1]
-# Tiny models of both architectures (each ignores the other's size flags), 3 epochs of 4 steps.
-TINY = ["--embed-dim", "8", "--encoder-dims", "32,32,16", "--decoder-dims", "32", "--depth", "1", "--num-heads", "2",
-        "--decoder-embed-dim", "8", "--decoder-depth", "1", "--decoder-num-heads", "2", "--batch-size", "8",
-        "--epochs", "3", "--warmup-epochs", "1", "--no-progress", "--figure-images", "3"]
+from tinymae.config import MLPConfig
+from tinymae.mae_mlp import MaskedAutoencoderMLP
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_catsdogs", ROOT / "examples" / "train_catsdogs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def train(out, photos, *extra):
-    return load_script().main(["--data", str(photos), "--out", str(out), *TINY, *extra])
+def run_main(argv):
+    """tinymae.pretrain.main as a user runs it: -> (exit code, the message it exits with)."""
+    try:
+        return pretrain.main(argv), ""
+    except SystemExit as e:
+        return (e.code if isinstance(e.code, int) else 1), str(e.code)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_training_writes_the_four_outputs(xp, photos, tmp_path, arch):
     """On every backend: the strict one catches host/device mixes anywhere in the loop, as CuPy would."""
     out = tmp_path / "run"
-    metrics = train(out, photos, "--arch", arch)
+    metrics = train_tiny(out, photos, arch)
     for name in ("checkpoint.npz", "metrics.json", "loss.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "metrics.json").read_text())
@@ -48,39 +40,61 @@ def test_training_writes_the_four_outputs(xp, photos, tmp_path, arch):
         assert "param/decoder_pred.w" in f.files and "opt/t" in f.files
 
 
+def test_the_example_script_is_the_package_command(photos, tmp_path):
+    import runpy
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "train_catsdogs.py")
+    argv = sys.argv
+    sys.argv = [script, *tiny_run_args(tmp_path / "run", photos, "mlp", "--epochs", "1")]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 0
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_same_seed_same_numbers(photos, tmp_path):
-    a = train(tmp_path / "a", photos, "--epochs", "1")
-    b = train(tmp_path / "b", photos, "--epochs", "1")
+    a = train_tiny(tmp_path / "a", photos, "mlp", "--epochs", "1")
+    b = train_tiny(tmp_path / "b", photos, "mlp", "--epochs", "1")
     assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
     assert a["final_validation"]["masked_mse"] == b["final_validation"]["masked_mse"]
-    c = train(tmp_path / "c", photos, "--epochs", "1", "--seed", "1")
+    c = train_tiny(tmp_path / "c", photos, "mlp", "--epochs", "1", "--seed", "1")
     assert c["history"][0]["train_loss"] != a["history"][0]["train_loss"]
+
+
+def crash_on_call(monkeypatch, name, call, exception=KeyboardInterrupt):
+    """Make tinymae.pretrain.<name> raise `exception` on its `call`-th call (counting from 1)."""
+    real, calls = getattr(pretrain, name), []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise exception
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, name, crashing)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_interrupted_and_resumed_run_ends_bit_identical(photos, tmp_path, monkeypatch, arch):
     straight = tmp_path / "straight"
-    train(straight, photos, "--arch", arch)
+    train_tiny(straight, photos, arch)
 
-    # Crash in the middle of epoch 3 (its 2nd batch): the checkpoint of epoch 2 must survive.
+    # Ctrl-C in the middle of epoch 3 (its 2nd batch, drawn on the batch thread): epoch 2's checkpoint survives.
     interrupted = tmp_path / "interrupted"
-    script = load_script()
-    real_crop, calls = script.random_crop_flip, []
-
-    def crash_mid_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4 + 4 + 2:  # 4 steps per epoch (32 images / 8)
-            raise KeyboardInterrupt
-        return real_crop(*args, **kwargs)
-
-    monkeypatch.setattr(script, "random_crop_flip", crash_mid_epoch_3)
-    with pytest.raises(SystemExit, match="--resume"):
-        script.main(["--data", str(photos), "--out", str(interrupted), *TINY, "--arch", arch])
+    with monkeypatch.context() as m:
+        crash_on_call(m, "random_crop_flip", 4 + 4 + 2)  # 4 steps per epoch (32 images / 8)
+        code, message = run_main(tiny_run_args(interrupted, photos, arch))
+    assert code != 0 and "--resume" in message
     header, _ = read_checkpoint(interrupted / "checkpoint.npz")
     assert header["epoch"] == 2
     assert not (interrupted / "metrics.json").exists()
 
-    train(interrupted, photos, "--resume")  # the architecture and its sizes come from the checkpoint
+    # the architecture and its sizes come from the checkpoint
+    pretrain.pretrain(*pretrain.parse_args(["--data", str(photos), "--out", str(interrupted), "--resume",
+                                            "--no-progress"]))
     a, b = np.load(straight / "checkpoint.npz"), np.load(interrupted / "checkpoint.npz")
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
@@ -93,8 +107,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(photos, tmp_path, monkey
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_path, monkeypatch):
     out = tmp_path / "nan"
-    script = load_script()
-    real_normalize, calls = script.normalize, []
+    real_normalize, calls = pretrain.normalize, []
 
     def poisoned(*args, **kwargs):
         calls.append(1)
@@ -103,38 +116,153 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photos, tmp_path, mon
             x[0, 0, 0, 0] = np.nan
         return x
 
-    monkeypatch.setattr(script, "normalize", poisoned)
-    with pytest.raises(SystemExit, match="training diverged: the loss became nan at epoch 2, step 2"):
-        script.main(["--data", str(photos), "--out", str(out), *TINY])
+    monkeypatch.setattr(pretrain, "normalize", poisoned)
+    code, message = run_main(tiny_run_args(out, photos))
+    assert code != 0 and "training diverged: the loss became nan at epoch 2, step 2" in message
+    assert "--resume and a lower --lr" in message
     model, header, _ = load_checkpoint(out / "checkpoint.npz")
     assert header["epoch"] == 1
     assert all(np.isfinite(v).all() for v in model.params.values())
 
 
+def test_a_nan_validation_loss_is_never_checkpointed(photos, tmp_path, monkeypatch):
+    """Finite weights are not enough: an epoch is good only if its validation loss is finite too."""
+    out = tmp_path / "nan-val"
+    real, calls = pretrain.reconstruction_metrics, []
+
+    def nan_after_epoch_2(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        if len(calls) == 3:  # the baselines once, then epoch 1, then epoch 2
+            result["loss"] = float("nan")
+        return result
+
+    monkeypatch.setattr(pretrain, "reconstruction_metrics", nan_after_epoch_2)
+    code, message = run_main(tiny_run_args(out, photos))
+    assert code != 0 and "validation loss became nan after epoch 2" in message
+    assert read_checkpoint(out / "checkpoint.npz")[0]["epoch"] == 1
+
+
+def test_a_resumed_run_takes_a_new_learning_rate(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_tiny(out, photos, "mlp", "--epochs", "1")
+    pretrain.pretrain(*pretrain.parse_args(["--data", str(photos), "--out", str(out), "--resume", "--epochs", "2",
+                                            "--lr", "0.001", "--seed", "5", "--no-progress"]))
+    printed = capsys.readouterr().out
+    assert "lr 0.001" in printed and "ignoring the new values of --seed" in printed
+    header, _ = read_checkpoint(out / "checkpoint.npz")
+    assert header["epoch"] == 2 and header["settings"]["lr"] == 0.001 and header["settings"]["seed"] == 0
+
+
+def test_training_again_into_a_finished_run_is_refused(photos, tmp_path):
+    out = tmp_path / "run"
+    train_tiny(out, photos, "mlp", "--epochs", "2")
+    before = (out / "checkpoint.npz").read_bytes()
+    code, message = run_main(tiny_run_args(out, photos, "mlp", "--epochs", "1"))
+    assert code != 0 and "already holds a run" in message and "--resume" in message and "--overwrite" in message
+    assert (out / "checkpoint.npz").read_bytes() == before
+    train_tiny(out, photos, "mlp", "--epochs", "1", "--overwrite")  # said explicitly: replaced
+    assert read_checkpoint(out / "checkpoint.npz")[0]["epoch"] == 1
+
+
+def test_resume_with_other_images_is_refused(photos, tmp_path):
+    out = tmp_path / "run"
+    train_tiny(out, photos, "mlp", "--epochs", "1")
+    before = (out / "checkpoint.npz").read_bytes()
+    (photos / "dog" / "0.jpg").unlink()  # one photo fewer: another split, other statistics
+    code, message = run_main(["--data", str(photos), "--out", str(out), "--resume", "--epochs", "2"])
+    assert code != 0 and "not the ones" in message and "fingerprint" in message
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_resume_with_nothing_left_to_do_changes_nothing(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_tiny(out, photos, "mlp", "--epochs", "2")
+    files = {name: (out / name).read_bytes() for name in ("checkpoint.npz", "metrics.json", "reconstructions.png")}
+    capsys.readouterr()
+    code, _ = run_main(["--data", str(photos), "--out", str(out), "--resume", "--epochs", "1"])
+    assert code == 0 and "nothing to do" in capsys.readouterr().out
+    assert {name: (out / name).read_bytes() for name in files} == files
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(photos, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / "checkpoint.npz.k3j9x0qa.tmp"  # what a kill -9 during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    mine = out / "notes.tmp"  # not one of ours: left alone
+    mine.write_text("keep")
+    train_tiny(out, photos, "mlp", "--epochs", "1")
+    assert not stale.exists() and mine.exists()
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "a-file", lambda tmp: tmp / "a-file" / "sub"],
+                         ids=["out-is-a-file", "out-under-a-file"])
+def test_an_unwritable_output_folder_fails_before_any_work(photos, tmp_path, monkeypatch, make_out):
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setattr(pretrain, "PretrainData", lambda *a, **k: pytest.fail("data loaded before the check"))
+    code, message = run_main(tiny_run_args(make_out(tmp_path), photos))
+    assert code != 0 and message.startswith("error: --out") and "\n" not in message.strip()
+
+
+def test_no_figure_with_zero_figure_images(photos, tmp_path):
+    out = tmp_path / "run"
+    train_tiny(out, photos, "mlp", "--epochs", "1", "--figure-images", "0")
+    assert (out / "metrics.json").exists() and not (out / "reconstructions.png").exists()
+
+
 def test_resume_without_checkpoint_is_a_clear_error(photos, tmp_path):
-    with pytest.raises(SystemExit, match="cannot resume: no checkpoint"):
-        train(tmp_path / "none", photos, "--resume")
+    code, message = run_main(tiny_run_args(tmp_path / "none", photos, "mlp", "--resume"))
+    assert code != 0 and "cannot resume: no checkpoint" in message
 
 
 def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(SystemExit, match="--download"):
-        load_script().main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), *TINY])
+    code, message = run_main(tiny_run_args(tmp_path / "o", tmp_path / "nowhere"))
+    assert code != 0 and "--download" in message
 
 
-@pytest.mark.parametrize("flags, message", [(["--mask-ratio", "1.0"], "mask-ratio"),
-                                            (["--img-size", "50"], "not a multiple"),
-                                            (["--epochs", "0"], "epochs")])
-def test_bad_flags_are_clear_errors(flags, message, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--mask-ratio", "1.0"], "mask_ratio must be above 0 and below 1"),
+    (["--mask-ratio", "0"], "mask_ratio must be above 0 and below 1"),
+    (["--mask-ratio", "0.99"], "leaves no visible patch"),
+    (["--img-size", "6", "--patch-size", "6"], "leaves no visible patch"),
+    (["--img-size", "50"], "not a multiple"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--per-class", "0"], "--per-class must be at least 1"),
+    (["--encoder-dims", ""], "encoder_dims needs at least one layer"),
+    (["--encoder-dims", "a,b"], "comma-separated whole numbers"),
+    (["--embed-dim", "0"], "embed_dim must be positive"),
+    (["--arch", "vit", "--num-heads", "0"], "must be at least 1"),
+    (["--arch", "vit", "--num-heads", "3"], "divisible by num_heads"),
+    (["--arch", "mlp", "--depth", "2"], "--arch mlp has no --depth"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--lr", "-0.01"], "--lr must be a positive number"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
+    (["--figure-images", "-1"], "--figure-images must be 0"),
+])
+def test_bad_flags_are_one_line_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.parse_args(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_help_shows_every_setting_with_its_default(capsys):
     with pytest.raises(SystemExit):
-        load_script().parse_args(flags)
-    assert message in capsys.readouterr().err
+        pretrain.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--lr LR peak learning rate of AdamW", "(default: 0.005)", "--embed-dim", "mlp 64, vit 128",
+                     "--no-progress", "--mask-ratio"):
+        assert expected in text, expected
 
 
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_evaluate_cli_reports_model_and_baselines(photos, tmp_path, capsys, arch):
     out = tmp_path / "run"
-    train(out, photos, "--arch", arch)
+    train_tiny(out, photos, arch)
     capsys.readouterr()
     figure = tmp_path / "fig.png"
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.npz"), "--data", str(photos), "--figure", str(figure),
@@ -158,7 +286,7 @@ def test_evaluate_cli_bad_checkpoint(photos, tmp_path, capsys):
 
 
 def test_checkpoint_shapes_are_checked(tmp_path):
-    model = MLPMAE(MLPConfig(img_size=12, patch_size=6, embed_dim=4, encoder_dims=(8,), decoder_dims=()))
+    model = MaskedAutoencoderMLP(MLPConfig(img_size=12, patch_size=6, embed_dim=4, encoder_dims=(8,), decoder_dims=()))
     path = tmp_path / "c.npz"
     save_checkpoint(path, model)
     arrays = dict(np.load(path, allow_pickle=False))
@@ -169,7 +297,7 @@ def test_checkpoint_shapes_are_checked(tmp_path):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    model = MLPMAE(MLPConfig(img_size=12, patch_size=6, embed_dim=4, encoder_dims=(8,), decoder_dims=()))
+    model = MaskedAutoencoderMLP(MLPConfig(img_size=12, patch_size=6, embed_dim=4, encoder_dims=(8,), decoder_dims=()))
     path = tmp_path / "c.npz"
     save_checkpoint(path, model, meta={"epoch": 1})
     before = path.read_bytes()
@@ -182,3 +310,6 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, model, meta={"epoch": 2})
     assert path.read_bytes() == before  # the previous checkpoint is untouched
     assert os.listdir(tmp_path) == ["c.npz"]  # and no temporary file is left behind
+
+
+assert TINY_MODEL and TINY_RUN  # the tiny settings live in conftest.py, shared with the other end-to-end tests

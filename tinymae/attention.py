@@ -11,6 +11,8 @@ For T tokens of width D, H heads of width d = D / H:
 The columns of qkv_w are ordered (3, H, d), as the rows of timm's qkv.weight: query of head 0, query
 of head 1, ..., key of head 0, ... So torch's weights load by a transpose (ours are (D_in, D_out)).
 """
+from typing import NamedTuple
+
 from .backend import xp
 from .layers import linear_backward, linear_forward, sum_last_axis
 
@@ -44,6 +46,16 @@ def softmax_backward(dout, cache):
 # ----------------------------------------------------------------------------------------------
 # Multi-head self-attention
 
+class AttentionCache(NamedTuple):
+    q: object  # (N, H, T, d) the queries, already scaled by d**-0.5
+    k: object  # (N, H, T, d) views into the qkv Linear's output
+    v: object  # (N, H, T, d)
+    attn: object  # (N, H, T, T) the softmax output, which is also the softmax's cache
+    scale: float
+    qkv: tuple  # linear_forward's cache of the qkv projection
+    proj: tuple  # linear_forward's cache of the output projection
+
+
 def attention_forward(x, qkv_w, qkv_b, proj_w, proj_b, num_heads):
     """x: (N, T, D), qkv_w: (D, 3D), qkv_b: (3D,), proj_w: (D, D), proj_b: (D,) -> out: (N, T, D)."""
     N, T, D = x.shape
@@ -53,30 +65,27 @@ def attention_forward(x, qkv_w, qkv_b, proj_w, proj_b, num_heads):
 
     qkv, qkv_cache = linear_forward(x, qkv_w, qkv_b)  # (N, T, 3D)
     qkv = qkv.reshape(N, T, 3, H, d).transpose(2, 0, 3, 1, 4)  # (3, N, H, T, d) a view, no copy
-    q, k, v = qkv[0], qkv[1], qkv[2]  # (N, H, T, d) each
-
     # Scale the queries rather than the (T, T) scores, as current timm does (q = q * self.scale): the same
-    # numbers, fewer of them to touch when T > d. In place: qkv is fresh, and its cached q is the scaled one.
-    q *= scale
+    # numbers, fewer of them to touch when T > d.
+    q = qkv[0] * scale  # (N, H, T, d)
+    k, v = qkv[1], qkv[2]  # (N, H, T, d) each
+
     attn = q @ k.transpose(0, 1, 3, 2)  # (N, H, T, T) one batched matmul for every image and head
-    attn, softmax_cache = softmax_forward(attn)  # (N, H, T, T)
+    attn, _ = softmax_forward(attn)  # (N, H, T, T) (the softmax's cache is its output, attn itself)
 
     heads = attn @ v  # (N, H, T, d)
     merged = heads.transpose(0, 2, 1, 3).reshape(N, T, D)  # (N, T, D) merge heads: (H, d) -> D, one copy
     out, proj_cache = linear_forward(merged, proj_w, proj_b)  # (N, T, D)
 
-    cache = (qkv, scale, softmax_cache, qkv_cache, proj_cache)
-    return out, cache
+    return out, AttentionCache(q, k, v, attn, scale, qkv_cache, proj_cache)
 
 
 def attention_backward(dout, cache):
     """dout: (N, T, D) -> dx (N, T, D), dqkv_w (D, 3D), dqkv_b (3D,), dproj_w (D, D), dproj_b (D,)."""
-    qkv, scale, softmax_cache, qkv_cache, proj_cache = cache
-    q, k, v = qkv[0], qkv[1], qkv[2]  # (N, H, T, d) each
-    attn = softmax_cache  # (N, H, T, T) the softmax output is its cache
+    q, k, v, attn, scale = cache.q, cache.k, cache.v, cache.attn, cache.scale
     N, H, T, d = q.shape
 
-    dmerged, dproj_w, dproj_b = linear_backward(dout, proj_cache)  # (N, T, D)
+    dmerged, dproj_w, dproj_b = linear_backward(dout, cache.proj)  # (N, T, D)
     dheads = dmerged.reshape(N, T, H, d).transpose(0, 2, 1, 3)  # (N, H, T, d) split heads, a view
 
     # heads = attn @ v
@@ -86,11 +95,11 @@ def attention_backward(dout, cache):
     dattn = dheads @ v.transpose(0, 1, 3, 2)  # (N, H, T, T)
 
     # attn = softmax((q * scale) @ k^T); the cached q is already scaled
-    dscores = softmax_backward(dattn, softmax_cache)  # (N, H, T, T)
+    dscores = softmax_backward(dattn, attn)  # (N, H, T, T)
     dq = dscores @ k  # (N, H, T, d) gradient for the scaled queries
     dq *= scale
     dqkv_heads[0] = dq
     dqkv_heads[1] = dscores.transpose(0, 1, 3, 2) @ q  # dk (N, H, T, d)
 
-    dx, dqkv_w, dqkv_b = linear_backward(dqkv.reshape(N, T, 3 * H * d), qkv_cache)  # (N, T, D)
+    dx, dqkv_w, dqkv_b = linear_backward(dqkv.reshape(N, T, 3 * H * d), cache.qkv)  # (N, T, D)
     return dx, dqkv_w, dqkv_b, dproj_w, dproj_b

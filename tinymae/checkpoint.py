@@ -54,7 +54,7 @@ def read_checkpoint(path):
     return header, arrays
 
 
-def load_checkpoint(path, optimizer_factory=None):
+def load_checkpoint(path):
     """Rebuild the model from the checkpoint alone and load its weights (shapes checked).
 
     Returns (model, header, arrays); arrays holds the remaining host arrays (opt/..., extra/...).

@@ -1,22 +1,49 @@
-"""The settings every MAE here shares; mae_mlp.MLPConfig and mae_vit.ViTConfig add their own."""
-from dataclasses import asdict, dataclass
+"""Every setting of tinymae, in one place: the models' shapes and the training recipes.
 
+nanoGPT keeps its model's settings in a small dataclass and derives its command-line overrides from it.
+tinymae does that for every setting: the command-line flags of `tinymae.pretrain` and `tinymae.finetune`,
+the header of a checkpoint, what a resumed run keeps, and the experiments' variants are all built from
+the dataclasses below. A new setting is one new line here, with its help text; nothing else to edit.
+
+    MAEConfig        what every MAE here shares: image and patch size, mask ratio, the loss
+    MLPConfig        + the MLP's widths                          (mae_mlp.MaskedAutoencoderMLP)
+    ViTConfig        + the Vision Transformer's shape            (mae_vit.MaskedAutoencoderViT)
+    PretrainConfig   the pre-training recipe and run             (tinymae.pretrain)
+    FinetuneConfig   the fine-tuning recipe and run              (tinymae.finetune)
+
+Each field is declared with `setting(default, help)`. Recipe fields that a resumed run may change (say,
+more epochs) are marked `on_resume="new"`; every other field of a resumed run comes from its checkpoint.
+"""
+import argparse
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+
+def setting(default, help, choices=None, on_resume="kept", flag=True):
+    """A dataclass field with its command-line help. on_resume: "kept" (a resumed run keeps the
+    checkpoint's value) or "new" (a resumed run takes the value given now); flag=False: no CLI flag."""
+    return field(default=default, metadata={"help": help, "choices": choices, "on_resume": on_resume, "flag": flag})
+
+
+# ----------------------------------------------------------------------------------------------
+# the models
 
 @dataclass
 class MAEConfig:
-    img_size: int = 48  # square input images
-    patch_size: int = 6  # 48 / 6 = 8 x 8 = 64 patches
-    in_chans: int = 3
-    mask_ratio: float = 0.75  # the paper's default: the encoder sees 16 of 64 patches
-    norm_pix_loss: bool = False  # predict per-patch normalised pixels (the paper's Table 1d)
-    loss_on: str = "masked"  # "masked": removed patches only (the paper); "all": every patch
+    img_size: int = setting(48, "image side in pixels")
+    patch_size: int = setting(6, "patch side in pixels (48 / 6 = 8 x 8 = 64 patches)")
+    in_chans: int = setting(3, "colour channels", flag=False)
+    mask_ratio: float = setting(0.75, "share of the patches removed (the paper's 75%: the encoder sees 16 of 64)")
+    norm_pix_loss: bool = setting(False, "predict per-patch normalised pixels (the paper's Table 1d)")
+    loss_on: str = setting("masked", "the loss on the removed patches only (the paper) or on all patches",
+                           choices=("masked", "all"))
 
     @property
     def num_patches(self):  # L
         return (self.img_size // self.patch_size) ** 2
 
     @property
-    def patch_dim(self):  # p*p*3
+    def patch_dim(self):  # P = p*p*3
         return self.patch_size ** 2 * self.in_chans
 
     @property
@@ -28,9 +55,253 @@ class MAEConfig:
 
     def validate(self):
         """Raise ValueError, naming the setting, for settings no MAE here can be built with."""
+        for name in ("img_size", "patch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.loss_on not in ("masked", "all"):
             raise ValueError(f"loss_on must be 'masked' or 'all', got {self.loss_on!r}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be above 0 and below 1, got {self.mask_ratio}")
         if self.len_keep < 1:
-            raise ValueError(f"mask_ratio {self.mask_ratio} leaves no visible patch")
+            raise ValueError(f"mask_ratio {self.mask_ratio} leaves no visible patch of the {self.num_patches}")
+        if self.len_keep == self.num_patches:
+            raise ValueError(f"mask_ratio {self.mask_ratio} removes no patch of the {self.num_patches}")
+
+
+@dataclass
+class MLPConfig(MAEConfig):
+    # For this model mask_ratio is part of the architecture: the encoder's input width is K * embed_dim.
+    embed_dim: int = setting(64, "width of each token before the K visible tokens are flattened")
+    encoder_dims: tuple = setting((512, 512, 256), "mlp: widths of the encoder's Linear + ReLU layers; the last "
+                                                   "is the latent")
+    decoder_dims: tuple = setting((512,), "mlp: widths of the decoder's hidden Linear + ReLU layers")
+
+    def validate(self):
+        super().validate()
+        for name in ("embed_dim", "encoder_dims", "decoder_dims"):
+            widths = getattr(self, name)
+            if any(w < 1 for w in (widths if isinstance(widths, tuple) else (widths,))):
+                raise ValueError(f"{name} must be positive widths, got {widths}")
+        if not self.encoder_dims:
+            raise ValueError("encoder_dims needs at least one layer (its last width is the latent)")
+
+
+@dataclass
+class ViTConfig(MAEConfig):
+    embed_dim: int = setting(128, "encoder width D")
+    depth: int = setting(4, "vit: encoder blocks")
+    num_heads: int = setting(4, "vit: encoder attention heads (each D / num_heads wide)")
+    decoder_embed_dim: int = setting(64, "vit: decoder width")
+    decoder_depth: int = setting(2, "vit: decoder blocks")
+    decoder_num_heads: int = setting(4, "vit: decoder attention heads")
+    mlp_ratio: float = setting(4.0, "vit: hidden width of each block's MLP, relative to the block's width")
+    # The paper's Table 1c ablation "encoder w/ [M]" (ablations.py): slower and worse; off for MAE proper.
+    encoder_mask_tokens: bool = setting(False, "vit ablation (the paper's Table 1c): the encoder also processes "
+                                               "the removed positions, as mask tokens")
+
+    def validate(self):
+        super().validate()
+        for width_name, heads_name, depth_name in (("embed_dim", "num_heads", "depth"),
+                                                   ("decoder_embed_dim", "decoder_num_heads", "decoder_depth")):
+            width, heads, depth = getattr(self, width_name), getattr(self, heads_name), getattr(self, depth_name)
+            if width < 1 or heads < 1 or depth < 1:
+                raise ValueError(f"{width_name}, {heads_name} and {depth_name} must be at least 1, "
+                                 f"got {width}, {heads}, {depth}")
+            if width % heads:
+                raise ValueError(f"{width_name}={width} must be divisible by {heads_name}={heads} (the head width)")
+            if width % 4:
+                raise ValueError(f"{width_name}={width} must be divisible by 4 (the 2-D sin-cos position embedding)")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+
+MODEL_CONFIGS = {"mlp": MLPConfig, "vit": ViTConfig}
+
+
+def model_config(arch, settings):
+    """The config dataclass of `arch` from a dict of settings; unknown names are a clear error."""
+    if arch not in MODEL_CONFIGS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    config_class = MODEL_CONFIGS[arch]
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"settings {unknown} do not apply to the {arch} model (it takes {sorted(known)})")
+    # JSON has no tuples: lists saved in a checkpoint come back as lists.
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# the recipes
+
+@dataclass
+class PretrainConfig:
+    """MAE pre-training, as main_pretrain.py of the official MAE, scaled to 48-pixel photos."""
+    # data and output
+    data: str = setting("data/catsdogs", "image folder: Microsoft's PetImages archive (extracted), the Kaggle "
+                                         "train/ folder, or cat/ + dog/ folders", on_resume="new")
+    download: bool = setting(False, "if --data holds no images, download Microsoft's archive (~800 MB) into it first",
+                             on_resume="new")
+    out: str = setting(None, "output folder (default: runs/<arch>)", on_resume="new")
+    per_class: int = setting(None, "use only the first N images of each class (default: all)")
+    val_fraction: float = setting(0.2, "share of each class held out for validation")
+    load_size: int = setting(None, "images are resized to this side, then cropped to img_size (default: "
+                                   "img_size * 9 / 8)")
+    # model
+    arch: str = setting("mlp", "mlp: an MLP encoder and decoder; vit: the paper's Vision Transformer MAE",
+                        choices=tuple(MODEL_CONFIGS))
+    # optimisation (the paper's Table 8, scaled)
+    epochs: int = setting(50, "passes over the training split (a resumed run may train longer)", on_resume="new")
+    batch_size: int = setting(256, "images per step")
+    lr: float = setting(0.005, "peak learning rate of AdamW (a resumed run may take a new one, e.g. a lower one "
+                               "after a divergence)", on_resume="new")
+    min_lr: float = setting(0.0, "learning rate at the end of the cosine")
+    warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warm-up")
+    weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on biases and norms)")
+    seed: int = setting(0, "seeds the split, the weights, the batches and the masks")
+    # the run
+    threads: int = setting(0, "CPU threads for the NumPy backend: 0 = one per core; 1 = the plain single-threaded "
+                              "step (parallel.py)")
+    figure_images: int = setting(8, "validation images in reconstructions.png (0: no figure)", on_resume="new")
+    resume: bool = setting(False, "continue from <out>/checkpoint.npz", on_resume="new")
+    overwrite: bool = setting(False, "replace an existing run in --out instead of refusing", on_resume="new")
+    progress: bool = setting(True, "progress bars (--no-progress: one line per epoch only)", on_resume="new")
+
+    def validate(self):
+        """Raise ValueError, naming the flag, for a recipe that cannot train (before any work is done)."""
+        check_recipe(self)
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"--per-class must be at least 1 (or left out for every image), got {self.per_class}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.figure_images < 0:
+            raise ValueError(f"--figure-images must be 0 (no figure) or more, got {self.figure_images}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning of a pre-trained ViT encoder, as main_finetune.py of the official MAE."""
+    checkpoint: str = setting(None, "checkpoint.npz of a ViT pre-training run (python -m tinymae.pretrain "
+                                    "--arch vit)")
+    data: str = setting(None, "the image folder that run was pre-trained on (same split, same statistics)")
+    test_data: str = setting(None, "also report accuracy on every readable image of this folder (any layout)")
+    out: str = setting(None, "output folder (default: <checkpoint's folder>/finetune[-scratch][-N])")
+    from_scratch: bool = setting(False, "train the same network from random initialisation (the paper's baseline)")
+    labels_per_class: int = setting(None, "fine-tune on N labelled images per class of the pre-training split "
+                                          "(default: all)")
+    epochs: int = setting(50, "passes over the labelled images")
+    batch_size: int = setting(128, "images per step")
+    lr: float = setting(0.005, "peak learning rate (main_finetune.py's blr 5e-4 x batch / 256, raised for "
+                               "this small model)")
+    min_lr: float = setting(1e-6, "learning rate at the end of the cosine")
+    warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warm-up")
+    weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on 1-D parameters)")
+    layer_decay: float = setting(0.75, "layer-wise learning-rate decay (the official param_groups_lrd)")
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy")
+    seed: int = setting(0, "seeds the labelled subset, the head, the batches and the augmentation")
+    threads: int = setting(0, "CPU threads for the NumPy backend: 0 = one per core")
+    json: str = setting(None, "also write the result to this file")
+    progress: bool = setting(True, "progress bars")
+
+    def validate(self):
+        """Raise ValueError, naming the flag, for a recipe that cannot train (before any work is done)."""
+        check_recipe(self)
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ValueError(f"--labels-per-class must be at least 1 (or left out for every label), "
+                             f"got {self.labels_per_class}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def check_recipe(cfg):
+    """The optimisation settings both recipes share: ValueError naming the flag for nonsense values."""
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{flag_name(name)} must be at least 1, got {getattr(cfg, name)}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"--lr must be a positive number, got {cfg.lr} (a negative rate climbs the loss, "
+                         "zero never moves)")
+    if not 0.0 <= cfg.min_lr <= cfg.lr:
+        raise ValueError(f"--min-lr must be between 0 and --lr ({cfg.lr}), got {cfg.min_lr}")
+    if not cfg.warmup_epochs >= 0:
+        raise ValueError(f"--warmup-epochs must be 0 or more, got {cfg.warmup_epochs}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}")
+    if cfg.seed < 0:
+        raise ValueError(f"--seed must be 0 or more (NumPy's generators take no negative seed), got {cfg.seed}")
+    if cfg.threads < 0:
+        raise ValueError(f"--threads must be 0 (one per core) or more, got {cfg.threads}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line, built from the dataclasses
+
+def flag_name(name):
+    return "--" + name.replace("_", "-")
+
+
+def _parse_widths(text):
+    """'512,512,256' -> (512, 512, 256); '' -> () (e.g. no hidden decoder layer)."""
+    try:
+        return tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 512,256, got {text!r}")
+
+
+def _argument(parser, name, fields_by_class):
+    """One flag for setting `name`; fields_by_class: {class: its dataclass field} where the setting exists."""
+    f = next(iter(fields_by_class.values()))
+    meta = f.metadata
+    defaults = {cls: f.default for cls, f in fields_by_class.items()}
+    if len(set(map(repr, defaults.values()))) == 1:
+        shown = f.default
+    else:  # e.g. embed_dim: 64 for the MLP, 128 for the ViT
+        shown = ", ".join(f"{cls.__name__.replace('Config', '').lower()} {d}" for cls, d in defaults.items())
+    help_text = meta["help"] if "default:" in meta["help"] else f"{meta['help']} (default: {_show(shown)})"
+    kwargs = dict(dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))  # argparse formats help
+    if f.type is bool:
+        parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
+        return
+    if f.type is tuple:
+        kwargs.update(type=_parse_widths, metavar="W,W,...")
+    else:
+        kwargs.update(type=f.type, choices=meta["choices"])
+    parser.add_argument(flag_name(name), **kwargs)
+
+
+def _show(value):
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return value
+
+
+def add_config_arguments(parser, *config_classes, title=None):
+    """Add one flag per flag-able field of the classes (a field shared by several gets one flag).
+
+    Flags default to argparse.SUPPRESS: the parsed namespace holds only what the user typed, so the
+    dataclass stays the one place where defaults live, and a resumed run can tell a typed value from a
+    default."""
+    group = parser.add_argument_group(title) if title else parser
+    by_name = {}
+    for cls in config_classes:
+        for f in fields(cls):
+            if f.metadata.get("flag", False):
+                by_name.setdefault(f.name, {})[cls] = f
+    for name, fields_by_class in by_name.items():
+        _argument(group, name, fields_by_class)
+    return group
+
+
+def split_settings(typed, config_class):
+    """The typed settings (a dict) that belong to `config_class`, and the rest."""
+    names = {f.name for f in fields(config_class)}
+    return ({k: v for k, v in typed.items() if k in names}, {k: v for k, v in typed.items() if k not in names})
+
+
+def resumable_settings(config_class):
+    """Fields of `config_class` that a resumed run takes from the command line instead of the checkpoint."""
+    return {f.name for f in fields(config_class) if f.metadata.get("on_resume") == "new"}

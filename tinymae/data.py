@@ -113,6 +113,15 @@ def find_images(root):
                     f"{LAYOUTS_HELP}")
 
 
+def folder_has_images(root):
+    """Whether `root` holds cat and dog images in a layout find_images reads (missing or empty: False)."""
+    try:
+        find_images(root)
+        return True
+    except DataError:
+        return False
+
+
 def _child_dir(folder, lower_name):
     """The sub-folder of `folder` whose name is `lower_name` in any case, or None."""
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -368,6 +377,19 @@ def stratified_split(labels, val_fraction=0.2, seed=0):
     train_idx = np.flatnonzero(~is_val).astype(np.int64)
     val_idx = np.flatnonzero(is_val).astype(np.int64)
     return train_idx, val_idx
+
+
+def fingerprint(dataset):
+    """A short hash of exactly which images a run uses: each kept file's path below the data folder,
+    its size and its label, in order. The split, the normalisation statistics and the number of steps
+    per epoch all follow from this list, so a resumed run must see the same one (moving or copying the
+    whole folder keeps it; adding, removing or replacing a photo changes it)."""
+    root = os.path.commonpath(dataset.paths) if len(dataset.paths) > 1 else os.path.dirname(dataset.paths[0])
+    key = hashlib.sha256()
+    for path, label in zip(dataset.paths, dataset.labels):
+        size = os.stat(path).st_size if os.path.exists(path) else -1
+        key.update(f"{os.path.relpath(path, root)}\t{size}\t{label}\n".encode("utf-8", "surrogateescape"))
+    return key.hexdigest()[:16]
 
 
 def channel_stats(images, chunk=256):

@@ -24,3 +24,39 @@ def write_atomically(path, write):
     except BaseException:
         os.unlink(tmp_path)
         raise
+
+
+def check_writable(folder):
+    """Make `folder` if needed and check that a file can be written there; OSError with a message if not.
+
+    Called before any long work, so that a read-only folder, a full disk or an --out that is a file
+    stops a run at once instead of after its first epoch."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OSError(f"{folder} is a file, not a folder; choose another --out")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"cannot write into {folder} ({e.strerror or e}); choose a writable folder with free "
+                      "space") from None
+
+
+def remove_stale_temporaries(folder, names):
+    """Delete the temporary files that write_atomically leaves when its process is killed mid-write
+    (kill -9, a power cut): <name>.<random>.tmp next to each file of `names` it was writing. Call it when
+    a run starts in `folder`, which no other process writes to then."""
+    if not os.path.isdir(folder):
+        return
+    for entry in os.scandir(folder):
+        if (entry.is_file(follow_symlinks=False) and entry.name.endswith(".tmp")
+                and any(entry.name.startswith(name + ".") for name in names)):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass  # not ours to fix; the next write makes its own temporary file

@@ -7,6 +7,15 @@ Every layer is a pair of pure functions (the cs231n / llm.c habit):
 
 The cache is a plain tuple of whatever backward needs; backward returns fresh gradient arrays with
 the `d` prefix (dx, dw, db). Nothing is stored on objects and there is no graph.
+
+Which arrays may be written in place, everywhere in tinymae (llm.c's discipline, stated once here):
+  * a function writes in place only into arrays it created itself (its fresh outputs and temporaries),
+    and only before it hands them on;
+  * its inputs, the arrays a forward returns, and every array a cache holds are read-only. A forward's
+    output may be its own cache (ReLU, softmax) or a view of one, so a caller never modifies it;
+  * a backward's gradients are fresh arrays that belong to the caller, who may add into them where one
+    value fans out to several uses (a residual connection, a token shared by every image);
+  * the optimiser updates the parameters and its moments in place: that is its job.
 """
 import math
 
@@ -16,9 +25,8 @@ from .backend import asarray, xp
 # ----------------------------------------------------------------------------------------------
 # Sums over one axis of a stack of short rows, as products with a vector of ones. NumPy's
 # x.sum(axis=-1) walks an (R, 64) array one short row at a time, and with rows that short the loop, not
-# the arithmetic, is the cost; BLAS does the same sums in one call (measured on 2 CPU cores: 9x faster
-# for (16640, 64), 5x for (4352, 128)). Linear (db), LayerNorm and softmax use them on the model's
-# largest arrays.
+# the arithmetic, is the cost; BLAS does the same sums in one call, several times faster
+# (benchmarks/README.md). Linear (db), LayerNorm and softmax use them on the model's largest arrays.
 
 def sum_last_axis(x):
     """x: (..., D) -> (..., 1), the same as x.sum(axis=-1, keepdims=True)."""
@@ -129,7 +137,7 @@ def layernorm_backward(dout, cache):
 #     gelu(x) = x * s,   s = 0.5 * (1 + tanh(u)),   u = sqrt(2/pi) * (x + 0.044715 * x^3)
 # It differs from the exact GELU of timm's Mlp by at most 4.7e-4 (near |x| = 2.7).
 # These arrays are the largest of a block (N, T, 4D), and every pass over them is a trip through
-# memory, so both functions work in place on as few temporaries as they can.
+# memory, so both functions work in place on the few temporaries they create.
 
 GELU_C = math.sqrt(2.0 / math.pi)  # a Python float: keeps float32 arrays float32
 GELU_A = 0.044715

@@ -26,8 +26,10 @@ def mse_forward(pred, target, mask=None, norm_pix_loss=False):
     return loss, cache
 
 
-def mse_backward(cache, dloss=1.0):
-    """-> dpred: (N, L, D). d loss / d pred = 2 * diff / D * weight (the target carries no gradient)."""
+def mse_backward(dloss, cache):
+    """dloss: upstream gradient of the scalar loss -> dpred: (N, L, D).
+
+    d loss / d pred = 2 * diff / D * weight (the target carries no gradient)."""
     diff, weight = cache
     D = diff.shape[-1]
     dpred = diff * (weight * (2.0 * dloss / D))[:, :, None]  # (N, L, D)
@@ -45,8 +47,8 @@ def bce_logits_forward(logits, y):
     return loss, cache
 
 
-def bce_logits_backward(cache, dloss=1.0):
-    """-> dlogits (N,) = (sigmoid(z) - y) / N."""
+def bce_logits_backward(dloss, cache):
+    """dloss: upstream gradient of the mean loss -> dlogits (N,) = dloss * (sigmoid(z) - y) / N."""
     z, y = cache
     sigmoid = 0.5 * (1.0 + xp.tanh(0.5 * z))  # the logistic function, without overflow for large |z|
     return (sigmoid - y) * (dloss / z.shape[0])  # (N,)

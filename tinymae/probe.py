@@ -63,11 +63,8 @@ def extract_features(model, images, mean, std, batch_size=256):
         n = batch.shape[0]
         if model.arch == "vit":
             noise = asarray(numpy.zeros((n, cfg.num_patches), dtype="float32"))
-            latent, _, _, _ = model.forward_encoder(x, noise, mask_ratio=0.0)  # (n, [1+]L, D) all visible
-            patch_tokens = latent[:, 1:] if cfg.cls_token else latent  # (n, L, D)
-            feats = {"mean": patch_tokens.mean(axis=1)}  # (n, D)
-            if cfg.cls_token:
-                feats["cls"] = latent[:, 0]  # (n, D)
+            latent, _, _, _ = model.forward_encoder(x, noise, mask_ratio=0.0)  # (n, 1+L, D) all visible
+            feats = {"mean": latent[:, 1:].mean(axis=1), "cls": latent[:, 0]}  # (n, D) each
         else:
             latents = [model.forward_encoder(x, asarray(noise))[0]
                        for noise in mlp_partition_noise(n, cfg.num_patches, cfg.len_keep)]  # each (n, Z)
@@ -100,7 +97,7 @@ def fit_logistic(X, y, l2, steps=300, lr=0.05, seed=0):
     for step in range(steps):
         logits, cache = linear_forward(X_, params["w"], params["b"])  # (N, 1)
         _, loss_cache = bce_logits_forward(logits[:, 0], y_)
-        dlogits = bce_logits_backward(loss_cache)[:, None]  # (N, 1)
+        dlogits = bce_logits_backward(1.0, loss_cache)[:, None]  # (N, 1)
         _, dw, db = linear_backward(dlogits, cache, need_dx=False)
         opt.lr = lr * 0.5 * (1 + numpy.cos(numpy.pi * step / steps))  # cosine to zero: a settled optimum
         opt.step({"w": dw + l2 * params["w"], "b": db})  # the L2 penalty's gradient is l2 * w

@@ -8,6 +8,8 @@ A block's parameters are a dict with timm's names (without the "blocks.{i}." pre
     norm2.w, norm2.b, mlp.fc1.w, mlp.fc1.b, mlp.fc2.w, mlp.fc2.b
 Linear weights are (D_in, D_out), the transpose of torch's.
 """
+from typing import NamedTuple
+
 from .attention import attention_backward, attention_forward
 from .layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
                      linear_forward, ones, xavier_uniform, zeros)
@@ -20,58 +22,63 @@ def init_block_params(rng, dim, mlp_ratio):
     """One block's parameters as models_mae._init_weights: xavier-uniform for every Linear (qkv
     included, although timm's own ViT init differs), zero biases, LayerNorm weight 1 and bias 0."""
     hidden = int(dim * mlp_ratio)  # as timm's Block: mlp_hidden_dim = int(dim * mlp_ratio)
-    p = {}
-    p["norm1.w"] = ones(dim)  # (D,)
-    p["norm1.b"] = zeros(dim)  # (D,)
-    p["attn.qkv.w"] = xavier_uniform(rng, dim, 3 * dim)  # (D, 3D)
-    p["attn.qkv.b"] = zeros(3 * dim)  # (3D,)
-    p["attn.proj.w"] = xavier_uniform(rng, dim, dim)  # (D, D)
-    p["attn.proj.b"] = zeros(dim)  # (D,)
-    p["norm2.w"] = ones(dim)  # (D,)
-    p["norm2.b"] = zeros(dim)  # (D,)
-    p["mlp.fc1.w"] = xavier_uniform(rng, dim, hidden)  # (D, 4D)
-    p["mlp.fc1.b"] = zeros(hidden)  # (4D,)
-    p["mlp.fc2.w"] = xavier_uniform(rng, hidden, dim)  # (4D, D)
-    p["mlp.fc2.b"] = zeros(dim)  # (D,)
-    return p
+    params = {}
+    params["norm1.w"] = ones(dim)  # (D,)
+    params["norm1.b"] = zeros(dim)  # (D,)
+    params["attn.qkv.w"] = xavier_uniform(rng, dim, 3 * dim)  # (D, 3D)
+    params["attn.qkv.b"] = zeros(3 * dim)  # (3D,)
+    params["attn.proj.w"] = xavier_uniform(rng, dim, dim)  # (D, D)
+    params["attn.proj.b"] = zeros(dim)  # (D,)
+    params["norm2.w"] = ones(dim)  # (D,)
+    params["norm2.b"] = zeros(dim)  # (D,)
+    params["mlp.fc1.w"] = xavier_uniform(rng, dim, hidden)  # (D, 4D)
+    params["mlp.fc1.b"] = zeros(hidden)  # (4D,)
+    params["mlp.fc2.w"] = xavier_uniform(rng, hidden, dim)  # (4D, D)
+    params["mlp.fc2.b"] = zeros(dim)  # (D,)
+    return params
 
 
-def block_forward(x, p, num_heads):
-    """x: (N, T, D), p: a block's parameter dict -> out: (N, T, D)."""
-    h, norm1_cache = layernorm_forward(x, p["norm1.w"], p["norm1.b"])  # (N, T, D)
-    h, attn_cache = attention_forward(h, p["attn.qkv.w"], p["attn.qkv.b"], p["attn.proj.w"], p["attn.proj.b"],
+class BlockCache(NamedTuple):
+    norm1: tuple
+    attn: tuple  # attention.AttentionCache
+    norm2: tuple
+    fc1: tuple
+    gelu: tuple
+    fc2: tuple
+
+
+def block_forward(x, params, num_heads):
+    """x: (N, T, D), params: a block's parameter dict -> out: (N, T, D)."""
+    h, norm1_cache = layernorm_forward(x, params["norm1.w"], params["norm1.b"])  # (N, T, D)
+    h, attn_cache = attention_forward(h, params["attn.qkv.w"], params["attn.qkv.b"], params["attn.proj.w"], params["attn.proj.b"],
                                       num_heads)  # (N, T, D)
-    h += x  # (N, T, D) first residual, in place: h is a fresh array that no cache holds
-    x = h
+    x = x + h  # (N, T, D) first residual
 
-    h, norm2_cache = layernorm_forward(x, p["norm2.w"], p["norm2.b"])  # (N, T, D)
-    h, fc1_cache = linear_forward(h, p["mlp.fc1.w"], p["mlp.fc1.b"])  # (N, T, 4D)
+    h, norm2_cache = layernorm_forward(x, params["norm2.w"], params["norm2.b"])  # (N, T, D)
+    h, fc1_cache = linear_forward(h, params["mlp.fc1.w"], params["mlp.fc1.b"])  # (N, T, 4D)
     h, gelu_cache = gelu_forward(h)  # (N, T, 4D)
-    h, fc2_cache = linear_forward(h, p["mlp.fc2.w"], p["mlp.fc2.b"])  # (N, T, D)
-    h += x  # (N, T, D) second residual, in place as the first
-    out = h
+    h, fc2_cache = linear_forward(h, params["mlp.fc2.w"], params["mlp.fc2.b"])  # (N, T, D)
+    out = x + h  # (N, T, D) second residual
 
-    cache = (norm1_cache, attn_cache, norm2_cache, fc1_cache, gelu_cache, fc2_cache)
-    return out, cache
+    return out, BlockCache(norm1_cache, attn_cache, norm2_cache, fc1_cache, gelu_cache, fc2_cache)
 
 
 def block_backward(dout, cache):
     """dout: (N, T, D) -> dx (N, T, D), grads: a dict with the keys of the block's parameters."""
-    norm1_cache, attn_cache, norm2_cache, fc1_cache, gelu_cache, fc2_cache = cache
     g = {}
 
     # x = x + mlp(norm2(x))
-    dh, g["mlp.fc2.w"], g["mlp.fc2.b"] = linear_backward(dout, fc2_cache)  # (N, T, 4D)
-    dh = gelu_backward(dh, gelu_cache)  # (N, T, 4D)
-    dh, g["mlp.fc1.w"], g["mlp.fc1.b"] = linear_backward(dh, fc1_cache)  # (N, T, D)
-    dx, g["norm2.w"], g["norm2.b"] = layernorm_backward(dh, norm2_cache)  # (N, T, D)
+    dh, g["mlp.fc2.w"], g["mlp.fc2.b"] = linear_backward(dout, cache.fc2)  # (N, T, 4D)
+    dh = gelu_backward(dh, cache.gelu)  # (N, T, 4D)
+    dh, g["mlp.fc1.w"], g["mlp.fc1.b"] = linear_backward(dh, cache.fc1)  # (N, T, D)
+    dx, g["norm2.w"], g["norm2.b"] = layernorm_backward(dh, cache.norm2)  # (N, T, D)
     # The residual fan-out: x fed both the MLP branch and the skip connection, so its gradient is the
-    # sum of the two. dx is fresh from layernorm_backward; dout belongs to the caller and stays as it is.
+    # sum of the two (into dx, fresh from layernorm_backward; dout belongs to the caller).
     dx += dout
 
     # x = x + attn(norm1(x))
-    dh, g["attn.qkv.w"], g["attn.qkv.b"], g["attn.proj.w"], g["attn.proj.b"] = attention_backward(dx, attn_cache)
-    dh, g["norm1.w"], g["norm1.b"] = layernorm_backward(dh, norm1_cache)  # (N, T, D)
+    dh, g["attn.qkv.w"], g["attn.qkv.b"], g["attn.proj.w"], g["attn.proj.b"] = attention_backward(dx, cache.attn)
+    dh, g["norm1.w"], g["norm1.b"] = layernorm_backward(dh, cache.norm1)  # (N, T, D)
     dh += dx  # the same fan-out for the first residual: the branch's gradient plus the skip's
     dx = dh
 

@@ -1,0 +1,124 @@
+"""Every CPU core at work: a data-parallel training step for the NumPy backend.
+
+The reference training step is the plain one, on one batch:
+
+    loss, _, _, cache = model.forward(imgs, noise)
+    grads = model.backward(1.0, cache)
+    optimizer.step(grads)
+
+NumPy runs each elementwise formula (GELU, LayerNorm, softmax) as passes on one core, and attention's
+many small matrix products go to BLAS one small matrix at a time, also on one core; only the large
+products of the Linear layers use every core. `DataParallel` computes the same step with every core
+busy throughout, the way a multi-GPU trainer splits a batch across devices:
+
+  * the batch is cut into shards of a few images (SHARD_IMAGES), so each shard's activations stay in
+    the CPU's caches;
+  * each worker thread takes a fixed share of the shards (worker w: shards w, w + T, w + 2T, ...) and
+    runs the model's own forward and backward on them, adding their gradients up as it goes. NumPy
+    releases the GIL inside its loops and BLAS calls, so the threads run in parallel; BLAS is held to
+    one thread per worker meanwhile, so that the workers do not fight over the cores;
+  * the workers' sums are added in worker order, and AdamW updates its pieces on every worker.
+
+Why this gives the reference's gradients: the loss is a mean over the batch's removed patches (or all
+patches), and every image has the same number of them, so the batch loss is sum_s (n_s / N) * loss_s
+over shards of n_s images; its gradient is the same sum of the shards' gradients, and each shard's
+backward gets dloss = n_s / N. The additions happen in a fixed order, so a run is bit-for-bit repeatable
+for a given thread count; against the single-threaded step it differs only by float32 rounding
+(tests/test_parallel.py checks both). AdamW's pieces are elementwise and independent, so that part is
+bit-identical to AdamW.step.
+
+On CuPy the GPU runs every kernel in parallel already: DataParallel then does the plain step.
+"""
+from concurrent.futures import ThreadPoolExecutor
+import os
+
+from threadpoolctl import ThreadpoolController
+
+from . import backend
+from .backend import xp
+from .optim import adamw_update
+
+# Images per shard, by architecture. The ViT's elementwise work is half of its step: small shards keep
+# it in cache. The MLP is almost all large matrix products, which BLAS already spreads over every core,
+# and its gradients are as large as its 4.6 M weights, so sharding it would only add work: one shard,
+# and only AdamW runs on the workers (benchmarks/README.md has the measurements behind both choices).
+SHARD_IMAGES = {"mlp": None, "vit": 32}
+
+
+def cpu_count():
+    """The cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class DataParallel:
+    """model.forward + model.backward and AdamW steps, spread over `threads` worker threads."""
+
+    def __init__(self, model, threads=0):
+        self.model = model
+        self.threads = threads or cpu_count()
+        on_cpu = backend.name != "cupy"
+        self.shard_images = SHARD_IMAGES[model.arch] if on_cpu and self.threads > 1 else None
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinymae") if on_cpu and self.threads > 1 \
+            else None
+        self.blas = ThreadpoolController() if self.pool is not None else None
+        self.work = None  # one AdamW scratch array per worker, made at the first step
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    # ------------------------------------------------------------------------------------------
+    def loss_and_grads(self, imgs, noise):
+        """-> (loss, grads): the batch's mean loss (a 0-d backend array) and its gradient dict."""
+        N = imgs.shape[0]
+        if self.shard_images is None or N <= self.shard_images:
+            loss, _, _, cache = self.model.forward(imgs, noise)
+            return loss, self.model.backward(1.0, cache)
+
+        bounds = [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)]
+
+        def worker(w):
+            """Forward and backward of shards w, w + T, ...: the sum of their weighted losses and gradients."""
+            loss_sum, grads_sum = None, None
+            for start, stop in bounds[w::self.threads]:
+                loss, _, _, cache = self.model.forward(imgs[start:stop], noise[start:stop])
+                weight = (stop - start) / N  # this shard's share of the batch mean
+                grads = self.model.backward(weight, cache)
+                del cache  # free the shard's activations before the next shard's forward
+                if grads_sum is None:
+                    loss_sum, grads_sum = loss * weight, grads
+                else:
+                    loss_sum = loss_sum + loss * weight
+                    for name, g in grads.items():
+                        grads_sum[name] += g  # fresh arrays from backward: the worker may add into them
+            return loss_sum, grads_sum
+
+        with self.blas.limit(limits=1, user_api="blas"):
+            results = list(self.pool.map(worker, range(min(self.threads, len(bounds)))))
+        loss, grads = results[0]
+        for other_loss, other_grads in results[1:]:  # in worker order, so the sums are the same every run
+            loss = loss + other_loss
+            for name, g in other_grads.items():
+                grads[name] += g
+        return loss, grads
+
+    # ------------------------------------------------------------------------------------------
+    def optimizer_step(self, optimizer, grads):
+        """optimizer.step(grads), its pieces updated on every worker (bit-identical to AdamW.step)."""
+        if self.pool is None:
+            optimizer.step(grads)
+            return
+        pieces = optimizer.pieces(grads)
+        beta1, beta2 = optimizer.betas
+        if self.work is None:
+            self.work = [xp.empty_like(optimizer.work) for _ in range(self.threads)]
+
+        def worker(w):
+            work = self.work[w]
+            for p, g, m, v, decay, eps, step_size in pieces[w::self.threads]:
+                adamw_update(p, g, m, v, work[:p.size], decay, beta1, beta2, eps, step_size)
+
+        list(self.pool.map(worker, range(self.threads)))
