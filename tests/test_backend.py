@@ -58,6 +58,58 @@ def test_cupy_backend_at_import_never_falls_back_silently():
     assert "CuPy cannot be used" in result.stderr
 
 
+# ---- the commands: a backend that cannot be used is one line and a non-zero exit, never a traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMANDS = {"pretrain": ["-m", "tinymae.pretrain", "--data", "nowhere"],
+            "evaluate": ["-m", "tinymae.evaluate", "--checkpoint", "c.npz", "--data", "nowhere"],
+            "probe": ["-m", "tinymae.probe", "--checkpoint", "c.npz", "--data", "nowhere"],
+            "example": [os.path.join(REPO, "examples", "train_catsdogs.py"), "--data", "nowhere"]}
+
+
+def run_command(args, backend_value, tmp_path):
+    env = dict(os.environ, TINYMAE_BACKEND=backend_value, TINYMAE_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_commands_report_an_unknown_backend_in_one_line(command, tmp_path):
+    result = run_command(COMMANDS[command], "tensorflow", tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: Unknown TINYMAE_BACKEND='tensorflow'. Valid values: numpy, cupy (default: numpy)."]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "example"])
+def test_commands_report_missing_cupy_in_one_line(command, tmp_path):
+    # sys.modules['cupy'] = None makes `import cupy` fail here even where CuPy is installed
+    args = COMMANDS[command]
+    runner = (f"runpy.run_module({args[1]!r}, run_name='__main__')" if args[0] == "-m"
+              else f"runpy.run_path({args[0]!r}, run_name='__main__')")
+    argv = ["prog", *(args[2:] if args[0] == "-m" else args[1:])]
+    code = f"import runpy, sys; sys.modules['cupy'] = None; sys.argv = {argv!r}; {runner}"
+    result = run_command(["-c", code], "cupy", tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TINYMAE_BACKEND=cupy, but CuPy cannot be used")
+
+
+def test_library_code_can_still_catch_the_backend_error():
+    code = ("try:\n    import tinymae.backend\nexcept RuntimeError as e:\n"
+            "    print(type(e).__name__)\nelse:\n    print('no error')")
+    result = run_python(code, "tensorflow")
+    assert result.returncode == 0 and result.stdout.split() == ["BackendError"]
+
+
+def test_other_errors_after_a_backend_error_keep_their_traceback():
+    code = ("try:\n    import tinymae.backend\nexcept RuntimeError:\n    pass\n"
+            "raise ValueError('something else')")
+    result = run_python(code, "tensorflow")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ValueError: something else" in result.stderr
+
+
 def test_to_numpy_and_asarray_round_trip(xp):
     a = np.arange(6, dtype="float32").reshape(2, 3)
     b = backend.asarray(a)

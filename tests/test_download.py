@@ -45,13 +45,25 @@ CORRUPT_ZIP = bytearray(GOOD_ZIP)
 CORRUPT_ZIP[200:260] = bytes(60)  # inside the first member's compressed data: the CRC check fails
 CORRUPT_ZIP = bytes(CORRUPT_ZIP)
 TRAVERSAL_ZIP = make_zip({"PetImages/Cat/0.jpg": jpeg_bytes(0), "../escaped.txt": b"gotcha"})
+
+
+def empty_name_zip():
+    """A zip with a member whose name is empty (zipfile's writestr refuses "", a ZipInfo does not)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("PetImages/Cat/0.jpg", jpeg_bytes(0))
+        archive.writestr(zipfile.ZipInfo(""), b"no name")
+    return buffer.getvalue()
+
+
+EMPTY_NAME_ZIP = empty_name_zip()
 ABSOLUTE_ZIP = make_zip({"PetImages/Cat/0.jpg": jpeg_bytes(0), "/tmp/absolute.txt": b"gotcha"})
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves the test zips; /short.zip announces the full length but sends half and hangs up."""
     routes = {"/good.zip": GOOD_ZIP, "/corrupt.zip": CORRUPT_ZIP, "/traversal.zip": TRAVERSAL_ZIP,
-              "/absolute.zip": ABSOLUTE_ZIP}
+              "/absolute.zip": ABSOLUTE_ZIP, "/empty-name.zip": EMPTY_NAME_ZIP}
 
     def do_GET(self):
         self.server.requests.append(self.path)
@@ -215,3 +227,74 @@ def test_download_not_repeated_after_the_zip_is_deleted(tmp_path, server):
     (dest / data.ARCHIVE_NAME).unlink()
     data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     assert requests == ["/good.zip"]
+
+
+# ---- running again after a failure: whatever the last attempt left behind
+
+def test_download_retry_after_a_failed_first_attempt(tmp_path, server):
+    base, requests = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError):
+        data.download_catsdogs(dest, url=unreachable_url(), progress=False)
+    assert dest.is_dir() and os.listdir(dest) == []  # the first attempt leaves an empty folder
+    assert not data.folder_has_images(dest)  # so pre-training (pretrain.py) downloads again
+    assert data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False) == str(dest)
+    assert data.folder_has_images(dest) and requests == ["/good.zip"]
+
+
+def test_download_overwrites_a_left_over_part_file(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    (dest / (data.ARCHIVE_NAME + ".part")).write_bytes(GOOD_ZIP[:500])  # what a kill -9 mid-download leaves
+    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert (dest / data.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists() and data.folder_has_images(dest)
+
+
+def test_download_a_left_over_part_folder_is_a_clear_error(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    (dest / (data.ARCHIVE_NAME + ".part")).mkdir(parents=True)
+    with pytest.raises(DataError, match="could not download"):
+        data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+
+
+def test_download_extracts_again_when_the_images_were_deleted(tmp_path, server):
+    """The done-marker alone is no proof: pre-training asks for a download because it found no images."""
+    base, requests = server
+    dest = tmp_path / "downloads"
+    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    for image in (dest / "PetImages").rglob("*.jpg"):
+        image.unlink()
+    assert not data.folder_has_images(dest)
+    data.download_catsdogs(dest, url=unreachable_url(), progress=False)  # from the archive still there
+    assert data.folder_has_images(dest) and requests == ["/good.zip"]
+
+
+# ---- odd archives
+
+def test_download_refuses_an_archive_with_an_empty_member_name(tmp_path, server):
+    base, _ = server
+    dest = tmp_path / "downloads"
+    with pytest.raises(DataError, match="empty name"):
+        data.download_catsdogs(dest, url=f"{base}/empty-name.zip", progress=False)
+    assert_no_archive_left(dest)
+
+
+@pytest.mark.parametrize("name", ["", ".", "./"])
+def test_check_archive_refuses_members_without_a_name(tmp_path, name):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("PetImages/Cat/0.jpg", jpeg_bytes(0))
+        archive.writestr(zipfile.ZipInfo(name), b"x")
+    with pytest.raises(DataError, match="empty name"):
+        data._check_archive(str(path), "the archive")
+
+
+def test_download_an_archive_by_hand_with_an_empty_member_name_is_refused(tmp_path):
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    (dest / data.ARCHIVE_NAME).write_bytes(EMPTY_NAME_ZIP)
+    with pytest.warns(UserWarning, match="empty name"), pytest.raises(DataError):
+        data.download_catsdogs(dest, url=unreachable_url(), progress=False)

@@ -13,8 +13,13 @@ a seeded NumPy generator on the host (`host_rng`) and are then moved with `asarr
 and a CuPy run with the same seed see the same weights and the same masks.
 
 No other module imports CuPy.
+
+A backend that cannot be used raises BackendError when this module is imported, which library code can
+catch. A command (python -m tinymae.pretrain, ...) that does not catch it shows it as the one line
+"error: ..." and exits with status 1, without a traceback (see _report_backend_errors_in_one_line).
 """
 import os
+import sys
 
 import numpy
 
@@ -47,8 +52,30 @@ def load(name):
     )
 
 
+def _report_backend_errors_in_one_line():
+    """Make an uncaught BackendError print as one line, "error: <message>", instead of a traceback.
+
+    The error is raised while the command's modules are imported, before its main() can catch anything,
+    so the only place left to shape the message is sys.excepthook, which Python calls for an uncaught
+    exception just before it exits with status 1. Every other exception goes to the hook that was there
+    before (the usual traceback)."""
+    previous_hook = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, BackendError):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous_hook(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
 name = os.environ.get("TINYMAE_BACKEND", "numpy").strip().lower() or "numpy"
-xp = load(name)
+try:
+    xp = load(name)
+except BackendError:
+    _report_backend_errors_in_one_line()
+    raise
 
 
 def asarray(a, dtype=None):

@@ -86,6 +86,9 @@ def find_images(root):
     the same on every run.
     """
     root = os.path.abspath(os.fspath(root))
+    if os.path.islink(root) and not os.path.exists(root):
+        raise DataError(f"the data folder {root} is a symbolic link that points nowhere or to itself (a loop); "
+                        "point --data at the real folder")
     if not os.path.exists(root):
         raise DataError(f"the data folder {root} does not exist. {DOWNLOAD_HELP}")
     if not os.path.isdir(root):
@@ -122,31 +125,56 @@ def folder_has_images(root):
         return False
 
 
+# Symbolic links that loop (cats -> cats, or a.jpg -> b.jpg -> a.jpg) make every stat of them fail with
+# OSError (ELOOP). DirEntry.is_dir() and is_file() raise it instead of answering, so they are asked through
+# _kind, which answers "unreadable". An unreadable entry that looks like an image (by its name) or like a
+# class folder is listed anyway: its decoding then fails like that of any other broken file, so it is
+# skipped, counted and named in load_dataset's warning instead of stopping the run or vanishing unseen.
+# Nothing here recurses into sub-folders (only the fixed levels of the three layouts are read), so a link
+# that points back up the tree cannot send the search round in circles.
+
+
+def _kind(entry):
+    """'dir', 'file', 'other' or 'unreadable' (a symbolic link that loops or that cannot be followed)."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        if entry.is_file():
+            return "file"
+        return "other"
+    except OSError:
+        return "unreadable"
+
+
 def _child_dir(folder, lower_name):
     """The sub-folder of `folder` whose name is `lower_name` in any case, or None."""
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_dir() and entry.name.lower() == lower_name:
+        if entry.name.lower() == lower_name and _kind(entry) == "dir":
             return entry.path
     return None
 
 
 def _image_files(folder):
-    """Image files directly in `folder`. Hidden files are left out: macOS's ._name.jpg companions carry
-    a .jpg name but no image."""
+    """Image files directly in `folder` (and unreadable entries with an image's name, see _kind). Hidden
+    files are left out: macOS's ._name.jpg companions carry a .jpg name but no image."""
     return [e.path for e in os.scandir(folder)
-            if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)]
+            if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
+            and _kind(e) in ("file", "unreadable")]
 
 
 def _class_folder_images(folder):
-    """Layouts 1 and 3: {0: cat files, 1: dog files} from sub-folders named cat(s) / dog(s), any case."""
+    """Layouts 1 and 3: {0: cat files, 1: dog files} from sub-folders named cat(s) / dog(s), any case.
+    A class folder that cannot be followed (a looping link) is listed as one unreadable file (see _kind)."""
     files_by_label = {0: [], 1: []}
     for entry in os.scandir(folder):
-        if not entry.is_dir():
-            continue
         name = entry.name.lower()
         for label, class_name in enumerate(CLASSES):
             if name in (class_name, class_name + "s"):
-                files_by_label[label] += _image_files(entry.path)
+                kind = _kind(entry)
+                if kind == "dir":
+                    files_by_label[label] += _image_files(entry.path)
+                elif kind == "unreadable":
+                    files_by_label[label].append(entry.path)
     return files_by_label
 
 
@@ -262,7 +290,7 @@ def load_dataset(root, size=54, per_class=None, cache_dir=None, progress=True):
         cache_dir = os.environ.get("TINYMAE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinymae")
     cache_path = _cache_path(cache_dir, root, paths, labels, size, per_class)
 
-    dataset = _read_cache(cache_path)
+    dataset = _read_cache(cache_path, paths, labels, size)
     if dataset is None:
         dataset = _decode_all(paths, labels, size, progress)
         if len(dataset.paths) > 0:
@@ -316,28 +344,47 @@ def _cache_path(cache_dir, root, paths, labels, size, per_class):
     key = hashlib.sha256()
     key.update(json.dumps([CACHE_VERSION, os.path.abspath(os.fspath(root)), size, per_class]).encode())
     for path, label in zip(paths, labels):
-        stat = os.stat(path)
-        key.update(f"\n{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+        try:
+            stat = os.stat(path)
+            file_size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a looping link or a file removed since it was listed: decoding will skip it
+            file_size, mtime = -1, -1
+        key.update(f"\n{path}\t{label}\t{file_size}\t{mtime}".encode("utf-8", "surrogateescape"))
     name = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.basename(os.path.abspath(os.fspath(root))))[:40]
     return os.path.join(os.fspath(cache_dir), f"{name}-{size}px-{key.hexdigest()[:24]}.npz")
 
 
-def _read_cache(cache_path):
-    """The cached Dataset, or None when there is no cache file or it cannot be read."""
+def _read_cache(cache_path, paths, labels, size):
+    """The cached Dataset of exactly these files (paths, labels) at this size, or None when there is no
+    cache file or it cannot be trusted.
+
+    The file's name already encodes what it was made from, so a mismatch here means the file itself is
+    damaged or was edited; the checks make sure nothing downstream sees images of the wrong size (a crop
+    would fail much later, far from the cause) or labels that belong to other files."""
     if not os.path.exists(cache_path):
         return None
     try:
         with np.load(cache_path, allow_pickle=False) as f:
-            dataset = Dataset(images=f["images"], labels=f["labels"].astype(np.int64),
-                              paths=f["paths"].tolist(), skipped=f["skipped"].tolist())
+            dataset = Dataset(images=f["images"], labels=f["labels"], paths=f["paths"].tolist(),
+                              skipped=f["skipped"].tolist())
         n = len(dataset.paths)
-        if dataset.images.dtype != np.uint8 or dataset.images.shape[0] != n or dataset.labels.shape != (n,):
-            raise ValueError("arrays of inconsistent shapes")
+        if dataset.images.dtype != np.uint8 or dataset.images.shape != (n, size, size, 3):
+            raise ValueError(f"images are {dataset.images.dtype} {dataset.images.shape}, expected uint8 "
+                             f"({n}, {size}, {size}, 3)")
+        if dataset.labels.dtype.kind not in "iu" or dataset.labels.shape != (n,):
+            raise ValueError(f"labels are {dataset.labels.dtype} {dataset.labels.shape}, expected {n} whole numbers")
+        label_of = dict(zip(paths, labels.tolist()))
+        kept_and_skipped = dataset.paths + dataset.skipped
+        if sorted(kept_and_skipped) != sorted(paths):
+            raise ValueError("it lists other files than the data folder holds")
+        if any(label_of[path] != label for path, label in zip(dataset.paths, dataset.labels.tolist())):
+            raise ValueError("its labels disagree with the files' classes")
+        dataset.labels = dataset.labels.astype(np.int64)
         return dataset
     except Exception as e:
         # A cache is disposable: whatever is wrong with it (a truncated copy, a full disk, an edit),
         # decoding again and overwriting it is the fix.
-        warnings.warn(f"ignoring the unreadable cache file {cache_path} ({e}); decoding the images again")
+        warnings.warn(f"ignoring the unreadable or stale cache file {cache_path} ({e}); decoding the images again")
         return None
 
 
@@ -477,7 +524,11 @@ def download_catsdogs(dest_dir, url=OFFICIAL_URL, progress=True):
     Returns dest_dir, which then holds PetImages/Cat and PetImages/Dog: pass it to load_dataset. The
     archive is written to <name>.part, checked, and only then renamed to its final name, so a file at the
     final path is always a complete, valid zip. If it is already there, the download is skipped; if an
-    earlier call extracted it, everything is skipped.
+    earlier call extracted it and the images are still there, everything is skipped.
+
+    Safe to run again after any failure: the folder may already exist (empty, or with a half-extracted
+    PetImages), a killed download may have left <name>.part (it is overwritten), a broken archive at the
+    final path is downloaded again.
     """
     dest_dir = os.path.abspath(os.fspath(dest_dir))
     zip_path = os.path.join(dest_dir, ARCHIVE_NAME)
@@ -487,9 +538,9 @@ def download_catsdogs(dest_dir, url=OFFICIAL_URL, progress=True):
     except OSError as e:
         raise DataError(f"cannot create the download folder {dest_dir} ({e}). Pick a writable folder.") from e
 
-    if os.path.exists(done_marker) and os.path.isdir(os.path.join(dest_dir, "PetImages")):
+    if os.path.exists(done_marker) and folder_has_images(dest_dir):
         # Extracted by an earlier call, from an archive checked then; it may since have been deleted
-        # to save the 800 MB, which is fine.
+        # to save the 800 MB, which is fine. (If the images were deleted instead, extract or fetch again.)
         return dest_dir
     if os.path.exists(zip_path):
         try:
@@ -555,6 +606,11 @@ def _check_archive(path, what):
         raise DataError(f"{what} is corrupt: its member {bad_member} fails its CRC check")
     for name in names:
         parts = re.split(r"[/\\]", name)
+        if not [part for part in parts if part not in ("", ".")]:
+            # zipfile's extractall fails on such a member with an IndexError (an empty name) or tries to
+            # write the destination folder itself as a file ('.').
+            raise DataError(f"{what} contains a member with an empty name ({name!r}), which no real archive "
+                            "holds; refusing to extract it")
         if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
             raise DataError(f"{what} contains the unsafe path {name!r} (absolute or with '..'), which would be "
                             "written outside the download folder; refusing to extract it")
@@ -568,10 +624,14 @@ def _extract(zip_path, dest_dir):
     except OSError as e:
         raise DataError(f"could not extract {zip_path} into {dest_dir} ({e}). Check the free disk space "
                         "and permissions, then run again.") from e
+    except Exception as e:  # an archive zipfile cannot extract after all; _check_archive should have said so
+        raise DataError(f"could not extract {zip_path} ({type(e).__name__}: {e}); delete it and run again to "
+                        "download it anew") from e
 
 
 def _remove_quietly(path):
+    """Remove a left-over file if it is there; never raise (this runs while another error is reported)."""
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except OSError:
         pass

@@ -6,15 +6,28 @@ Every readable image in --data (any supported layout, no split) is resized and c
 validation, masked with a fixed seed, and reconstructed. Prints one JSON object: n_images,
 masked_mse and masked_psnr ([0, 1] pixels, removed patches only), and the same for three baselines on
 the same masks. --figure PATH also draws the four-column figure for the first few images.
+
+What the command promises (exit codes):
+    0    the JSON on stdout is complete and valid, every number in it finite (a ratio that is undefined
+         because the mean-patch baseline is perfect is null)
+    2    nothing was measured, or the measurement is refused: one line on stderr says why. That includes a
+         model whose reconstructions are not finite numbers (NaN weights from a diverged run): NaN is not
+         JSON, and a NaN error is no measurement, so nothing is printed on stdout.
+    130  interrupted (Ctrl-C)
+Output paths are checked before any work. A figure that cannot be drawn after all (the disk filled up)
+costs the figure, not the numbers: a warning on stderr, "figure": null in the JSON, exit code 0.
 """
 import argparse
 import json
+import math
+import os
 import sys
 
 from . import backend
 from .backend import asarray, host_rng, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, center_crop, load_dataset, normalize
+from .files import check_writable
 from .metrics import (masked_patch_sq_error, mean_patch_baseline, nearest_visible_baseline, pred_to_pixels, psnr,
                       visible_mean_baseline)
 from .patches import patchify
@@ -49,6 +62,8 @@ def reconstruction_metrics(model, images, mean, std, mask_seed=0, batch_size=256
     """
     cfg = model.config
     N = images.shape[0]
+    if N == 0:
+        raise ValueError("reconstruction_metrics got no images (an empty split?); it needs at least one")
     noise = fixed_noise(N, cfg.num_patches, mask_seed)
     names = BASELINES if baselines else ()
     if baselines and mean_patch is None:
@@ -76,7 +91,9 @@ def reconstruction_metrics(model, images, mean, std, mask_seed=0, batch_size=256
     if baselines:
         result["baselines"] = {name: {"masked_mse": sq_error[name] / count, "masked_psnr": psnr(sq_error[name] / count)}
                                for name in names}
-        result["ratio_to_mean_patch"] = mse / result["baselines"]["mean_patch"]["masked_mse"]
+        base = result["baselines"]["mean_patch"]["masked_mse"]
+        # Undefined (None) when the mean patch is exact: every image is the training set's average image.
+        result["ratio_to_mean_patch"] = mse / base if base > 0 else None
     return result
 
 
@@ -90,6 +107,60 @@ def figure_batch(model, images, mean, std, mask_seed=0, n=8):
     return to_numpy(imgs_pix), to_numpy(mask), to_numpy(pred_pix)
 
 
+# ----------------------------------------------------------------------------------------------
+# the command line: every flag checked before any work
+
+def _whole_number(text, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def at_least_one(text):
+    """argparse type: a whole number >= 1 (a count or a size)."""
+    return _whole_number(text, 1)
+
+
+def zero_or_more(text):
+    """argparse type: a whole number >= 0 (a seed: NumPy's generators take no negative seed)."""
+    return _whole_number(text, 0)
+
+
+def output_file_problem(path, extensions=None):
+    """Why the command could not write its output file `path`, or None if it can. Makes the folder the
+    file goes into (as the write would). extensions: the allowed file endings, if limited.
+
+    Called while parsing the flags, so that a typo in an output path stops the command before it decodes
+    a single image, not after all the work."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return "is a folder; give the path of a file to write"
+    if extensions is not None:
+        ending = os.path.splitext(path)[1].lower().lstrip(".")
+        if ending and ending not in extensions:
+            return f"ends in .{ending}, which cannot be written; use one of .{', .'.join(sorted(extensions))}"
+    folder = os.path.dirname(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"cannot be written: {folder} is a file, not a folder"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "exists and is not writable; choose another path or fix its permissions"
+    try:
+        check_writable(folder)  # makes the folder; a read-only folder or a full disk fails here
+    except OSError as e:
+        return f"cannot be written: {e}"
+    return None
+
+
+def figure_extensions():
+    """The file endings matplotlib can save a figure as (png, pdf, svg, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m tinymae.evaluate",
@@ -98,42 +169,81 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint.npz written by examples/train_catsdogs.py")
     parser.add_argument("--data", required=True,
                         help="image folder in any supported layout (PetImages/Cat+Dog, Kaggle train/, cat/+dog/)")
-    parser.add_argument("--mask-seed", type=int, default=0, help="seed of the fixed masks (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
-    parser.add_argument("--per-class", type=int, default=None, help="only the first N images of each class")
+    parser.add_argument("--mask-seed", type=zero_or_more, default=0, help="seed of the fixed masks (default: 0)")
+    parser.add_argument("--batch-size", type=at_least_one, default=256, help="images per forward pass (default: 256)")
+    parser.add_argument("--per-class", type=at_least_one, default=None, help="only the first N images of each class")
     parser.add_argument("--figure", default=None, help="also save the four-column reconstruction figure here")
-    parser.add_argument("--figure-images", type=int, default=8,
+    parser.add_argument("--figure-images", type=at_least_one, default=8,
                         help="rows in the figure, images spread evenly over the folder (default: 8)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.figure is not None:
+        problem = output_file_problem(args.figure, figure_extensions())
+        if problem:
+            parser.error(f"argument --figure: {args.figure} {problem}")
+    return args
+
+
+def non_finite_numbers(result, prefix=""):
+    """The names of the numbers in a (nested) result dict that are NaN or infinite, e.g. ['masked_mse']."""
+    names = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            names += non_finite_numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def main(argv=None):
+    """The command line. -> exit code: 0 with valid JSON on stdout, 2 with one line on stderr, 130 on Ctrl-C."""
     args = parse_args(argv)
     try:
-        model, header, arrays = load_checkpoint(args.checkpoint)
-        data = header.get("data")
-        if data is None or "extra/mean_patch" not in arrays:
-            raise CheckpointError(f"{args.checkpoint} has no data statistics; was it written by train_catsdogs.py?")
-        dataset = load_dataset(args.data, size=data["load_size"], per_class=args.per_class,
-                               progress=not args.no_progress)
+        return evaluate_command(args)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    images = center_crop(dataset.images, model.config.img_size)  # (N, S, S, 3)
+    except KeyboardInterrupt:  # Ctrl-C while decoding, measuring or drawing: no traceback
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def evaluate_command(args):
+    model, header, arrays = load_checkpoint(args.checkpoint)
+    data = header.get("data")
+    if data is None or "extra/mean_patch" not in arrays:
+        raise CheckpointError(f"{args.checkpoint} has no data statistics; was it written by train_catsdogs.py?")
+    cfg = model.config
+    mean_patch = arrays["extra/mean_patch"]  # (L, P)
+    if mean_patch.shape != (cfg.num_patches, cfg.patch_dim) or mean_patch.dtype.kind != "f":
+        raise CheckpointError(f"{args.checkpoint}: its mean patch is {mean_patch.dtype} {mean_patch.shape}, the model "
+                              f"needs float ({cfg.num_patches}, {cfg.patch_dim}); the file was edited or is damaged")
+    dataset = load_dataset(args.data, size=data["load_size"], per_class=args.per_class, progress=not args.no_progress)
+    images = center_crop(dataset.images, cfg.img_size)  # (N, S, S, 3)
     result = reconstruction_metrics(model, images, data["mean"], data["std"], mask_seed=args.mask_seed,
-                                    batch_size=args.batch_size, mean_patch=arrays["extra/mean_patch"])
+                                    batch_size=args.batch_size, mean_patch=mean_patch)
+    bad = non_finite_numbers(result)
+    if bad:
+        raise CheckpointError(
+            f"the reconstructions of {args.checkpoint} are not finite numbers (masked_mse = {result['masked_mse']}, "
+            f"loss = {result['loss']}; not finite: {', '.join(bad)}): its weights are probably NaN or infinite, as "
+            "after a diverged run. Evaluate an earlier checkpoint, or train again with a lower --lr")
     result = {"checkpoint": args.checkpoint, "data": args.data, "arch": header["arch"], "backend": backend.name,
-              "mask_ratio": model.config.mask_ratio, "mask_seed": args.mask_seed, "skipped_files": len(dataset.skipped),
+              "mask_ratio": cfg.mask_ratio, "mask_seed": args.mask_seed, "skipped_files": len(dataset.skipped),
               **result}
     if args.figure:
         from .figures import save_reconstructions
         imgs_pix, mask, pred_pix = figure_batch(model, images, data["mean"], data["std"], args.mask_seed,
                                                 args.figure_images)
-        save_reconstructions(args.figure, imgs_pix, mask, pred_pix, model.config.patch_size,
-                             title=f"{header['arch']} MAE, {args.data}")
-        result["figure"] = args.figure
-    print(json.dumps(result, indent=2))
+        try:
+            save_reconstructions(args.figure, imgs_pix, mask, pred_pix, cfg.patch_size,
+                                 title=f"{header['arch']} MAE, {args.data}")
+            result["figure"] = args.figure
+        except (OSError, ValueError) as e:  # checked before the work, so rare: a full disk, a folder removed
+            print(f"warning: could not save the figure {args.figure} ({e}); the numbers below are complete",
+                  file=sys.stderr)
+            result["figure"] = None
+    print(json.dumps(result, indent=2, allow_nan=False))  # allow_nan=False: never print NaN, which is not JSON
     return 0
 
 

@@ -43,7 +43,16 @@ def masked_patch_sq_error(pred_pix, target_pix, mask):
 
 
 def psnr(mse):
-    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+    """10 log10(1 / mse) dB. A perfect reconstruction (mse 0) is inf dB; an mse that is not a number (the
+    model produced NaN) stays NaN, so a broken model is never reported as a perfect one; an infinite mse
+    is -inf dB."""
+    if math.isnan(mse):
+        return float("nan")
+    if mse <= 0:
+        return float("inf")
+    if math.isinf(mse):
+        return float("-inf")
+    return 10.0 * math.log10(1.0 / mse)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ and the gradient-checked bce_logits loss, fitted full-batch with Adam (a smooth,
 converges in a few hundred steps here and needs no line search). The L2 strength is chosen from a grid
 by accuracy on a held-out fifth of the training split, then the probe is refitted on the whole
 training split and scored on the validation split. Repeating with a few seeds (of that inner split and
-the probe's initialisation) gives mean +- std. k-NN: cosine similarity, k = 20, majority vote.
+the probe's initialisation) gives mean +- std. k-NN: cosine similarity, k = 20 (or every training image
+when there are fewer), majority vote.
+
+How small a folder can be: the probe splits it as the pre-training run did (the checkpoint's
+--val-fraction and seed), and needs at least MIN_TRAIN_PER_CLASS training images of each class (so that
+the held-out fifth that chooses the L2 strength holds one of each) and one validation image of each class
+(an accuracy on cats alone says nothing about telling cats from dogs). With the default fraction 0.2 that
+is 4 images per class; fewer is refused with a message that says so.
 """
 import argparse
 import json
@@ -29,12 +36,16 @@ from . import backend
 from .backend import asarray, host_rng, to_numpy, xp
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, center_crop, load_dataset, normalize, stratified_split
+from .evaluate import at_least_one, output_file_problem
+from .files import write_atomically
 from .layers import linear_backward, linear_forward
 from .loss import bce_logits_backward, bce_logits_forward
 from .models import build_model
 from .optim import AdamW
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+KNN_K = 20  # neighbours that vote; fewer when the training split is smaller
+MIN_TRAIN_PER_CLASS = 3  # the inner split puts round(3 * 0.2) = 1 of them in its held-out fifth
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,8 +131,14 @@ def linear_probe(X_train, y_train, X_val, y_val, seed=0, grid=L2_GRID):
     return {"accuracy": logistic_accuracy(w, b, X_val, y_val), "l2": best, "inner_accuracy": scores}
 
 
-def knn_accuracy(X_train, y_train, X_val, y_val, k=20, batch_size=512):
-    """Cosine-similarity k-NN, majority vote of the k nearest training features (ties: dog)."""
+def knn_accuracy(X_train, y_train, X_val, y_val, k=KNN_K, batch_size=512):
+    """Cosine-similarity k-NN, majority vote of the k nearest training features (ties: dog).
+
+    With fewer than k training images, all of them vote (k = N_train): see knn_k."""
+    if X_train.shape[0] == 0 or X_val.shape[0] == 0:
+        raise ValueError(f"k-NN needs training and validation images, got {X_train.shape[0]} and {X_val.shape[0]}")
+    k = knn_k(X_train.shape[0], k)
+
     def unit(a):
         return a / (numpy.linalg.norm(a, axis=1, keepdims=True) + 1e-12)
 
@@ -130,11 +147,17 @@ def knn_accuracy(X_train, y_train, X_val, y_val, k=20, batch_size=512):
     correct = 0
     for start in range(0, X_val.shape[0], batch_size):
         sims = asarray(unit(X_val[start:start + batch_size])) @ train_u.T  # (n, N_train)
-        nearest = xp.argpartition(-sims, k, axis=1)[:, :k]  # (n, k) the k most similar, any order
+        # argpartition's kth is an index: k - 1 puts the k most similar first, and stays valid when k = N_train
+        nearest = xp.argpartition(-sims, k - 1, axis=1)[:, :k]  # (n, k) the k most similar, any order
         votes = y_train_[nearest].mean(axis=1)  # (n,) share of dogs among them
         pred = to_numpy(votes >= 0.5).astype(int)
         correct += int((pred == y_val[start:start + batch_size]).sum())
     return correct / X_val.shape[0]
+
+
+def knn_k(n_train, k=KNN_K):
+    """The number of neighbours that vote: k, or every training image when there are fewer."""
+    return min(k, n_train)
 
 
 def evaluate_features(name, X_train, y_train, X_val, y_val, seeds):
@@ -143,7 +166,37 @@ def evaluate_features(name, X_train, y_train, X_val, y_val, seeds):
     accs = numpy.array([p["accuracy"] for p in probes])
     return {"features": name, "dim": int(X_train.shape[1]), "linear_probe_mean": float(accs.mean()),
             "linear_probe_std": float(accs.std()), "linear_probe_runs": accs.tolist(),
-            "l2_chosen": [p["l2"] for p in probes], "knn20": knn_accuracy(X_train, y_train, X_val, y_val)}
+            "l2_chosen": [p["l2"] for p in probes],
+            # "knn20" keeps its name for the reports that read it; knn_k says how many neighbours voted
+            "knn20": knn_accuracy(X_train, y_train, X_val, y_val), "knn_k": knn_k(len(X_train))}
+
+
+def check_split_sizes(labels, train_idx, val_idx, val_fraction, data):
+    """DataError unless each class has MIN_TRAIN_PER_CLASS training images and one validation image."""
+    counts = {(part, label): int((labels[idx] == label).sum())
+              for part, idx in (("train", train_idx), ("val", val_idx)) for label in (0, 1)}
+    if min(counts["train", 0], counts["train", 1]) >= MIN_TRAIN_PER_CLASS and min(counts["val", 0], counts["val", 1]) >= 1:
+        return
+    # the smallest class size that the same split turns into enough of both (stratified_split's rounding)
+    needed = next((n for n in range(1, 10000) if round(n * val_fraction) >= 1
+                   and n - round(n * val_fraction) >= MIN_TRAIN_PER_CLASS), None)
+    advice = (f"use a folder with at least {needed} readable images of each class" if needed
+              else "use a checkpoint trained with a larger --val-fraction")
+    raise DataError(f"the probe needs at least {MIN_TRAIN_PER_CLASS} training images and 1 validation image of "
+                    f"each class, but the checkpoint's split (--val-fraction {val_fraction}) of {data} gives "
+                    f"{counts['train', 0]} cat and {counts['train', 1]} dog training images, {counts['val', 0]} cat "
+                    f"and {counts['val', 1]} dog validation images; {advice}")
+
+
+def checked_features(features, checkpoint, label):
+    """The features, unless some are NaN or infinite (an encoder with NaN weights), which no classifier
+    can use: then a CheckpointError."""
+    for name, F in features.items():
+        if not numpy.isfinite(F).all():
+            raise CheckpointError(f"the {label} encoder of {checkpoint} gives features that are not finite numbers "
+                                  f"({name}): its weights are probably NaN or infinite, as after a diverged run. "
+                                  "Probe an earlier checkpoint, or train again with a lower --lr")
+    return features
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,10 +204,14 @@ def evaluate_features(name, X_train, y_train, X_val, y_val, seeds):
 
 def run_probe(checkpoint, data, seeds=(0, 1, 2), per_class=None, progress=True, baselines=True):
     model, header, _ = load_checkpoint(checkpoint)
-    settings, stats = header["settings"], header["data"]
+    settings, stats = header.get("settings"), header.get("data")
+    if not isinstance(settings, dict) or not isinstance(stats, dict) or not {"val_fraction", "seed"} <= set(settings):
+        raise CheckpointError(f"{checkpoint} was not written by tinymae.pretrain (it has no run settings or data "
+                              "statistics), so its training split cannot be rebuilt")
     dataset = load_dataset(data, size=stats["load_size"], per_class=per_class, progress=progress)
     # The same split as pre-training (same seed and fraction): validation images were never trained on.
     train_idx, val_idx = stratified_split(dataset.labels, settings["val_fraction"], seed=settings["seed"])
+    check_split_sizes(dataset.labels, train_idx, val_idx, settings["val_fraction"], data)
     images = center_crop(dataset.images, model.config.img_size)  # (N, S, S, 3)
     y = dataset.labels
     rows = []
@@ -164,7 +221,8 @@ def run_probe(checkpoint, data, seeds=(0, 1, 2), per_class=None, progress=True, 
             rows.append({"encoder": label, **evaluate_features(kind, F[train_idx], y[train_idx], F[val_idx],
                                                                y[val_idx], seeds)})
 
-    add("pre-trained", extract_features(model, images, stats["mean"], stats["std"]))
+    add("pre-trained", checked_features(extract_features(model, images, stats["mean"], stats["std"]), checkpoint,
+                                        "pre-trained"))
     if baselines:
         random_model = build_model(header["arch"], header["config"], seed=12345)
         add("random init", extract_features(random_model, images, stats["mean"], stats["std"]))
@@ -175,7 +233,8 @@ def run_probe(checkpoint, data, seeds=(0, 1, 2), per_class=None, progress=True, 
 
 
 def format_table(report):
-    lines = [f"{'encoder':<12} {'features':<8} {'dim':>5}  {'linear probe':>16}  {'k-NN (k=20)':>11}"]
+    k = report["results"][0].get("knn_k", KNN_K) if report["results"] else KNN_K
+    lines = [f"{'encoder':<12} {'features':<8} {'dim':>5}  {'linear probe':>16}  {f'k-NN (k={k})':>11}"]
     for r in report["results"]:
         lines.append(f"{r['encoder']:<12} {r['features']:<8} {r['dim']:>5}  "
                      f"{100 * r['linear_probe_mean']:>7.1f} +- {100 * r['linear_probe_std']:4.1f} %  "
@@ -190,24 +249,37 @@ def main(argv=None):
                     "cosine k-NN, beside raw pixels and a randomly initialised encoder.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint.npz written by examples/train_catsdogs.py")
     parser.add_argument("--data", required=True, help="the image folder the checkpoint was trained on")
-    parser.add_argument("--seeds", type=int, default=3, help="probe repetitions for mean +- std (default: 3)")
-    parser.add_argument("--per-class", type=int, default=None, help="only the first N images of each class")
+    parser.add_argument("--seeds", type=at_least_one, default=3, help="probe repetitions for mean +- std (default: 3)")
+    parser.add_argument("--per-class", type=at_least_one, default=None, help="only the first N images of each class")
     parser.add_argument("--json", default=None, help="also write the full report to this file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel and random-encoder rows")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     args = parser.parse_args(argv)
+    if args.json is not None:  # before any work: a typo here must not cost the whole computation
+        problem = output_file_problem(args.json)
+        if problem:
+            parser.error(f"argument --json: {args.json} {problem}")
     try:
         report = run_probe(args.checkpoint, args.data, seeds=tuple(range(args.seeds)), per_class=args.per_class,
                            progress=not args.no_progress, baselines=not args.no_baselines)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while decoding or fitting: no traceback
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    # The table first: whatever happens to the file below, the numbers have been shown.
     print(f"{report['arch']} encoder, {report['n_train']} training / {report['n_val']} validation images, "
           f"{len(report['seeds'])} seeds")
     print(format_table(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        try:
+            text = json.dumps(report, indent=2, allow_nan=False)  # NaN is not JSON
+            write_atomically(args.json, lambda f: f.write(text.encode()))
+        except (OSError, ValueError) as e:
+            print(f"error: could not write the report to {args.json} ({e}); the table above is complete",
+                  file=sys.stderr)
+            return 2
     return 0
 
 
