@@ -171,6 +171,16 @@ def case_bce_logits(rng, dtype):
     return forward, loss.bce_logits_backward, {"logits": logits}
 
 
+def softmax_cross_entropy_case(rng, dtype, smoothing):
+    labels = backend.asarray(rng.integers(0, 3, 5))  # (N,) class ids of 3 classes
+    logits = randn(rng, 5, 3, dtype=dtype) * 3  # peaked and flat rows
+
+    def forward(z):
+        return loss.softmax_cross_entropy_forward(z, labels, smoothing)
+
+    return forward, loss.softmax_cross_entropy_backward, {"logits": logits}
+
+
 GRADIENT_CHECKS = {
     "layers.linear_backward": case_linear,
     "layers.relu_backward": case_relu,
@@ -183,6 +193,7 @@ GRADIENT_CHECKS = {
     "loss.mse_backward[all patches]": lambda rng, dtype: mse_case(rng, dtype, with_mask=False, norm_pix_loss=False),
     "loss.mse_backward[norm_pix_loss]": lambda rng, dtype: mse_case(rng, dtype, with_mask=True, norm_pix_loss=True),
     "loss.bce_logits_backward": case_bce_logits,
+    "loss.softmax_cross_entropy_backward": lambda rng, dtype: softmax_cross_entropy_case(rng, dtype, 0.1),
     "layers.layernorm_backward": case_layernorm,
     "layers.gelu_backward": case_gelu,
     "attention.softmax_backward": case_softmax,

@@ -11,6 +11,7 @@ from tinymae.config import MLPConfig
 from tinymae.mae_mlp import MaskedAutoencoderMLP
 from tinymae.models import build_model
 from tinymae.masking import masking_noise
+import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
 
 TOL = 1e-6
 
@@ -99,9 +100,13 @@ def test_vit_mae_whole_model_gradients(xp, overrides):
 MODEL_GRADIENT_CHECKS = {
     "mae_mlp.MaskedAutoencoderMLP.backward": test_mlp_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.backward": test_vit_mae_whole_model_gradients,
+    "mae_vit.MaskedAutoencoderViT.backward_decoder": test_vit_mae_whole_model_gradients,
+    "mae_vit.MaskedAutoencoderViT.backward_encoder": test_vit_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.random_masking_backward": test_vit_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.append_mask_tokens_backward": test_vit_mae_whole_model_gradients,
     # the "encoder-mask-tokens" case:
     "ablations.MaskedAutoencoderViTEncoderMaskTokens.random_masking_backward": test_vit_mae_whole_model_gradients,
     "ablations.MaskedAutoencoderViTEncoderMaskTokens.append_mask_tokens_backward": test_vit_mae_whole_model_gradients,
+    "models_vit.ViTClassifier.backward": test_finetune.test_vit_classifier_whole_model_gradients,
+    "models_vit.ViTClassifier.backward_encoder": test_finetune.test_vit_classifier_whole_model_gradients,
 }

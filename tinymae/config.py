@@ -187,7 +187,7 @@ class FinetuneConfig:
                                     "--arch vit)")
     data: str = setting(None, "the image folder that run was pre-trained on (same split, same statistics)")
     test_data: str = setting(None, "also report accuracy on every readable image of this folder (any layout)")
-    out: str = setting(None, "output folder (default: <checkpoint's folder>/finetune[-scratch][-N])")
+    out: str = setting(None, "output folder (default: <checkpoint's folder>/finetune[-scratch][-N<labels>]-seed<S>)")
     from_scratch: bool = setting(False, "train the same network from random initialisation (the paper's baseline)")
     labels_per_class: int = setting(None, "fine-tune on N labelled images per class of the pre-training split "
                                           "(default: all)")
@@ -197,12 +197,13 @@ class FinetuneConfig:
                                "this small model)")
     min_lr: float = setting(1e-6, "learning rate at the end of the cosine")
     warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warm-up")
-    weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on 1-D parameters)")
+    weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on 1-D parameters and the cls token)")
     layer_decay: float = setting(0.75, "layer-wise learning-rate decay (the official param_groups_lrd)")
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy")
     seed: int = setting(0, "seeds the labelled subset, the head, the batches and the augmentation")
     threads: int = setting(0, "CPU threads for the NumPy backend: 0 = one per core")
     json: str = setting(None, "also write the result to this file")
+    overwrite: bool = setting(False, "replace an existing result in --out instead of refusing")
     progress: bool = setting(True, "progress bars")
 
     def validate(self):

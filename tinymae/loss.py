@@ -1,5 +1,7 @@
 """The reconstruction loss, as `forward_loss` in models_mae.py: mean squared error per patch, averaged
-over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches")."""
+over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches").
+And the classifiers' losses: the linear probe's binary cross-entropy, and fine-tuning's softmax
+cross-entropy with label smoothing."""
 from .backend import xp
 
 
@@ -52,3 +54,40 @@ def bce_logits_backward(dloss, cache):
     z, y = cache
     sigmoid = 0.5 * (1.0 + xp.tanh(0.5 * z))  # the logistic function, without overflow for large |z|
     return (sigmoid - y) * (dloss / z.shape[0])  # (N,)
+
+
+def softmax_cross_entropy_forward(logits, labels, smoothing=0.0):
+    """Softmax cross-entropy with label smoothing, the fine-tuning loss: logits (N, C), labels (N,) integer
+    class ids -> the mean loss over the batch (a 0-d backend array) and the cache.
+
+    timm's LabelSmoothingCrossEntropy, which main_finetune.py of the official MAE uses when mixup is off:
+        loss = (1 - s) * (-log p[y]) + s * mean over classes c of (-log p[c])
+    that is, the cross-entropy against the target q = (1 - s) onehot(y) + s / C. It is the same as
+    torch.nn.functional.cross_entropy(logits, labels, label_smoothing=s).
+
+    log p = z - logsumexp(z), computed as (z - max z) - log(sum exp(z - max z)): every exponent is at most
+    0, so no exp overflows however large the logits (the log-sum-exp trick), and the largest term of the
+    sum is exactly 1, so the log never sees 0.
+    """
+    N, C = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C) each row's largest is 0
+    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
+    nll = -log_probs[xp.arange(N), labels]  # (N,) -log p[y]
+    uniform = -log_probs.mean(axis=1)  # (N,) the smoothing term: the mean of -log p over the classes
+    loss = ((1.0 - smoothing) * nll + smoothing * uniform).mean()  # ()
+    cache = (log_probs, labels, smoothing)
+    return loss, cache
+
+
+def softmax_cross_entropy_backward(dloss, cache):
+    """dloss: upstream gradient of the mean loss -> dlogits (N, C) = dloss * (softmax(z) - q) / N.
+
+    Each image's loss is -sum_c q_c log p_c with sum_c q_c = 1, and d(-log p_c)/dz_k = p_k - [c = k], so
+    its gradient is p - q: the softmax minus the smoothed target."""
+    log_probs, labels, smoothing = cache
+    N, C = log_probs.shape
+    dlogits = xp.exp(log_probs)  # (N, C) softmax(z), fresh: turned into the gradient in place
+    dlogits -= smoothing / C
+    dlogits[xp.arange(N), labels] -= 1.0 - smoothing  # p - q
+    dlogits *= dloss / N
+    return dlogits

@@ -216,39 +216,43 @@ class MaskedAutoencoderViT:
     def backward(self, dloss, cache):
         """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients like
         self.params. Every step of forward, last one first."""
+        dpred = mse_backward(dloss, cache.loss)  # (N, L, P) forward_loss
+        dlatent, grads = self.backward_decoder(dpred, cache.decoder)  # (N, 1+K, D)
+        grads.update(self.backward_encoder(dlatent, cache.encoder))
+        return {name: grads[name] for name in self.params}
+
+    def backward_decoder(self, dpred, cache):
+        """forward_decoder in reverse: dpred (N, L, P) -> dlatent (N, 1+K, D), the decoder's gradients."""
         cfg = self.config
         grads = {}
-
-        # forward_loss
-        dpred = mse_backward(dloss, cache.loss)  # (N, L, P)
-
-        # forward_decoder, last step first
-        dec = cache.decoder
         N, L, P = dpred.shape
         dx = xp.zeros((N, 1 + L, P), dtype=dpred.dtype)  # (N, 1+L, P) the cls token's prediction was
         dx[:, 1:] = dpred  # dropped: it gets zero gradient
-        dx, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dx, dec.decoder_pred)  # (N, 1+L, Dd)
-        dx, grads["decoder_norm.w"], grads["decoder_norm.b"] = layernorm_backward(dx, dec.decoder_norm)
+        dx, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dx, cache.decoder_pred)  # (N, 1+L, Dd)
+        dx, grads["decoder_norm.w"], grads["decoder_norm.b"] = layernorm_backward(dx, cache.decoder_norm)
         for i in reversed(range(cfg.decoder_depth)):
-            dx, block_grads = block_backward(dx, dec.blocks[i])  # (N, 1+L, Dd)
+            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+L, Dd)
             for name, g in block_grads.items():
                 grads[f"decoder_blocks.{i}.{name}"] = g
         # decoder_pos_embed is a constant: the gradient passes through the addition unchanged.
-        dx, step_grads = self.append_mask_tokens_backward(dx, dec.mask_tokens)  # (N, 1+K, Dd)
+        dx, step_grads = self.append_mask_tokens_backward(dx, cache.mask_tokens)  # (N, 1+K, Dd)
         grads.update(step_grads)
-        dlatent, grads["decoder_embed.w"], grads["decoder_embed.b"] = linear_backward(dx, dec.decoder_embed)
+        dlatent, grads["decoder_embed.w"], grads["decoder_embed.b"] = linear_backward(dx, cache.decoder_embed)
+        return dlatent, grads
 
-        # forward_encoder, last step first
-        enc = cache.encoder
-        dx, grads["norm.w"], grads["norm.b"] = layernorm_backward(dlatent, enc.norm)  # (N, 1+K, D)
+    def backward_encoder(self, dlatent, cache):
+        """forward_encoder in reverse: dlatent (N, 1+K, D) -> the encoder's gradients (the image needs none)."""
+        cfg = self.config
+        grads = {}
+        dx, grads["norm.w"], grads["norm.b"] = layernorm_backward(dlatent, cache.norm)  # (N, 1+K, D)
         for i in reversed(range(cfg.depth)):
-            dx, block_grads = block_backward(dx, enc.blocks[i])  # (N, 1+K, D)
+            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+K, D)
             for name, g in block_grads.items():
                 grads[f"blocks.{i}.{name}"] = g
         # The one cls token was expanded to every image (a fan-out): its gradient is the sum over them.
         grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, D)
-        dx, step_grads = self.random_masking_backward(dx[:, 1:], enc.masking)  # (N, L, D) zeros at removed patches
+        dx, step_grads = self.random_masking_backward(dx[:, 1:], cache.masking)  # (N, L, D) zeros at removed patches
         grads.update(step_grads)
         # pos_embed is a constant: the gradient passes through the addition unchanged.
-        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, enc.patch_embed, need_dx=False)
-        return {name: grads[name] for name in self.params}
+        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, cache.patch_embed, need_dx=False)
+        return grads

@@ -56,11 +56,14 @@ def cpu_count():
 class DataParallel:
     """model.forward + model.backward and AdamW steps, spread over `threads` worker threads."""
 
-    def __init__(self, model, threads=0):
+    def __init__(self, model, threads=0, shard_images=None):
+        """model: has forward(*inputs) -> (loss, ..., cache) and backward(dloss, cache) -> grads, its loss a
+        mean over the images of the batch. shard_images: images per shard (default: SHARD_IMAGES)."""
         self.model = model
         self.threads = threads or cpu_count()
         on_cpu = backend.name != "cupy"
-        self.shard_images = SHARD_IMAGES[model.arch] if on_cpu and self.threads > 1 else None
+        shard_images = shard_images or SHARD_IMAGES.get(model.arch)
+        self.shard_images = shard_images if on_cpu and self.threads > 1 else None
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinymae") if on_cpu and self.threads > 1 \
             else None
         self.blas = ThreadpoolController() if self.pool is not None else None
@@ -71,12 +74,13 @@ class DataParallel:
             self.pool.shutdown()
 
     # ------------------------------------------------------------------------------------------
-    def loss_and_grads(self, imgs, noise):
-        """-> (loss, grads): the batch's mean loss (a 0-d backend array) and its gradient dict."""
-        N = imgs.shape[0]
+    def loss_and_grads(self, *inputs):
+        """inputs: the batch, e.g. (imgs, noise), each with the images along axis 0 -> (loss, grads): the
+        batch's mean loss (a 0-d backend array) and its gradient dict, as model.forward + model.backward."""
+        N = inputs[0].shape[0]
         if self.shard_images is None or N <= self.shard_images:
-            loss, _, _, cache = self.model.forward(imgs, noise)
-            return loss, self.model.backward(1.0, cache)
+            outputs = self.model.forward(*inputs)  # (loss, ..., cache)
+            return outputs[0], self.model.backward(1.0, outputs[-1])
 
         bounds = [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)]
 
@@ -84,10 +88,11 @@ class DataParallel:
             """Forward and backward of shards w, w + T, ...: the sum of their weighted losses and gradients."""
             loss_sum, grads_sum = None, None
             for start, stop in bounds[w::self.threads]:
-                loss, _, _, cache = self.model.forward(imgs[start:stop], noise[start:stop])
+                outputs = self.model.forward(*(a[start:stop] for a in inputs))  # (loss, ..., cache)
+                loss = outputs[0]
                 weight = (stop - start) / N  # this shard's share of the batch mean
-                grads = self.model.backward(weight, cache)
-                del cache  # free the shard's activations before the next shard's forward
+                grads = self.model.backward(weight, outputs[-1])
+                del outputs  # free the shard's activations before the next shard's forward
                 if grads_sum is None:
                     loss_sum, grads_sum = loss * weight, grads
                 else:

@@ -20,7 +20,6 @@ Every setting is a field of config.PretrainConfig (the recipe) or of the model's
 built from them.
 """
 import argparse
-import glob
 import json
 import math
 import os
@@ -42,7 +41,6 @@ from .data import (DataError, center_crop, channel_stats, download_catsdogs, fin
 from .evaluate import figure_batch, reconstruction_metrics
 from .figures import save_loss_curves, save_reconstructions
 from .files import check_writable, remove_stale_temporaries, write_atomically
-from .masking import masking_noise
 from .models import build_model
 from .optim import AdamW, cosine_lr
 from .parallel import DataParallel
@@ -112,6 +110,7 @@ class PretrainData:
                             "--val-fraction")
         self.train_images = dataset.images[train_idx]  # (N_train, S_load, S_load, 3) uint8
         self.val_images = center_crop(dataset.images[val_idx], img_size)  # (N_val, S, S, 3) uint8
+        self.train_labels, self.val_labels = dataset.labels[train_idx], dataset.labels[val_idx]  # 0 cat, 1 dog
         self.mean, self.std = channel_stats(self.train_images)  # (3,), (3,) in [0, 1] units, training split only
         # The mean-patch baseline: the training images' average patch at each position, in pixels.
         train_pix = center_crop(self.train_images, img_size).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
@@ -379,8 +378,13 @@ def pretrain(cfg, model_typed=None, typed=None):
     print(f"done in {wall_time:.0f} s. Validation masked-patch MSE {final['masked_mse']:.5f} ({final['masked_psnr']:.2f} dB); "
           f"baselines: mean patch {base['mean_patch']['masked_mse']:.5f}, visible mean "
           f"{base['visible_mean']['masked_mse']:.5f}, nearest visible {base['nearest_visible']['masked_mse']:.5f}; "
-          f"ratio to mean patch {final['ratio_to_mean_patch']:.3f}. Outputs in {cfg.out}/")
+          f"ratio to mean patch {ratio_text(final['ratio_to_mean_patch'])}. Outputs in {cfg.out}/")
     return metrics
+
+
+def ratio_text(ratio):
+    """None when the mean-patch baseline is exact (every image is the average image): no ratio to show."""
+    return "n/a" if ratio is None else f"{ratio:.3f}"
 
 
 def main(argv=None, prog="python -m tinymae.pretrain"):

@@ -1,0 +1,406 @@
+"""Fine-tune a pre-trained ViT MAE encoder to tell cats from dogs: the paper's end-to-end fine-tuning
+protocol (Sec. 4; Appendix A.1, Table 9), as main_finetune.py, engine_finetune.py and util/lr_decay.py of
+the official MAE, for tinymae's engine.
+
+    python -m tinymae.finetune --checkpoint runs/vit/checkpoint.npz --data ../shared/data/catsdogs
+    python -m tinymae.finetune ... --from-scratch            # the same network and recipe, random init
+    python -m tinymae.finetune ... --labels-per-class 100    # only 100 labelled photos of each class
+
+A run, in the order of `finetune`:
+
+    read the checkpoint   a ViT MAE written by tinymae.pretrain; refuse anything else
+    FinetuneData          the pre-training run's own split and statistics, rebuilt from its settings:
+                          fine-tune on (N per class of) its training images, measure on its validation
+                          images, the same ones for every N, never seen in fine-tuning
+    the model             models_vit.ViTClassifier: the pre-trained (or a freshly initialised) encoder,
+                          global pooling, fc_norm and a new head
+    AdamW                 betas (0.9, 0.999), weight decay 0.05 (none on 1-D parameters and cls_token),
+                          layer-wise learning-rate decay (param_groups_lrd), warm-up + half-cycle cosine
+    for every epoch:
+        train_one_epoch   shuffled batches: crop + flip, normalise, forward, backward, AdamW
+        accuracy          top-1 accuracy on the validation images (centre crop), and on the training images
+    classifier.npz and result.json in --out, and the result as one JSON line on stdout
+
+Scaled down from the paper's ViT-B recipe (Table 9): no mixup, cutmix, random erasing or drop path (this
+engine has none of them, and a 4-block ViT on 48-pixel photos needs far less regularisation than ViT-B on
+ImageNet); the augmentation is the pre-training one (random crop + flip, data.py). The position table
+stays the fixed sin-cos one (timm's ViT would fine-tune it from that start). Every setting is a field of
+config.FinetuneConfig; the flags are built from it.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import backend, speed
+from .backend import asarray, host_rng, to_numpy
+from .checkpoint import CheckpointError, load_params, read_checkpoint, save_checkpoint
+from .config import FinetuneConfig, PretrainConfig, add_config_arguments, model_config
+from .data import CLASSES, DataError, center_crop, load_dataset, normalize, random_crop_flip
+from .files import check_writable, remove_stale_temporaries, write_atomically
+from .mae_vit import MaskedAutoencoderViT
+from .models_vit import ViTClassifier
+from .optim import AdamW, cosine_lr, one_dimensional
+from .parallel import SHARD_IMAGES, DataParallel
+from .pretrain import PretrainData, prefetched
+
+EVAL_BATCH = 256  # images per forward pass when measuring accuracy
+TRAIN_ACCURACY_IMAGES = 1000  # the training accuracy's sample: +-1.6% at most (one standard error)
+RESULT_FILES = ("classifier.npz", "result.json")
+
+
+class FinetuneError(Exception):
+    """A run that cannot start or go on, with what is wrong and what to do (one line for the user)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# settings
+
+def parse_args(argv=None, prog="python -m tinymae.finetune"):
+    """-> the run's settings (a FinetuneConfig), every flag validated before any work."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fine-tune the encoder of a ViT MAE checkpoint (python -m tinymae.pretrain --arch vit) to "
+                    "classify cats and dogs, as the paper's end-to-end fine-tuning, or train the same network "
+                    "from scratch. Prints the validation accuracy as one JSON line. Set TINYMAE_BACKEND=cupy "
+                    "to train on a GPU.")
+    add_config_arguments(parser, FinetuneConfig)
+    cfg = FinetuneConfig(**vars(parser.parse_args(argv)))
+    for name in ("checkpoint", "data"):
+        if getattr(cfg, name) is None:
+            parser.error(f"--{name} is required: {FinetuneConfig.__dataclass_fields__[name].metadata['help']}")
+    try:
+        cfg.validate()
+    except ValueError as e:
+        parser.error(str(e))
+    return cfg
+
+
+def default_out(cfg):
+    """<checkpoint's folder>/finetune[-scratch][-N<labels>]-seed<S>: one folder per variant and seed."""
+    name = "finetune" + ("-scratch" if cfg.from_scratch else "")
+    if cfg.labels_per_class is not None:
+        name += f"-N{cfg.labels_per_class}"
+    return os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), f"{name}-seed{cfg.seed}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the checkpoint
+
+def read_vit_checkpoint(path):
+    """-> (header, arrays, ViTConfig) of a ViT MAE pre-training checkpoint; FinetuneError for any other."""
+    header, arrays = read_checkpoint(path)
+    arch, config = header.get("arch"), header.get("config")
+    if arch != "vit":
+        raise FinetuneError(f"{path} holds a model of architecture {arch!r}; fine-tuning needs the encoder of a "
+                            "ViT MAE (a checkpoint of python -m tinymae.pretrain --arch vit)")
+    if not isinstance(header.get("settings"), dict) or not isinstance(header.get("data"), dict):
+        raise FinetuneError(f"{path} was not written by tinymae.pretrain (it has no run settings), so its "
+                            "training split cannot be rebuilt")
+    config = model_config("vit", config)  # read_checkpoint has checked that it builds
+    if config.encoder_mask_tokens:
+        raise FinetuneError(f"{path} is the encoder-mask-tokens ablation (the paper's Table 1c), whose encoder "
+                            "expects mask tokens; fine-tune an MAE proper (pre-trained without "
+                            "--encoder-mask-tokens)")
+    return header, arrays, config
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+def labelled_subset(labels, per_class, seed):
+    """Indices (sorted) of `per_class` images of each class, drawn without replacement by `seed`.
+
+    labels: (N,) host int64, 0 = cat, 1 = dog. DataError if a class has fewer images."""
+    rng = host_rng([seed, 0])  # a generator of its own (see finetune): the subset does not move the batches
+    chosen = []
+    for label, name in enumerate(CLASSES):
+        idx = np.flatnonzero(labels == label)  # (n_class,)
+        if per_class > len(idx):
+            raise DataError(f"--labels-per-class {per_class} asks for more {name} images than the pre-training "
+                            f"run's training split has ({len(idx)}); choose at most {len(idx)}")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+class FinetuneData:
+    """The labelled training images, the validation images and the normalisation, all host arrays.
+
+    Rebuilt exactly as pre-training built them (pretrain.PretrainData with the checkpoint's settings), so
+    that the validation images are ones the encoder never saw in pre-training, and images are normalised
+    with the statistics it was trained with."""
+
+    def __init__(self, cfg, header, img_size, patch_size):
+        saved = header["settings"]
+        settings = {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
+        settings.update(data=cfg.data, download=False, progress=cfg.progress)
+        split = PretrainData(PretrainConfig(**settings), img_size, patch_size)
+        expected = header["data"].get("fingerprint")
+        if split.info["fingerprint"] != expected:
+            raise DataError(
+                f"the images under {cfg.data} are not the ones {cfg.checkpoint} was pre-trained on (it used "
+                f"{header['data'].get('n_train', 0) + header['data'].get('n_val', 0)} images with fingerprint "
+                f"{expected}; now {split.info['n_train'] + split.info['n_val']} with {split.info['fingerprint']}). "
+                "Its split and normalisation would not hold: point --data at the pre-training images")
+        self.labelled = (np.arange(len(split.train_labels)) if cfg.labels_per_class is None
+                         else labelled_subset(split.train_labels, cfg.labels_per_class, cfg.seed))  # (n,)
+        self.train_images = split.train_images[self.labelled]  # (n, S_load, S_load, 3) uint8
+        self.train_labels = split.train_labels[self.labelled]  # (n,) int64
+        self.val_images, self.val_labels = split.val_images, split.val_labels  # (N_val, S, S, 3) centre-cropped
+        self.mean, self.std = split.mean, split.std  # (3,), (3,) the pre-training statistics
+        self.info = {**split.info, "n_labelled": int(len(self.labelled))}
+
+
+def training_batches(data, perm, batch_size, img_size, rng):
+    """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,))."""
+    for i in range(len(perm) // batch_size):
+        idx = perm[i * batch_size:(i + 1) * batch_size]  # (B,)
+        batch = random_crop_flip(data.train_images[idx], img_size, rng)  # (B, S, S, 3)
+        yield normalize(batch, data.mean, data.std), data.train_labels[idx]
+
+
+def accuracy(model, images, labels, mean, std):
+    """Top-1 accuracy of `model` on uint8 images (N, S, S, 3) (already cropped) with host labels (N,)."""
+    correct = 0
+    for start in range(0, len(images), EVAL_BATCH):
+        x = asarray(normalize(images[start:start + EVAL_BATCH], mean, std))  # (n, 3, S, S)
+        predicted = to_numpy(model.predict(x).argmax(axis=1))  # (n,)
+        correct += int((predicted == labels[start:start + EVAL_BATCH]).sum())
+    return correct / len(images)
+
+
+# ----------------------------------------------------------------------------------------------
+# the optimiser: util/lr_decay.py of the official MAE
+
+def get_layer_id_for_vit(name, num_layers):
+    """The layer a parameter belongs to (BEiT's rule, as the official code): 0 for the embeddings, i + 1
+    for block i, num_layers for everything after the blocks (fc_norm, head)."""
+    if name in ("cls_token", "pos_embed"):
+        return 0
+    if name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks"):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
+def param_groups_lrd(params, depth, layer_decay=0.75, no_weight_decay_list=("cls_token", "pos_embed")):
+    """Layer-wise learning-rate decay (Clark et al., 2020, ELECTRA; BEiT; the paper's A.1), as the
+    official param_groups_lrd: -> (lr_scale {name: factor}, no_decay names), what AdamW takes.
+
+    Each layer's rate is layer_decay times the one above it: the head trains at the full rate, the last
+    block at layer_decay, ..., the embeddings at layer_decay ** (depth + 1). Lower layers, which carry
+    the most general pre-trained features, move least. No weight decay on 1-D parameters (biases,
+    LayerNorms) nor on timm's no_weight_decay() list (cls_token, pos_embed).
+    """
+    num_layers = depth + 1
+    layer_scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
+    lr_scale = {name: layer_scales[get_layer_id_for_vit(name, num_layers)] for name in params}
+    no_decay = one_dimensional(params) + tuple(name for name in no_weight_decay_list if name in params)
+    return lr_scale, no_decay
+
+
+def build_optimizer(model, cfg):
+    """AdamW as main_finetune.py builds it: torch.optim.AdamW(param_groups_lrd(...), lr) with PyTorch's
+    default betas (0.9, 0.999), not pre-training's (0.9, 0.95)."""
+    lr_scale, no_decay = param_groups_lrd(model.params, model.config.depth, cfg.layer_decay)
+    return AdamW(model.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, no_decay=no_decay,
+                 lr_scale=lr_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# one epoch
+
+def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, progress=True):
+    """One pass over the labelled images, as engine_finetune.train_one_epoch. -> a dict of figures.
+
+    runner: parallel.DataParallel (model.forward + model.backward on every core, and the AdamW step).
+    schedule(step) -> learning rate before layer decay."""
+    steps = len(data.train_images) // cfg.batch_size  # the last partial batch is dropped, as the official loader
+    perm = rng.permutation(len(data.train_images))
+    batches = prefetched(training_batches(data, perm, cfg.batch_size, model.config.img_size, rng))
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, disable=not progress)
+    t0 = time.perf_counter()
+    loss_sum = 0.0
+    for i in range(steps):
+        imgs, labels = next(batches)
+        imgs, labels = asarray(imgs), asarray(labels)  # host -> device
+
+        loss, grads = runner.loss_and_grads(imgs, labels)  # model.forward, model.backward(1.0, cache)
+        optimizer.lr = schedule(epoch * steps + i)  # AdamW scales it per parameter (lr_scale)
+        runner.optimizer_step(optimizer, grads)
+        del grads
+
+        loss_value = float(loss)  # the one device -> host number per step
+        if not math.isfinite(loss_value):
+            batches.close()
+            raise FinetuneError(f"the loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; try a lower "
+                                "--lr or more --warmup-epochs")
+        loss_sum += loss_value
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+    for _ in batches:  # the generator is done: this ends its thread
+        pass
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return {"train_loss": loss_sum / steps, "lr": optimizer.lr, "train_time_s": seconds,
+            "train_images_per_s": steps * cfg.batch_size / seconds}
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+def check_outputs(cfg):
+    """Everything about the outputs that can fail, checked before any work (a copy of cfg with --out set)."""
+    cfg = FinetuneConfig(**vars(cfg))
+    cfg.out = cfg.out or default_out(cfg)
+    existing = [name for name in RESULT_FILES if os.path.exists(os.path.join(cfg.out, name))]
+    if existing and not cfg.overwrite:
+        raise FinetuneError(f"{cfg.out} already holds a fine-tuning result ({', '.join(existing)}); running "
+                            "again would replace it. Choose another --out, or pass --overwrite to replace it")
+    try:
+        check_writable(cfg.out)  # a read-only or full folder fails now, not after the last epoch
+    except OSError as e:
+        raise FinetuneError(f"--out: {e}") from None
+    if cfg.json is not None:
+        if os.path.isdir(cfg.json):
+            raise FinetuneError(f"--json {cfg.json} is a folder; give a file name such as result.json")
+        try:
+            check_writable(os.path.dirname(os.path.abspath(cfg.json)))
+        except OSError as e:
+            raise FinetuneError(f"--json: {e}") from None
+    return cfg
+
+
+def load_test_images(cfg, load_size, img_size):
+    """Every readable image of --test-data (any layout data.py reads), centre-cropped, and its labels."""
+    dataset = load_dataset(cfg.test_data, size=load_size, progress=cfg.progress)
+    return center_crop(dataset.images, img_size), dataset.labels
+
+
+def finetune(cfg):
+    """Run the fine-tuning described by cfg (a FinetuneConfig). -> the result dict (also printed by main).
+
+    Raises FinetuneError, DataError or CheckpointError with a message for the user."""
+    header, arrays, mcfg = read_vit_checkpoint(cfg.checkpoint)
+    cfg = check_outputs(cfg)
+    remove_stale_temporaries(cfg.out, RESULT_FILES)  # left by a killed run (files.py)
+    speed.keep_freed_memory()  # reuse freed big arrays instead of page-faulting new memory (speed.py)
+
+    data = FinetuneData(cfg, header, mcfg.img_size, mcfg.patch_size)
+    test = load_test_images(cfg, data.info["load_size"], mcfg.img_size) if cfg.test_data else None
+
+    # Every random draw comes from a generator of its own, so that changing one use leaves the others
+    # alone: [seed, 0] the labelled subset (labelled_subset), [seed, 1] the batches and augmentation,
+    # [seed, 2] the training-accuracy sample, [seed, 3] the head; --from-scratch's encoder is
+    # MaskedAutoencoderViT(config, seed), initialised as pre-training initialises it.
+    mae = MaskedAutoencoderViT(mcfg, seed=cfg.seed)
+    if not cfg.from_scratch:
+        load_params(mae, arrays, cfg.checkpoint)
+    model = ViTClassifier(mae, num_classes=len(CLASSES), smoothing=cfg.label_smoothing, seed=[cfg.seed, 3])
+    del mae, arrays
+
+    optimizer = build_optimizer(model, cfg)
+    # Shards of the ViT's size: the classifier's step is the ViT encoder's, on all 1+L tokens.
+    runner = DataParallel(model, cfg.threads, shard_images=SHARD_IMAGES["vit"])
+    n_train = len(data.train_images)
+    cfg.batch_size = min(cfg.batch_size, n_train)
+    steps_per_epoch = n_train // cfg.batch_size
+    total_steps, warmup_steps = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+
+    def schedule(step):
+        return cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+
+    # Training accuracy is measured like the validation one (centre crops, after the epoch), so that the
+    # gap between the two is the over-fitting; on a fixed sample of the labelled images, so that it costs
+    # a few seconds per epoch, not one more pass over the whole training set.
+    train_eval = np.sort(host_rng([cfg.seed, 2]).permutation(n_train)[:TRAIN_ACCURACY_IMAGES])  # (n_eval,)
+    train_eval_images = center_crop(data.train_images[train_eval], mcfg.img_size)  # (n_eval, S, S, 3)
+    rng = host_rng([cfg.seed, 1])  # each epoch's order, then its batches' crops and flips
+
+    source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
+    print(f"ViT classifier from {source}, {model.num_params():,} parameters, backend {backend.name}"
+          f"{'' if runner.pool is None else f', {runner.threads} threads'}; {n_train} labelled training / "
+          f"{len(data.val_images)} validation images; {steps_per_epoch} steps of {cfg.batch_size} per epoch",
+          flush=True)
+
+    history, wall_time = [], 0.0
+    try:
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            stats = train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, cfg.progress)
+            train_acc = accuracy(model, train_eval_images, data.train_labels[train_eval], data.mean, data.std)
+            val_acc = accuracy(model, data.val_images, data.val_labels, data.mean, data.std)
+            wall_time += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, **stats, "train_accuracy": train_acc, "val_accuracy": val_acc,
+                            "epoch_time_s": time.perf_counter() - t0})
+            print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  train accuracy "
+                  f"{100 * train_acc:5.1f}%  val accuracy {100 * val_acc:5.1f}%  {stats['train_time_s']:.1f} s, "
+                  f"{stats['train_images_per_s']:.0f} img/s", flush=True)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted; nothing was saved (a fine-tuning run is saved at its end)") from None
+    finally:
+        runner.close()
+
+    # ---- results: classifier.npz, result.json, --json ------------------------------------------
+    result = {"checkpoint": os.path.abspath(cfg.checkpoint), "from_scratch": cfg.from_scratch,
+              "labels_per_class": cfg.labels_per_class, "seed": cfg.seed, "epochs": cfg.epochs,
+              "n_train": n_train, "n_val": len(data.val_images), "val_accuracy": history[-1]["val_accuracy"],
+              "train_accuracy": history[-1]["train_accuracy"], "final_train_loss": history[-1]["train_loss"]}
+    if test is not None:
+        result.update(test_data=os.path.abspath(cfg.test_data), n_test=len(test[0]),
+                      test_accuracy=accuracy(model, test[0], test[1], data.mean, data.std))
+    result.update(backend=backend.name, wall_time_s=wall_time, out=os.path.abspath(cfg.out))
+
+    details = {**result, "settings": vars(cfg), "pretrain_settings": header["settings"], "data": data.info,
+               "labelled_indices": data.labelled.tolist() if cfg.labels_per_class is not None else None,
+               "history": history}
+    save_checkpoint(os.path.join(cfg.out, "classifier.npz"), model,
+                    meta={"num_classes": model.num_classes, "label_smoothing": model.smoothing, **details})
+    write_atomically(os.path.join(cfg.out, "result.json"), lambda f: f.write(json.dumps(details, indent=2).encode()))
+    if cfg.json is not None:
+        write_atomically(cfg.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return result
+
+
+def load_classifier(path):
+    """A fine-tuned classifier saved by `finetune` (<out>/classifier.npz) -> (ViTClassifier, header).
+
+    header["data"] holds the normalisation (mean, std) its images need."""
+    header, arrays = read_checkpoint(path)
+    if header.get("arch") != ViTClassifier.arch:
+        raise CheckpointError(f"{path} holds a {header.get('arch')} model, not a fine-tuned ViT classifier "
+                              "(python -m tinymae.finetune writes <out>/classifier.npz)")
+    try:
+        config = model_config("vit", header["config"])
+        model = ViTClassifier(MaskedAutoencoderViT(config), num_classes=header["num_classes"],
+                              smoothing=header["label_smoothing"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has an unusable header ({type(e).__name__}: {e})") from None
+    load_params(model, arrays, path)
+    return model, header
+
+
+def main(argv=None, prog="python -m tinymae.finetune"):
+    """The command line: one clear line and a non-zero exit code for every error a user can cause."""
+    cfg = parse_args(argv, prog)
+    try:
+        result = finetune(cfg)
+    except (FinetuneError, DataError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk or a folder that became read-only while training
+        sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}); free some space or fix the "
+                 "permissions, then run again")
+    except KeyboardInterrupt as e:
+        sys.exit(f"\n{e}" if str(e) else "\ninterrupted")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

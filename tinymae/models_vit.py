@@ -1,0 +1,170 @@
+"""The fine-tuning network: the MAE's ViT encoder with a classification head, as models_vit.py of the
+official MAE (timm's VisionTransformer with global_pool=True, the paper's fine-tuning default):
+
+  forward_encoder   patchify -> patch_embed (Linear P -> D) -> + pos_embed[:, 1:]
+                    -> prepend cls_token + pos_embed[:, :1]                          (N, 1+L, D)
+                    -> depth x Block                                                 (N, 1+L, D)
+  forward_features  forward_encoder -> global pool: the mean of the L patch tokens (the cls token
+                    is left out) -> fc_norm (a fresh LayerNorm)                      (N, D)
+  forward_head      head (Linear D -> num_classes)                                   = logits (N, C)
+  forward           + softmax cross-entropy with label smoothing (loss.py)
+  backward          the same steps in reverse order
+
+The encoder is MaskedAutoencoderViT's (mae_vit.py): the same parameters under the same names, the same
+fixed sin-cos position table, the same Blocks, every patch visible. Two steps of the MAE's encoder are
+not here, as in the official models_vit.py:
+  * masking: the classifier sees every patch, so there is nothing to remove (the MAE's forward_encoder
+    with mask_ratio=0 keeps all L tokens too, only shuffled, which changes nothing after attention and
+    the mean: tests/test_finetune.py checks that both encoders compute the same tokens);
+  * the final `norm`: with global_pool the official VisionTransformer deletes it (`del self.norm`) and
+    normalises the pooled vector with a new LayerNorm, fc_norm, instead. The MAE's norm.w / norm.b are
+    therefore not parameters of this model at all: neither used nor trained.
+The decoder and the mask token are dropped. The pre-trained weights are copied, so fine-tuning never
+changes the MAE they came from.
+
+Initialisation of the new parts, as main_finetune.py: fc_norm weight 1 and bias 0 (a fresh LayerNorm),
+head weight trunc_normal(std=2e-5) (a normal with std 2e-5 here: cut off at +-2 std or not, values
+that small make the same near-zero start) and bias 0, so that at the first step every class has the
+same probability and the pre-trained features are not disturbed by a random head.
+"""
+from typing import NamedTuple
+
+from .backend import host_rng, xp
+from .layers import layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones, zeros
+from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .patches import patchify
+from .transformer import BLOCK_PARAM_NAMES, block_backward, block_forward
+
+
+def encoder_param_names(config):
+    """The MAE parameters the classifier takes over, in the MAE's order: the encoder without its norm."""
+    names = ["patch_embed.w", "patch_embed.b", "cls_token"]
+    for i in range(config.depth):
+        names += [f"blocks.{i}.{name}" for name in BLOCK_PARAM_NAMES]
+    return names
+
+
+class ClassifierEncoderCache(NamedTuple):
+    patch_embed: tuple  # linear_forward's cache
+    blocks: list  # one block_forward cache per block
+
+
+class ClassifierCache(NamedTuple):
+    encoder: ClassifierEncoderCache
+    fc_norm: tuple  # layernorm_forward's cache
+    head: tuple  # linear_forward's cache
+    loss: tuple  # softmax_cross_entropy_forward's cache
+
+
+class ViTClassifier:
+    """The MAE's ViT encoder + global pooling + fc_norm + a Linear head; parameters in `self.params`."""
+
+    arch = "vit_classifier"
+
+    def __init__(self, mae, num_classes=2, smoothing=0.1, seed=0):
+        """mae: a MaskedAutoencoderViT, pre-trained or freshly initialised (its weights are copied).
+        smoothing: the label smoothing of the loss. seed: draws the head's initial weights (an int, or a
+        list of ints: any seed backend.host_rng takes)."""
+        if mae.arch != "vit" or mae.config.encoder_mask_tokens:
+            raise ValueError("ViTClassifier needs a MaskedAutoencoderViT (not the MLP, not the encoder-mask-tokens "
+                             "ablation)")
+        cfg = mae.config
+        self.config = cfg
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+        D = cfg.embed_dim
+        rng = host_rng(seed)
+
+        params = {name: mae.params[name].copy() for name in encoder_param_names(cfg)}
+        params["fc_norm.w"] = ones(D)  # (D,)
+        params["fc_norm.b"] = zeros(D)  # (D,)
+        params["head.w"] = normal(rng, (D, num_classes), std=2e-5)  # (D, C)
+        params["head.b"] = zeros(num_classes)  # (C,)
+        self.params = params
+        self.pos_embed = mae.pos_embed  # (1, 1+L, D) the fixed sin-cos table, a constant (read-only)
+
+    def block_params(self, i):
+        """Block i's parameters under timm's names (transformer.py)."""
+        return {name: self.params[f"blocks.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
+
+    def num_params(self):
+        return sum(int(v.size) for v in self.params.values())
+
+    # ------------------------------------------------------------------------------------------
+    def forward_encoder(self, imgs):
+        """imgs: (N, 3, H, W) -> tokens (N, 1+L, D) after the last block (no final norm), cache."""
+        cfg, params = self.config, self.params
+        N = imgs.shape[0]
+
+        # embed patches, add pos embed w/o cls token
+        x = patchify(imgs, cfg.patch_size)  # (N, L, P)
+        x, embed_cache = linear_forward(x, params["patch_embed.w"], params["patch_embed.b"])  # (N, L, D)
+        x = x + self.pos_embed[:, 1:]  # (N, L, D)
+
+        # append cls token
+        cls_token = params["cls_token"] + self.pos_embed[:, :1]  # (1, 1, D)
+        cls_tokens = xp.broadcast_to(cls_token, (N, 1, cfg.embed_dim))  # (N, 1, D) expand, no copy
+        x = xp.concatenate([cls_tokens, x], axis=1)  # (N, 1+L, D)
+
+        # apply Transformer blocks
+        block_caches = []
+        for i in range(cfg.depth):
+            x, block_cache = block_forward(x, self.block_params(i), cfg.num_heads)  # (N, 1+L, D)
+            block_caches.append(block_cache)
+        return x, ClassifierEncoderCache(embed_cache, block_caches)
+
+    def forward_features(self, imgs):
+        """imgs: (N, 3, H, W) -> the normalised, pooled features (N, D), and the caches of both steps."""
+        x, encoder_cache = self.forward_encoder(imgs)  # (N, 1+L, D)
+        x = x[:, 1:].mean(axis=1)  # (N, D) global pool, without the cls token
+        outcome, fc_norm_cache = layernorm_forward(x, self.params["fc_norm.w"], self.params["fc_norm.b"])  # (N, D)
+        return outcome, encoder_cache, fc_norm_cache
+
+    def forward_head(self, features):
+        """features: (N, D) -> logits (N, C), cache."""
+        return linear_forward(features, self.params["head.w"], self.params["head.b"])
+
+    def predict(self, imgs):
+        """imgs: (N, 3, H, W) -> logits (N, C), for evaluation (the caches are dropped)."""
+        features, _, _ = self.forward_features(imgs)  # (N, D)
+        logits, _ = self.forward_head(features)  # (N, C)
+        return logits
+
+    def forward(self, imgs, labels):
+        """The training step's forward: imgs (N, 3, H, W), labels (N,) -> loss, logits (N, C), cache."""
+        features, encoder_cache, fc_norm_cache = self.forward_features(imgs)  # (N, D)
+        logits, head_cache = self.forward_head(features)  # (N, C)
+        loss, loss_cache = softmax_cross_entropy_forward(logits, labels, self.smoothing)
+        return loss, logits, ClassifierCache(encoder_cache, fc_norm_cache, head_cache, loss_cache)
+
+    # ------------------------------------------------------------------------------------------
+    def backward(self, dloss, cache):
+        """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients like
+        self.params. Every step of forward, last one first."""
+        grads = {}
+        dlogits = softmax_cross_entropy_backward(dloss, cache.loss)  # (N, C)
+        dfeatures, grads["head.w"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (N, D)
+        dpooled, grads["fc_norm.w"], grads["fc_norm.b"] = layernorm_backward(dfeatures, cache.fc_norm)  # (N, D)
+
+        # global pool: each of the L patch tokens gets 1/L of the pooled gradient; the cls token, left
+        # out of the mean, gets none here (it still has one through attention in the blocks).
+        N, D = dpooled.shape
+        L = self.pos_embed.shape[1] - 1
+        dx = xp.zeros((N, 1 + L, D), dtype=dpooled.dtype)  # (N, 1+L, D)
+        dx[:, 1:] = (dpooled / L)[:, None, :]  # broadcast over the L tokens
+        grads.update(self.backward_encoder(dx, cache.encoder))
+        return {name: grads[name] for name in self.params}
+
+    def backward_encoder(self, dx, cache):
+        """forward_encoder in reverse: dx (N, 1+L, D) -> the encoder's gradients (the image needs none)."""
+        grads = {}
+        for i in reversed(range(self.config.depth)):
+            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+L, D)
+            for name, g in block_grads.items():
+                grads[f"blocks.{i}.{name}"] = g
+        # The one cls token was expanded to every image (a fan-out): its gradient is the sum over them.
+        grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, D)
+        # pos_embed is a constant: the gradient passes through the addition unchanged.
+        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx[:, 1:], cache.patch_embed,
+                                                                            need_dx=False)
+        return grads
