@@ -3,6 +3,8 @@
     python examples/walkthrough.py                                  # 8 synthetic images: always runs
     python examples/walkthrough.py --data ../shared/data/catsdogs   # 4 cats and 4 dogs from a photo folder
     python examples/walkthrough.py --markdown                       # the trace as the tables of the doc
+    python examples/walkthrough.py --values                         # numbers: masking worked out, attention
+    python examples/walkthrough.py --values --markdown              # the value blocks as the doc quotes them
 
 This is the companion of docs/walkthrough.md. It builds the default ViT MAE (the training script's
 defaults: ViTConfig()), takes one batch of 8 images and runs the forward pass one stage at a time with
@@ -15,11 +17,18 @@ engine's own calls: the two detailed blocks with transformer.block_forward / blo
 and prediction with MaskedAutoencoderViT.forward, every gradient with MaskedAutoencoderViT.backward. If the engine changes, this
 script fails loudly instead of describing a model that no longer exists, and tests/test_walkthrough.py
 checks that the doc's tables list exactly the stages and shapes printed here.
+
+--values prints numbers instead: random_masking worked out on one image of 8 patches (noise, ids_shuffle,
+ids_restore, ids_keep, mask, the kept tokens), the decoder's append of mask tokens and un-shuffle, and the
+gradient back through both; image 0's mask grid and index arrays; the cls token's attention row in encoder
+block 0; the gradient with the loss on removed or on all patches; and the blocks' cost by mask ratio. All
+from the engine's own functions with a fixed seed; the doc quotes each block and the test compares them.
 """
 import argparse
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,8 +42,8 @@ from tinymae.config import MLPConfig, ViTConfig
 from tinymae.loss import mse_backward, mse_forward
 from tinymae.mae_mlp import MaskedAutoencoderMLP
 from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.masking import (append_mask_tokens, append_mask_tokens_backward, masking_noise, random_masking,
-                             random_masking_backward)
+from tinymae.masking import (append_mask_tokens, append_mask_tokens_backward, gather_tokens, masking_noise,
+                             random_masking, random_masking_backward)
 from tinymae.optim import AdamW, cosine_lr
 from tinymae.patches import patchify
 from tinymae.transformer import block_backward, block_forward
@@ -94,6 +103,31 @@ def load_photos(data, n=BATCH, seed=0):
         print(f"note: fewer than {n // 2} readable images per class in {data}; using synthetic images")
     rng = host_rng(seed)
     return rng.integers(0, 256, size=(n, LOAD_SIZE, LOAD_SIZE, 3), dtype=np.uint8), f"{n} synthetic images"
+
+
+class Batch(NamedTuple):
+    photos: object  # (8, 54, 54, 3) uint8, host
+    mean: object  # (3,) per-channel mean in [0, 1] units, host
+    std: object  # (3,)
+    batch: object  # (8, 48, 48, 3) uint8 after the random crop and flip, host
+    imgs: object  # (8, 3, 48, 48) normalised float32, backend
+    noise: object  # (8, 64) masking noise, backend
+    source: str  # where the photos came from, in words
+    seed: int
+
+
+def the_batch(data, seed, cfg):
+    """The one batch the tour follows (the shape trace and --values alike), drawn as the training script
+    draws it: the crops and flips, then the masking noise, from one seeded host generator."""
+    rng = host_rng(seed + 1)
+    photos, source = load_photos(data, seed=seed)  # (8, 54, 54, 3) uint8
+    mean, std = channel_stats(photos)  # (3,), (3,): training uses the whole training split's
+    batch = random_crop_flip(photos, cfg.img_size, rng)  # (8, 48, 48, 3)
+    imgs = asarray(normalize(batch, mean, std))  # (8, 3, 48, 48)
+    # The crops draw the same count of numbers whatever the pixels, so the noise, and with it every mask
+    # and index array of the tour, depends on the seed only: the same for synthetic images and photos.
+    noise = masking_noise(rng, BATCH, cfg.num_patches)  # (8, 64)
+    return Batch(photos, mean, std, batch, imgs, noise, source, seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,19 +229,15 @@ def walkthrough(data=None, seed=0):
     cfg = ViTConfig()  # the defaults of examples/train_catsdogs.py --arch vit
     model = MaskedAutoencoderViT(cfg, seed=seed)
     p = model.params
-    rng = host_rng(seed + 1)  # as the training script: crops and flips, then masks, from one generator
 
     # ---- data -----------------------------------------------------------------------------------
     trace.section = "data"
-    photos, source = load_photos(data, seed=seed)  # (8, 54, 54, 3) uint8
-    trace.add("photos, resized and cached", "tinymae/data.py:load_dataset", photos)
-    mean, std = channel_stats(photos)  # (3,), (3,): training uses the whole training split's
-    trace.add("per-channel mean (and std)", "tinymae/data.py:channel_stats", mean)
-    batch = random_crop_flip(photos, cfg.img_size, rng)  # (8, 48, 48, 3)
-    trace.add("random crop and flip", "tinymae/data.py:random_crop_flip", batch)
-    imgs = asarray(normalize(batch, mean, std))  # (8, 3, 48, 48)
+    b = the_batch(data, seed, cfg)
+    imgs, noise = b.imgs, b.noise  # (8, 3, 48, 48), (8, 64)
+    trace.add("photos, resized and cached", "tinymae/data.py:load_dataset", b.photos)
+    trace.add("per-channel mean (and std)", "tinymae/data.py:channel_stats", b.mean)
+    trace.add("random crop and flip", "tinymae/data.py:random_crop_flip", b.batch)
     trace.add("imgs = (x/255 - mean) / std", "tinymae/data.py:normalize", imgs)
-    noise = masking_noise(rng, BATCH, cfg.num_patches)  # (8, 64)
     trace.add("noise", "tinymae/masking.py:masking_noise", noise)
 
     # ---- encoder --------------------------------------------------------------------------------
@@ -365,7 +395,7 @@ def walkthrough(data=None, seed=0):
     optimizer.step(grads)
     trace.add("AdamW moments m, v of patch_embed.w", "tinymae/optim.py:AdamW.step", optimizer.m["patch_embed.w"])
 
-    results = {"loss": float(loss), "source": source, "lr": optimizer.lr, "n_params": model.num_params()}
+    results = {"loss": float(loss), "source": b.source, "lr": optimizer.lr, "n_params": model.num_params()}
     return trace.stages, results
 
 
@@ -405,6 +435,292 @@ def mlp_walkthrough(seed=0):
     check_close("MLP pred", pred, engine_pred)
     check_close("MLP mask", mask, engine_mask, rtol=0)
     return trace.stages
+
+
+# ----------------------------------------------------------------------------------------------
+# the numbers, not only the shapes (--values)
+#
+# Each function below returns named blocks of text; docs/walkthrough.md quotes every block verbatim and
+# tests/test_walkthrough.py regenerates them and compares. Every number comes from the engine's own
+# functions on seeded inputs; the only numbers typed in are the worked example's easy inputs (its tokens,
+# mask token and upstream gradient), chosen so that every row shows where it came from.
+
+EXAMPLE_L, EXAMPLE_D, EXAMPLE_RATIO = 8, 3, 0.75  # 8 patches, tokens 3 wide: K = int(8 * 0.25) = 2
+
+
+def row_text(values, width=5, decimals=1):
+    """(7.0, 7.1, 7.2) -> '(  7.0   7.1   7.2)': one token on one line."""
+    return "(" + " ".join(f"{float(v):{width}.{decimals}f}" for v in values) + ")"
+
+
+def ints_text(values, width=3):
+    return " ".join(f"{int(v):{width}d}" for v in values)
+
+
+def masking_example(seed=0):
+    """The masking steps of MAE on one image of L = 8 patches, with the engine's functions -> a dict of host
+    arrays (N = 1 dropped), forward and backward.
+
+    The tokens are easy numbers, x[l] = (l, l + 0.1, l + 0.2), so that each row tells which patch it is;
+    the noise is drawn by masking_noise from host_rng(seed), as in training. The encoder (and the
+    decoder_embed Linear) would change the kept tokens' values but never their order, so here the kept
+    tokens go straight to the decoder's step, and its gradient straight back to the masking.
+    """
+    L, D = EXAMPLE_L, EXAMPLE_D
+    noise = masking_noise(host_rng(seed), 1, L)  # (1, L)
+    x = asarray(np.arange(L)[:, None] + 0.1 * np.arange(D)[None, :], dtype="float32")[None]  # (1, L, D)
+    x_masked, mask, ids_restore, masking_cache = random_masking(x, EXAMPLE_RATIO, noise)  # (1, K, D)
+    K = x_masked.shape[1]
+    ids_shuffle = xp.argsort(noise, axis=1)  # (1, L) as random_masking computes it
+
+    mask_token = asarray(np.full((1, 1, D), -1.0), dtype="float32")  # (1, 1, D) an easy value to spot
+    x_full, append_cache = append_mask_tokens(x_masked, mask_token, ids_restore)  # (1, L, D)
+    x_shuffled = xp.concatenate([x_masked, xp.broadcast_to(mask_token, (1, L - K, D))], axis=1)  # (1, L, D)
+
+    # An upstream gradient for the decoder's input with easy numbers: row l = (l, 1, 10 l) belongs to patch l.
+    dx_full = asarray(np.arange(L)[:, None] * np.array([1.0, 0.0, 10.0]) + np.array([0.0, 1.0, 0.0]),
+                      dtype="float32")[None]  # (1, L, D)
+    dx_masked, dmask_token = append_mask_tokens_backward(dx_full, append_cache)  # (1, K, D), (1, 1, D)
+    dx_shuffled = gather_tokens(dx_full, xp.argsort(ids_restore, axis=1))  # (1, L, D) what the backward gathers
+    check_close("append_mask_tokens as a gather of the appended sequence", gather_tokens(x_shuffled, ids_restore),
+                x_full, rtol=0)
+    check_close("append_mask_tokens_backward's kept slots", dx_shuffled[:, :K], dx_masked, rtol=0)
+    dx = random_masking_backward(dx_masked, masking_cache)  # (1, L, D)
+    dx_padded = xp.concatenate([dx_masked, xp.zeros((1, L - K, D), dtype=dx_masked.dtype)], axis=1)  # (1, L, D)
+    check_close("random_masking_backward as a gather of the padded gradient", gather_tokens(dx_padded, ids_restore),
+                dx, rtol=0)
+    arrays = dict(noise=noise, ids_shuffle=ids_shuffle, ids_restore=ids_restore, ids_keep=ids_shuffle[:, :K],
+                  mask=mask, x=x, x_masked=x_masked, mask_token=mask_token, x_shuffled=x_shuffled, x_full=x_full,
+                  dx_full=dx_full, dx_shuffled=dx_shuffled, dx_masked=dx_masked, dmask_token=dmask_token,
+                  dx_padded=dx_padded, dx=dx)
+    example = {name: to_numpy(a)[0] for name, a in arrays.items()}  # drop N = 1
+    example.update(K=K, L=L, D=D, seed=seed)
+    return example
+
+
+def masking_example_blocks(ex):
+    """The worked example as three blocks: masking, unshuffle (the decoder's side) and backward."""
+    L, K, D = ex["L"], ex["K"], ex["D"]
+    kept = [int(i) for i in ex["ids_keep"]]
+    removed = [int(i) for i in ex["ids_shuffle"][K:]]
+    cells = "".join(f"{i:6d}" for i in range(L))
+
+    def cells_of(values, fmt):
+        return "".join(f"{v:{fmt}}" for v in values)
+
+    masking = [
+        f"L = {L} patches, mask_ratio = {EXAMPLE_RATIO}: K = int({L} * (1 - {EXAMPLE_RATIO})) = {K} kept, "
+        f"{L - K} removed. One image,",
+        f"tokens D = {D} wide with easy values, x[l] = (l, l + 0.1, l + 0.2): the first number is the patch.",
+        "",
+        f"noise = masking_noise(host_rng({ex['seed']}), 1, {L})",
+        "  patch l     " + cells,
+        "  noise       " + cells_of(ex["noise"], "6.2f"),
+        "ids_shuffle = argsort(noise): the patches, smallest noise first",
+        "  slot s      " + cells,
+        "  patch       " + cells_of(ex["ids_shuffle"], "6d"),
+        "ids_restore = argsort(ids_shuffle): the slot each patch went to",
+        "  patch l     " + cells,
+        "  slot        " + cells_of(ex["ids_restore"], "6d"),
+        f"ids_keep = ids_shuffle[:{K}] = [{' '.join(map(str, kept))}]: the {K} smallest noise values are kept",
+        f"mask = (ids_restore >= {K}): 1 = removed, in patch order",
+        "  patch l     " + cells,
+        "  mask        " + cells_of(ex["mask"].astype(int), "6d"),
+        "",
+        "x_masked = gather_tokens(x, ids_keep): x_masked[k] = x[ids_keep[k]], what the encoder sees",
+    ]
+    for k, l in enumerate(kept):
+        masking.append(f"  k = {k}   x[{l}] = {row_text(ex['x_masked'][k])}")
+
+    unshuffle = [
+        f"mask_token = {row_text(ex['mask_token'][0])}: in the model one learned vector shared by every removed",
+        "patch; -1 here, to be easy to spot",
+        "append_mask_tokens(x_masked, mask_token, ids_restore), in two steps:",
+        f"1. x_shuffled = x_masked followed by {L - K} copies of mask_token: the slot order of ids_shuffle",
+    ]
+    for s in range(L):
+        what = f"kept token of patch {kept[s]}" if s < K else f"mask token, for patch {removed[s - K]}"
+        unshuffle.append(f"  slot {s}   {row_text(ex['x_shuffled'][s])}   {what}")
+    unshuffle.append("2. un-shuffle, gather_tokens(x_shuffled, ids_restore): x_full[l] = x_shuffled[ids_restore[l]]")
+    for l in range(L):
+        s = int(ex["ids_restore"][l])
+        what = "kept" if s < K else "mask token"
+        unshuffle.append(f"  patch {l} <- slot {s}   {row_text(ex['x_full'][l])}   {what}")
+    unshuffle.append("Every row is back at its patch: the decoder adds decoder_pos_embed[l] to row l, so each mask")
+    unshuffle.append("token learns where it is.")
+
+    def grad_text(row):
+        return row_text(row, width=3, decimals=0)
+
+    backward = [
+        "An upstream gradient for x_full with easy numbers, row l = (l, 1, 10 l):",
+        "  " + "   ".join(f"patch {l} {grad_text(ex['dx_full'][l])}" for l in range(0, L // 2)),
+        "  " + "   ".join(f"patch {l} {grad_text(ex['dx_full'][l])}" for l in range(L // 2, L)),
+        "",
+        "append_mask_tokens_backward(dx_full, cache): undo the un-shuffle by a gather with",
+        "ids_shuffle = argsort(ids_restore), dx_shuffled[s] = dx_full[ids_shuffle[s]]",
+    ]
+    for s in range(L):
+        l = int(ex["ids_shuffle"][s])
+        what = f"-> dx_masked[{s}], the kept token's gradient" if s < K else "-> summed into dmask_token"
+        backward.append(f"  slot {s} <- patch {l}   {grad_text(ex['dx_shuffled'][s])}   {what}")
+    backward += [
+        f"dmask_token = sum of slots {K}..{L - 1} (patches {' + '.join(map(str, removed))}) = "
+        f"{grad_text(ex['dmask_token'][0])}:",
+        f"  the one mask token was used {L - K} times, so its gradient is the sum of the {L - K} uses",
+        f"  (middle column: {L - K} ones).",
+        "",
+        "random_masking_backward(dx_masked, cache): pad the K gradients with L - K zero rows (slot",
+        "order), then gather with ids_restore, the same un-shuffle as the decoder's:",
+        "  dx_padded   " + "   ".join(f"slot {s} {grad_text(ex['dx_padded'][s])}" for s in range(K))
+        + f"   slots {K}..{L - 1} zero",
+    ]
+    for l in range(L):
+        s = int(ex["ids_restore"][l])
+        what = "kept: the gradient it sent" if s < K else "removed: zero, the encoder never saw it"
+        backward.append(f"  patch {l} <- slot {s}   {grad_text(ex['dx'][l])}   {what}")
+    backward.append("(The encoder between is taken as the identity here, so each kept patch gets back exactly")
+    backward.append("the gradient the decoder sent it; in the model the encoder's backward changes the values.)")
+    return [("masking", masking), ("unshuffle", unshuffle), ("backward", backward)]
+
+
+def grid_text(values_by_patch, grid, fmt):
+    """L values in patch order -> grid rows of text (patch l at row l // grid, column l % grid)."""
+    return ["".join(format(v, fmt) for v in values_by_patch[r * grid:(r + 1) * grid]) for r in range(grid)]
+
+
+def image_blocks(b, cfg, index=0):
+    """Image `index` of the tour's batch: its noise, mask grid and index arrays (L = 64, K = 16)."""
+    L, K, grid = cfg.num_patches, cfg.len_keep, cfg.img_size // cfg.patch_size
+    noise = to_numpy(b.noise)[index]  # (L,)
+    _, mask, ids_restore, _ = random_masking(asarray(np.zeros((1, L, 1), dtype="float32")), cfg.mask_ratio,
+                                             b.noise[index:index + 1])  # the tokens do not matter, only the noise
+    mask, ids_restore = to_numpy(mask)[0].astype(int), to_numpy(ids_restore)[0]  # (L,), (L,)
+    ids_shuffle = np.argsort(ids_restore)  # (L,) the inverse permutation
+    cells = [f"[{l:2d}]" if not mask[l] else f" {l:2d} " for l in range(L)]
+    lines = [
+        f"Image {index} of the tour's batch ({b.source}, --seed {b.seed}), on the {grid} x {grid} patch grid: "
+        "patch l at",
+        f"row l // {grid}, column l % {grid}. L = {L}, K = {K} kept. The noise depends on the seed only: --data gives "
+        "the",
+        "same arrays.",
+        "",
+    ]
+    noise_rows = grid_text(noise, grid, "5.2f")
+    restore_rows = grid_text(ids_restore, grid, "4d")
+    left = 2 + len(noise_rows[0]) + 6  # where the right-hand grid starts
+    lines.append(f"{'noise (the K smallest are kept)':<{left}}ids_restore (the slot of each patch)")
+    lines += [f"  {n}      {r}" for n, r in zip(noise_rows, restore_rows)]
+    mask_rows = [" ".join(cells[r * grid:(r + 1) * grid]) for r in range(grid)]
+    left = 2 + len(mask_rows[0]) + 6
+    lines += ["", f"{f'mask grid: [l] kept (slot < {K}), l removed':<{left}}mask (1 = removed)"]
+    for r in range(grid):
+        row_mask = " ".join(str(m) for m in mask[r * grid:(r + 1) * grid])
+        lines.append(f"  {mask_rows[r]}      {row_mask}")
+    lines += ["", f"ids_shuffle (slot s -> patch), {grid * 2} slots a line; the first line is ids_keep, what the "
+                  "encoder sees:"]
+    per_line = 2 * grid
+    for start in range(0, L, per_line):
+        label = "ids_keep" if start == 0 else "removed "
+        lines.append(f"  slots {start:2d}-{start + per_line - 1:2d} {label}  {ints_text(ids_shuffle[start:start + per_line])}")
+    return [("image", lines)]
+
+
+def attention_blocks(b, model, index=0):
+    """The cls token's row of encoder block 0's attention for image `index`, per head, from the engine's cache."""
+    cfg = model.config
+    _, _, ids_restore, cache = model.forward_encoder(b.imgs, b.noise)
+    attn = to_numpy(cache.blocks[0].attn.attn)[index]  # (H, 1+K, 1+K) softmax rows
+    ids_keep = np.argsort(to_numpy(ids_restore)[index])[:cfg.len_keep]  # (K,) the patch behind each token
+    H, T = attn.shape[0], attn.shape[1]
+    row = attn[:, 0, :]  # (H, T) the cls token (query 0) over every token
+    lines = [
+        f"Image {index} of the tour's batch ({b.source}), encoder block 0 of the default ViT, initial weights",
+        f"(--seed {b.seed}): cache.blocks[0].attn.attn[{index}, h, 0, :], row 0 of softmax(q k^T / sqrt(d)) in "
+        "head h,",
+        f"how much the cls token reads from each of the T = 1 + K = {T} tokens. Token t >= 1 holds patch",
+        "ids_keep[t - 1].",
+        "",
+        "  token   patch  " + "".join(f"  head {h}" for h in range(H)),
+    ]
+    for t in range(T):
+        patch = "cls" if t == 0 else str(int(ids_keep[t - 1]))
+        lines.append(f"  {t:5d}  {patch:>5}  " + "".join(f"{row[h, t]:8.3f}" for h in range(H)))
+    lines.append("  sum           " + "".join(f"{row[h].sum():8.3f}" for h in range(H)))
+    lines.append(f"Each head's row sums to 1 (uniform would be 1 / {T} = {1 / T:.3f} each). These are untrained")
+    lines.append("weights; docs/attention.png draws a trained model's rows on the image.")
+    return [("attention", lines)]
+
+
+def loss_on_blocks(b, seed=0):
+    """dpred on visible and removed patches, with the loss on removed patches (MAE) and on all."""
+    lines = ["dpred = mse_backward(1.0, cache.loss) of the default ViT on the tour's batch, |dpred| summed over",
+             "the patches of each kind:", "",
+             "  loss_on    removed patches    visible patches"]
+    for loss_on in ("masked", "all"):
+        model = MaskedAutoencoderViT(ViTConfig(loss_on=loss_on), seed=seed)
+        _, _, mask, cache = model.forward(b.imgs, b.noise)
+        dpred = np.abs(to_numpy(mse_backward(1.0, cache.loss))).sum(axis=-1)  # (N, L)
+        removed = to_numpy(mask).astype(bool)
+        lines.append(f"  {loss_on:<8} {dpred[removed].sum():17.6f} {dpred[~removed].sum():18.6f}")
+    lines.append("With --loss-on masked (the paper) no gradient reaches a visible patch's prediction.")
+    return [("loss_on", lines)]
+
+
+def block_multiply_adds(T, D, mlp_ratio=4.0):
+    """Multiply-adds of one Transformer block's matrix products on T tokens of width D (per image):
+    qkv T D 3D, scores and attn @ v T T D each (all heads together), proj T D D, fc1 and fc2 T D 4D each."""
+    hidden = int(D * mlp_ratio)
+    return T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * hidden
+
+
+def cost_blocks(ratios=(0.0, 0.5, 0.75, 0.9)):
+    """What removing patches saves: the blocks' multiply-adds per image, by mask ratio, for the default ViT."""
+    cfg = ViTConfig()
+    L = cfg.num_patches
+    decoder = cfg.decoder_depth * block_multiply_adds(1 + L, cfg.decoder_embed_dim, cfg.mlp_ratio)
+    lines = ["Multiply-adds per image in the Transformer blocks' matrix products (qkv, q k^T, attn @ v, proj, fc1,",
+             f"fc2), default ViT: {cfg.depth} encoder blocks of D = {cfg.embed_dim} on T = 1 + K tokens, "
+             f"{cfg.decoder_depth} decoder blocks of",
+             f"Dd = {cfg.decoder_embed_dim} on T = 1 + L = {1 + L}. block_multiply_adds() in examples/walkthrough.py.",
+             "",
+             "  mask_ratio    K    T   encoder    decoder    whole"]
+    cost = {}
+    for ratio in ratios:
+        K = int(L * (1 - ratio))
+        encoder = cfg.depth * block_multiply_adds(1 + K, cfg.embed_dim, cfg.mlp_ratio)
+        cost[ratio] = (encoder, encoder + decoder)
+        lines.append(f"  {ratio:10.2f} {K:4d} {1 + K:4d} {encoder / 1e6:8.1f} M {decoder / 1e6:8.1f} M "
+                     f"{(encoder + decoder) / 1e6:6.1f} M")
+    full, mae = cost[0.0], cost[cfg.mask_ratio]
+    lines.append(f"mask_ratio 0: the encoder processes all {L} patches (as the mask-token encoder of ablations.py "
+                 "does).")
+    lines.append(f"At the default {cfg.mask_ratio}: the encoder costs {full[0] / mae[0]:.1f}x less, the whole model "
+                 f"{full[1] / mae[1]:.1f}x less.")
+    return [("cost", lines)]
+
+
+def values(data=None, seed=0):
+    """Every --values block, in order: a list of (name, lines)."""
+    cfg = ViTConfig()
+    b = the_batch(data, seed, cfg)
+    blocks = masking_example_blocks(masking_example(seed))
+    blocks += image_blocks(b, cfg)
+    blocks += attention_blocks(b, MaskedAutoencoderViT(cfg, seed=seed))
+    blocks += loss_on_blocks(b, seed)
+    blocks += cost_blocks()
+    return [(name, [line.rstrip() for line in lines]) for name, lines in blocks]
+
+
+def values_text(blocks, markdown=False):
+    """The blocks as the terminal shows them, or (markdown) as docs/walkthrough.md quotes them."""
+    out = []
+    for name, lines in blocks:
+        if markdown:
+            out += [f"<!-- walkthrough --values: {name} -->", "```text", *lines, "```", ""]
+        else:
+            out += [f"-- {name} " + "-" * (96 - len(name)), *lines, ""]
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,8 +811,18 @@ def main(argv=None):
     parser.add_argument("--data", default=None,
                         help="photo folder (any layout train_catsdogs.py reads); default: 8 synthetic images")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights, the crops and the masks")
-    parser.add_argument("--markdown", action="store_true", help="print the trace as the tables of docs/walkthrough.md")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the trace as the tables of docs/walkthrough.md (with --values: the value blocks "
+                             "as the doc quotes them)")
+    parser.add_argument("--values", action="store_true",
+                        help="print numbers instead of shapes: masking worked out on 8 patches (forward and backward), "
+                             "image 0's mask grid and index arrays, the cls token's attention row in encoder block 0, "
+                             "the gradient with the loss on removed or all patches, the blocks' cost by mask ratio")
     args = parser.parse_args(argv)
+
+    if args.values:
+        print(values_text(values(args.data, seed=args.seed), markdown=args.markdown), end="")
+        return 0
 
     t0 = time.perf_counter()
     stages, results = walkthrough(args.data, seed=args.seed)
