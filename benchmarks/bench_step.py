@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,10 @@ from tinymae import backend, speed  # noqa: E402
 from tinymae.backend import asarray, host_rng, to_numpy  # noqa: E402
 from tinymae.masking import masking_noise  # noqa: E402
 from tinymae.models import build_model  # noqa: E402
+from tinymae.config import PretrainConfig  # noqa: E402
 from tinymae.optim import AdamW  # noqa: E402
+from tinymae.parallel import DataParallel  # noqa: E402
+from tinymae.pretrain import train_one_epoch  # noqa: E402
 
 # --no-torch does not even import torch: the tinymae memory subprocess uses it, so that torch's own
 # ~200 MB of libraries never count against tinymae.
@@ -109,6 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps per framework (after warm-up)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per framework first")
     p.add_argument("--batch-size", type=int, default=256, help="images per step (the training default)")
+    p.add_argument("--loop-steps", type=int, default=10,
+                   help="steps of the training loop itself (train_one_epoch on random photos), timed as a whole")
     p.add_argument("--cooldown", type=float, default=0.3,
                    help="seconds of rest before each timed step. OpenBLAS's threads spin for ~0.1 s after a "
                         "matmul, OpenMP's for a while after a torch op: back to back, the two libraries' thread "
@@ -171,12 +177,11 @@ def torch_optimizer(twin, model):
     return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.95), eps=1e-8)
 
 
-def tinymae_step(model, optimizer, imgs, noise):
-    """One training step, as examples/train_catsdogs.py; float(loss) waits for the GPU. Its activations
-    are freed when it returns (the training loop keeps them until the next forward: see tinymae/speed.py)."""
-    loss, pred, mask, cache = model.forward(imgs, noise)
-    grads = model.backward(1.0, cache)
-    optimizer.step(grads)
+def tinymae_step(runner, optimizer, imgs, noise):
+    """One training step, as tinymae.pretrain.train_one_epoch takes it: forward and backward (on shards
+    on every core for the NumPy ViT: tinymae/parallel.py), AdamW; float(loss) waits for the GPU."""
+    loss, grads = runner.loss_and_grads(imgs, noise)
+    runner.optimizer_step(optimizer, grads)
     return float(loss)
 
 
@@ -296,11 +301,12 @@ def check_correctness(arch, batch_size, device, sdpa):
 # ----------------------------------------------------------------------------------------------
 # 2. interleaved timing
 
-def time_steps(arch, batch_size, steps, warmup, device, sdpa, cooldown):
+def time_steps(arch, batch_size, steps, warmup, device, sdpa, cooldown, threads=0):
     """-> {"tinymae": [ms...], "torch": [ms...] or absent, "ratio": [torch/tinymae per repetition]}."""
     model, imgs, noise = make_batch(arch, batch_size)
     optimizer = tinymae_optimizer(model)
-    runners = {"tinymae": lambda: tinymae_step(model, optimizer, imgs, noise)}
+    runner = DataParallel(model, threads)
+    runners = {"tinymae": lambda: tinymae_step(runner, optimizer, imgs, noise)}
     if device is not None:
         twin = torch_models.from_tinymae(model, device=device, fused_attn=sdpa)
         topt = torch_optimizer(twin, model)
@@ -322,6 +328,27 @@ def time_steps(arch, batch_size, steps, warmup, device, sdpa, cooldown):
     if "torch" in times:
         times["ratio"] = [t / o for o, t in zip(times["tinymae"], times["torch"])]
     return times
+
+
+def time_training_loop(arch, batch_size, steps, threads=0):
+    """The training loop itself, tinymae.pretrain.train_one_epoch, on `steps` batches of random uint8 photos
+    -> its stats: images/s, and waiting_for_data_s, the time the step waited for its batch (the host-side
+    work: crop, flip, normalisation and mask noise, prepared on a background thread, and the copy to the
+    device). On a GPU, host work that the step waits for is what keeps the loop below the step's speed."""
+    model = build_model(arch, ARCH_SETTINGS[arch], seed=0)
+    cfg = model.config
+    rng = host_rng(0)
+    load = cfg.img_size * 9 // 8  # the training script's default load size
+    data = SimpleNamespace(train_images=rng.integers(0, 256, (steps * batch_size, load, load, 3), dtype=np.uint8),
+                           mean=np.full(3, 0.5, dtype=np.float32), std=np.full(3, 0.25, dtype=np.float32))
+    recipe = PretrainConfig(arch=arch, batch_size=batch_size, epochs=1)
+    optimizer = tinymae_optimizer(model)
+    runner = DataParallel(model, threads)
+    try:
+        train_one_epoch(model, optimizer, runner, data, recipe, 0, rng, lambda step: LR, progress=False)  # warm-up
+        return train_one_epoch(model, optimizer, runner, data, recipe, 0, rng, lambda step: LR, progress=False)
+    finally:
+        runner.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,13 +378,14 @@ def peak_rss_mb():
         return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
 
 
-def memory_worker(framework, arch, batch_size, steps=3):
+def memory_worker(framework, arch, batch_size, steps=3, threads=0):
     """Runs in its own process: a few training steps of one framework, then prints its memory as JSON.
     minor_faults_per_step: page faults the kernel served per step (fresh memory it had to zero)."""
     model, imgs, noise = make_batch(arch, batch_size)
     if framework == "tinymae":
         optimizer = tinymae_optimizer(model)
-        run = lambda: tinymae_step(model, optimizer, imgs, noise)  # noqa: E731
+        runner = DataParallel(model, threads)
+        run = lambda: tinymae_step(runner, optimizer, imgs, noise)  # noqa: E731
     else:
         device = torch_device()
         twin = torch_models.from_tinymae(model, device=device)
@@ -379,10 +407,11 @@ def memory_worker(framework, arch, batch_size, steps=3):
     print(json.dumps(result))
 
 
-def measure_memory(framework, arch, batch_size, default_malloc):
+def measure_memory(framework, arch, batch_size, default_malloc, threads=None):
     """Run memory_worker in a fresh Python process (same environment) -> its dict, or None on failure."""
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", framework, "--arch", arch,
            "--batch-size", str(batch_size)] + (["--no-torch"] if framework == "tinymae" else [])
+    cmd += ["--threads", str(threads)] if threads else []
     cmd += ["--default-malloc"] if default_malloc else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
@@ -423,7 +452,7 @@ def main(argv=None):
     args = parse_args(argv)
     malloc_tuned = False if args.default_malloc else speed.keep_freed_memory()
     if args.memory_worker:
-        memory_worker(args.memory_worker, args.arch, args.batch_size)
+        memory_worker(args.memory_worker, args.arch, args.batch_size, threads=args.threads or 0)
         return
     if args.threads:
         if torch is not None:
@@ -466,11 +495,17 @@ def main(argv=None):
             print("correctness (tinymae vs torch, same weights, batch and mask, one step, float32):")
             all_ok &= check_correctness(arch, args.batch_size, device, args.torch_sdpa)
         times = time_steps(arch, args.batch_size, args.steps, args.warmup, device if use_torch else None,
-                           args.torch_sdpa, args.cooldown)
+                           args.torch_sdpa, args.cooldown, threads=args.threads or 0)
         memory = {}
         if not args.no_memory:
             for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
-                memory[fw] = measure_memory(fw, arch, args.batch_size, args.default_malloc)
+                memory[fw] = measure_memory(fw, arch, args.batch_size, args.default_malloc, args.threads)
+        loop = time_training_loop(arch, args.batch_size, args.loop_steps, threads=args.threads or 0)
+        step_rate = args.batch_size / median(times["tinymae"]) * 1e3
+        print(f"training loop (tinymae.pretrain.train_one_epoch, {args.loop_steps} steps): "
+              f"{loop['train_images_per_s']:.0f} img/s, {100 * loop['train_images_per_s'] / step_rate:.0f}% of the "
+              f"step alone ({step_rate:.0f} img/s); host-side work the step waited for: "
+              f"{1e3 * loop['waiting_for_data_s'] / args.loop_steps:.1f} ms per step")
         for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
             ms = median(times[fw])
             rows.append((arch, fw, ms, args.batch_size / ms * 1e3, flops / ms / 1e6, memory.get(fw)))

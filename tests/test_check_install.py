@@ -1,0 +1,30 @@
+"""examples/check_install.py, the install check a GPU user runs, exercised on the CPU backends."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "check_install.py")
+
+
+def test_install_check_passes_on_numpy(tmp_path):
+    done = subprocess.run([sys.executable, SCRIPT, "--backend", "numpy", "--pytest-args", "none", "--epochs", "2"],
+                          capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("PASS (numpy): backend, parity, training")
+
+
+def test_install_check_says_fail_with_the_step_when_the_backend_cannot_load(tmp_path):
+    done = subprocess.run([sys.executable, SCRIPT, "--backend", "cupy", "--pytest-args", "none"],
+                          capture_output=True, text=True, env={**os.environ, "CUPY_NOT_HERE": "1",
+                                                               "PYTHONPATH": str(tmp_path)}, timeout=120)
+    try:
+        import cupy  # noqa: F401
+        import pytest
+        pytest.skip("CuPy is installed here: the backend step would not fail")
+    except ImportError:
+        pass
+    assert done.returncode == 1
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAIL (cupy): backend:") and "CuPy cannot be used" in last
