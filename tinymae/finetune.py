@@ -29,13 +29,11 @@ config.FinetuneConfig; the flags are built from it.
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from . import backend, speed
 from .backend import asarray, host_rng, to_numpy
@@ -47,7 +45,7 @@ from .mae_vit import MaskedAutoencoderViT
 from .models_vit import ViTClassifier
 from .optim import AdamW, cosine_lr, one_dimensional
 from .parallel import SHARD_IMAGES, DataParallel
-from .pretrain import PretrainData, prefetched
+from .pretrain import Diverged, PretrainData, TrainingError, prefetched, train_steps
 
 EVAL_BATCH = 256  # images per forward pass when measuring accuracy
 TRAIN_ACCURACY_IMAGES = 1000  # the training accuracy's sample: +-1.6% at most (one standard error)
@@ -220,36 +218,12 @@ def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, p
     """One pass over the labelled images, as engine_finetune.train_one_epoch. -> a dict of figures.
 
     runner: parallel.DataParallel (model.forward + model.backward on every core, and the AdamW step).
-    schedule(step) -> learning rate before layer decay."""
+    schedule(step) -> learning rate before layer decay (AdamW scales it per parameter: lr_scale)."""
     steps = len(data.train_images) // cfg.batch_size  # the last partial batch is dropped, as the official loader
     perm = rng.permutation(len(data.train_images))
     batches = prefetched(training_batches(data, perm, cfg.batch_size, model.config.img_size, rng))
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, disable=not progress)
-    t0 = time.perf_counter()
-    loss_sum = 0.0
-    for i in range(steps):
-        imgs, labels = next(batches)
-        imgs, labels = asarray(imgs), asarray(labels)  # host -> device
-
-        loss, grads = runner.loss_and_grads(imgs, labels)  # model.forward, model.backward(1.0, cache)
-        optimizer.lr = schedule(epoch * steps + i)  # AdamW scales it per parameter (lr_scale)
-        runner.optimizer_step(optimizer, grads)
-        del grads
-
-        loss_value = float(loss)  # the one device -> host number per step
-        if not math.isfinite(loss_value):
-            batches.close()
-            raise FinetuneError(f"the loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; try a lower "
-                                "--lr or more --warmup-epochs")
-        loss_sum += loss_value
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
-    for _ in batches:  # the generator is done: this ends its thread
-        pass
-    bar.close()
-    seconds = time.perf_counter() - t0
-    return {"train_loss": loss_sum / steps, "lr": optimizer.lr, "train_time_s": seconds,
-            "train_images_per_s": steps * cfg.batch_size / seconds}
+    return train_steps(runner, optimizer, batches, steps, epoch * steps, schedule,
+                       f"epoch {epoch + 1}/{cfg.epochs}", progress)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +316,8 @@ def finetune(cfg):
             print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  train accuracy "
                   f"{100 * train_acc:5.1f}%  val accuracy {100 * val_acc:5.1f}%  {stats['train_time_s']:.1f} s, "
                   f"{stats['train_images_per_s']:.0f} img/s", flush=True)
+    except Diverged as e:
+        raise FinetuneError(f"fine-tuning diverged: {e}; try a lower --lr or more --warmup-epochs") from None
     except KeyboardInterrupt:
         raise KeyboardInterrupt("interrupted; nothing was saved (a fine-tuning run is saved at its end)") from None
     finally:
@@ -391,7 +367,7 @@ def main(argv=None, prog="python -m tinymae.finetune"):
     cfg = parse_args(argv, prog)
     try:
         result = finetune(cfg)
-    except (FinetuneError, DataError, CheckpointError) as e:
+    except (FinetuneError, TrainingError, DataError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # a full disk or a folder that became read-only while training
         sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}); free some space or fix the "

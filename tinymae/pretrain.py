@@ -183,37 +183,49 @@ def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, p
 
     runner: parallel.DataParallel, which computes model.forward + model.backward (on several threads
     on the CPU) and the AdamW step. schedule(step) -> learning rate. Raises Diverged on a NaN/inf loss."""
-    cfg_m = model.config
+    mcfg = model.config
     steps = len(data.train_images) // cfg.batch_size  # the last partial batch is dropped, as MAE's loader
     perm = rng.permutation(len(data.train_images))
-    batches = prefetched(training_batches(data, perm, cfg.batch_size, cfg_m.img_size, cfg_m.num_patches, rng))
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, disable=not progress)
+    batches = prefetched(training_batches(data, perm, cfg.batch_size, mcfg.img_size, mcfg.num_patches, rng))
+    return train_steps(runner, optimizer, batches, steps, epoch * steps, schedule,
+                       f"epoch {epoch + 1}/{cfg.epochs}", progress)
+
+
+def train_steps(runner, optimizer, batches, steps, first_step, schedule, desc, progress=True):
+    """The steps of one epoch, the loop that pre-training and fine-tuning share. -> a dict of figures.
+
+    For each batch (host arrays from `batches`): move it to the device, forward and backward
+    (runner.loss_and_grads, on every core), this step's learning rate, the AdamW step. Raises Diverged
+    at the first loss that is not a finite number."""
+    bar = tqdm(total=steps, desc=desc, unit="step", leave=False, disable=not progress)
     t0 = time.perf_counter()
-    loss_sum, waiting = 0.0, 0.0
-    for i in range(steps):
-        t_wait = time.perf_counter()
-        imgs, noise = next(batches)
-        imgs, noise = asarray(imgs), asarray(noise)  # host -> device
-        waiting += time.perf_counter() - t_wait
+    loss_sum, waiting, images = 0.0, 0.0, 0
+    try:
+        for i in range(steps):
+            t_wait = time.perf_counter()
+            batch = [asarray(a) for a in next(batches)]  # host -> device: (imgs, noise) or (imgs, labels)
+            waiting += time.perf_counter() - t_wait
 
-        loss, grads = runner.loss_and_grads(imgs, noise)  # model.forward, model.backward(1.0, cache)
-        optimizer.lr = schedule(epoch * steps + i)
-        runner.optimizer_step(optimizer, grads)
-        del grads
+            loss, grads = runner.loss_and_grads(*batch)  # model.forward, model.backward(1.0, cache)
+            optimizer.lr = schedule(first_step + i)
+            runner.optimizer_step(optimizer, grads)
+            del grads
 
-        loss_value = float(loss)  # the one device -> host number per step
-        if not math.isfinite(loss_value):
-            batches.close()
-            raise Diverged(f"the loss became {loss_value} at epoch {epoch + 1}, step {i + 1}")
-        loss_sum += loss_value
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
-    for _ in batches:  # the generator is done: this ends its thread
-        pass
-    bar.close()
+            loss_value = float(loss)  # the one device -> host number per step
+            if not math.isfinite(loss_value):
+                raise Diverged(f"the loss became {loss_value} at {desc.split('/')[0]}, step {i + 1}")
+            loss_sum += loss_value
+            images += batch[0].shape[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images / (time.perf_counter() - t0):.0f}")
+        for _ in batches:  # the generator is done: this ends its thread
+            pass
+    finally:
+        batches.close()  # an error or Ctrl-C above: stop the batch thread too
+        bar.close()
     seconds = time.perf_counter() - t0
     return {"train_loss": loss_sum / steps, "lr": optimizer.lr, "train_time_s": seconds,
-            "train_images_per_s": steps * cfg.batch_size / seconds, "waiting_for_data_s": waiting}
+            "train_images_per_s": images / seconds, "waiting_for_data_s": waiting}
 
 
 # ----------------------------------------------------------------------------------------------
