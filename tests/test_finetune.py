@@ -447,3 +447,11 @@ def test_checkpoint_and_data_are_required(missing, capsys):
     with pytest.raises(SystemExit) as exit_info:
         finetune.parse_args([x for kv in argv.items() for x in kv])
     assert exit_info.value.code == 2 and f"{missing} is required" in capsys.readouterr().err
+
+
+def test_eval_every_measures_the_accuracy_on_those_epochs_and_the_last(tiny, tmp_path, capsys):
+    out = tmp_path / "ft"
+    result, _ = run_ok(args(tiny, out, "--epochs", "3", "--eval-every", "2"), capsys)
+    history = json.loads((out / "result.json").read_text())["history"]
+    assert ["val_accuracy" in h for h in history] == [False, True, True]
+    assert result["val_accuracy"] == history[-1]["val_accuracy"]

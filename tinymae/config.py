@@ -202,6 +202,7 @@ class FinetuneConfig:
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy")
     seed: int = setting(0, "seeds the labelled subset, the head, the batches and the augmentation")
     threads: int = setting(0, "CPU threads for the NumPy backend: 0 = one per core")
+    eval_every: int = setting(1, "measure the training and validation accuracy every N epochs (and after the last)")
     json: str = setting(None, "also write the result to this file")
     overwrite: bool = setting(False, "replace an existing result in --out instead of refusing")
     progress: bool = setting(True, "progress bars")
@@ -216,6 +217,8 @@ class FinetuneConfig:
             raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.eval_every < 1:
+            raise ValueError(f"--eval-every must be at least 1, got {self.eval_every}")
 
 
 def check_recipe(cfg):

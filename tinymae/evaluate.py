@@ -54,11 +54,12 @@ def reconstruct(model, images, mean, std, noise):
 
 
 def reconstruction_metrics(model, images, mean, std, mask_seed=0, batch_size=256, mean_patch=None,
-                           baselines=True):
+                           baselines=True, runner=None):
     """Masked-patch MSE / PSNR of `model` (and the baselines) on uint8 images (N, S, S, 3), S = img_size.
 
     Returns a dict: n_images, loss (model units), masked_mse, masked_psnr, and with baselines=True
-    `baselines`: {name: {masked_mse, masked_psnr}} and ratio_to_mean_patch.
+    `baselines`: {name: {masked_mse, masked_psnr}} and ratio_to_mean_patch. runner: a
+    parallel.DataParallel to spread the batches over the CPU's cores (None: one after another).
     """
     cfg = model.config
     N = images.shape[0]
@@ -70,22 +71,26 @@ def reconstruction_metrics(model, images, mean, std, mask_seed=0, batch_size=256
         raise ValueError("the mean_patch baseline needs the training set's mean patch")
     if baselines:
         mean_patch = asarray(mean_patch)  # (L, P)
-    loss_sum, count = 0.0, 0.0
-    sq_error = {"model": 0.0, **{name: 0.0 for name in names}}
-    for start in range(0, N, batch_size):
+
+    def measure(start):
+        """One batch -> its summed loss, squared errors (model and baselines) and count of removed patches."""
         stop = min(N, start + batch_size)
         loss, imgs_pix, target_pix, pred_pix, mask = reconstruct(model, images[start:stop], mean, std,
                                                                  noise[start:stop])
-        loss_sum += float(loss) * (stop - start)
         guesses = {"model": pred_pix}
         if baselines:
             guesses["mean_patch"] = mean_patch_baseline(target_pix, mask, mean_patch)
             guesses["visible_mean"] = visible_mean_baseline(target_pix, mask)
             guesses["nearest_visible"] = nearest_visible_baseline(target_pix, mask, cfg.img_size // cfg.patch_size)
-        for key, guess in guesses.items():
-            total, n_removed = masked_patch_sq_error(guess, target_pix, mask)
-            sq_error[key] += float(total)
-        count += float(n_removed)
+        sums = {key: masked_patch_sq_error(guess, target_pix, mask) for key, guess in guesses.items()}
+        return float(loss) * (stop - start), {key: float(total) for key, (total, _) in sums.items()}, \
+            float(sums["model"][1])
+
+    starts = range(0, N, batch_size)
+    batches = runner.map(measure, starts) if runner is not None else [measure(start) for start in starts]
+    loss_sum = sum(loss for loss, _, _ in batches)  # in batch order: the same sum every run
+    count = sum(n_removed for _, _, n_removed in batches)
+    sq_error = {key: sum(errors[key] for _, errors, _ in batches) for key in ("model", *names)}
     mse = sq_error["model"] / count
     result = {"n_images": int(N), "loss": loss_sum / N, "masked_mse": mse, "masked_psnr": psnr(mse)}
     if baselines:

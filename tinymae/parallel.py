@@ -17,7 +17,8 @@ busy throughout, the way a multi-GPU trainer splits a batch across devices:
     runs the model's own forward and backward on them, adding their gradients up as it goes. NumPy
     releases the GIL inside its loops and BLAS calls, so the threads run in parallel; BLAS is held to
     one thread per worker meanwhile, so that the workers do not fight over the cores;
-  * the workers' sums are added in worker order, and AdamW updates its pieces on every worker.
+  * the workers' sums are added in worker order, and AdamW updates its pieces on every worker;
+  * evaluation (no gradients) spreads whole batches over the workers (`map`).
 
 Why this gives the reference's gradients: the loss is a mean over the batch's removed patches (or all
 patches), and every image has the same number of them, so the batch loss is sum_s (n_s / N) * loss_s
@@ -109,6 +110,17 @@ class DataParallel:
             for name, g in other_grads.items():
                 grads[name] += g
         return loss, grads
+
+    # ------------------------------------------------------------------------------------------
+    def map(self, fn, items):
+        """[fn(item) for item in items], the items spread over the workers (BLAS held to one thread each).
+
+        For work without gradients, e.g. evaluating batch after batch: the results come back in the
+        order of `items`, so sums over them are the same every run."""
+        if self.pool is None:
+            return [fn(item) for item in items]
+        with self.blas.limit(limits=1, user_api="blas"):
+            return list(self.pool.map(fn, items))
 
     # ------------------------------------------------------------------------------------------
     def optimizer_step(self, optimizer, grads):

@@ -344,7 +344,7 @@ def pretrain(cfg, model_typed=None, typed=None):
 
     # The baselines do not depend on the model: measure them once on the validation masks, not every epoch.
     start = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
-                                   mean_patch=data.mean_patch)
+                                   mean_patch=data.mean_patch, runner=runner)
     baseline_mse = start["baselines"]["mean_patch"]["masked_mse"]
 
     try:
@@ -352,7 +352,7 @@ def pretrain(cfg, model_typed=None, typed=None):
             t0 = time.perf_counter()
             stats = train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, cfg.progress)
             val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
-                                         baselines=False)
+                                         baselines=False, runner=runner)
             if not math.isfinite(val["loss"]):
                 raise Diverged(f"the validation loss became {val['loss']} after epoch {epoch + 1}")
             wall_time += time.perf_counter() - t0
@@ -364,19 +364,20 @@ def pretrain(cfg, model_typed=None, typed=None):
                   f"{val['masked_psnr']:.2f} dB)  {stats['train_time_s']:.1f} s, "
                   f"{stats['train_images_per_s']:.0f} img/s", flush=True)
     except Diverged as e:
+        runner.close()
         last = (f"the last good checkpoint (finite losses) is {path}" if os.path.exists(path)
                 else "no checkpoint was written")
         raise Diverged(f"training diverged: {e}. Stopped; {last}. Continue it with --resume and a lower --lr, or "
                        "start again with a lower --lr or more --warmup-epochs") from None
     except KeyboardInterrupt:
+        runner.close()
         raise KeyboardInterrupt(f"interrupted. The last checkpoint (every finished epoch) is {path}; continue "
                                 "with the same command plus --resume") from None
-    finally:
-        runner.close()
 
     # ---- results: metrics.json, loss.png, reconstructions.png -----------------------------------
     final = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
-                                   mean_patch=data.mean_patch)
+                                   mean_patch=data.mean_patch, runner=runner)
+    runner.close()
     metrics = {"arch": cfg.arch, "backend": backend.name, "config": mcfg.to_dict(), "n_params": model.num_params(),
                "settings": vars(cfg), "data": data.info, "wall_time_s": wall_time, "history": history,
                "final_validation": final}
