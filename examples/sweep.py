@@ -1,4 +1,5 @@
-"""What the experiment scripts share: pre-train a named variant in its own folder, probe it once, read it back.
+"""What the experiment scripts share: pre-train a named variant in its own folder, probe it once, fine-tune it,
+read it all back.
 
 Each variant is a dict of settings, {name: value} for fields of tinymae.config.PretrainConfig and of the
 model's config, exactly as the command line would set them. A variant trains in <out>/<name>; a folder
@@ -14,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a clone without installing tinymae
 
 from tinymae.checkpoint import read_checkpoint  # noqa: E402
-from tinymae.config import PretrainConfig, model_config, split_settings  # noqa: E402
+from tinymae.config import FinetuneConfig, PretrainConfig, model_config, split_settings  # noqa: E402
+from tinymae.finetune import default_out, finetune  # noqa: E402
 from tinymae.pretrain import pretrain  # noqa: E402
 from tinymae.probe import run_probe  # noqa: E402
 
@@ -89,3 +91,26 @@ def probe_row(report, encoder, features):
         if row["encoder"] == encoder and row["features"] == features:
             return row
     return None
+
+
+def finetune_variant(checkpoint, data, settings, progress=False):
+    """The result of fine-tuning `checkpoint` with `settings` ({name: value} of FinetuneConfig fields): read
+    back from its result.json if it finished before, else run now. A run that was interrupted left no
+    result (fine-tuning saves at its end) and starts again. -> (result dict, whether it ran now)."""
+    cfg = FinetuneConfig(**{**settings, "checkpoint": checkpoint, "data": data, "progress": progress})
+    cfg.validate()
+    out = cfg.out or default_out(cfg)
+    result_path = os.path.join(out, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            result = json.load(f)
+        saved = result["settings"]
+        different = [f"{k} {saved.get(k)!r} (now {v!r})" for k, v in settings.items() if saved.get(k) != v]
+        if different:
+            sys.exit(f"error: {out} was fine-tuned with other settings: {', '.join(different)}. Delete that folder "
+                     "to run it again.")
+        return result, False
+    cfg.out, cfg.overwrite = out, True  # a folder without result.json holds at most an interrupted run's leftovers
+    finetune(cfg)
+    with open(result_path) as f:
+        return json.load(f), True

@@ -144,10 +144,16 @@ def test_classifier_refuses_other_models():
     mlp = MaskedAutoencoderMLP()
     with pytest.raises(ValueError, match="MaskedAutoencoderViT"):
         ViTClassifier(mlp)
+
+
+def test_the_encoder_mask_tokens_ablation_fine_tunes_from_its_encoder(xp):
+    """Table 1c fine-tunes the encoder that saw mask tokens: with every patch visible its [M] is unused."""
     ablation = build_model("vit", {"embed_dim": 8, "depth": 1, "num_heads": 2, "decoder_embed_dim": 8,
-                                   "decoder_num_heads": 2, "encoder_mask_tokens": True})
-    with pytest.raises(ValueError, match="encoder-mask-tokens"):
-        ViTClassifier(ablation)
+                                   "decoder_num_heads": 2, "encoder_mask_tokens": True}, seed=2)
+    model = ViTClassifier(ablation)
+    assert "encoder_mask_token" not in model.params
+    np.testing.assert_array_equal(to_numpy(model.params["blocks.0.attn.qkv.w"]),
+                                  to_numpy(ablation.params["blocks.0.attn.qkv.w"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,20 +379,16 @@ def assert_one_line_error(code, message, *expected):
         assert text in message, message
 
 
-@pytest.mark.parametrize("arch", ["mlp", "encoder-mask-tokens"])
-def test_refuses_checkpoints_that_are_not_a_vit_mae(tiny, tmp_path, capsys, arch):
+def test_refuses_checkpoints_that_are_not_a_vit_mae(tiny, tmp_path, capsys):
     """A whole pre-training header (settings, data, epoch, ...) around another model's weights."""
-    if arch == "mlp":
-        model = MaskedAutoencoderMLP()
-    else:
-        model = build_model("vit", {"encoder_mask_tokens": True})
+    model = MaskedAutoencoderMLP()
     header, _ = read_checkpoint(tiny.checkpoint)
     meta = {k: v for k, v in header.items() if k not in ("format", "arch", "config")}
     meta["settings"] = {**header["settings"], "arch": model.arch}
     path = tmp_path / "other.npz"
     save_checkpoint(path, model, meta=meta)
     code, message, _ = run_main(["--checkpoint", str(path), "--data", str(tiny.photos), "--no-progress"], capsys)
-    assert_one_line_error(code, message, str(path), "--arch vit" if arch == "mlp" else "encoder-mask-tokens")
+    assert_one_line_error(code, message, str(path), "--arch vit")
     assert not (tmp_path / "finetune-seed0").exists()  # refused before making its output folder
 
 

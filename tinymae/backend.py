@@ -41,8 +41,8 @@ def load(name):
         except Exception as e:  # ImportError, CUDA driver/runtime errors, ...
             raise BackendError(
                 f"TINYMAE_BACKEND=cupy, but CuPy cannot be used: {type(e).__name__}: {e}. "
-                "Install the GPU extra (pip install -e '.[gpu]') on a machine with an NVIDIA GPU, "
-                "or run with TINYMAE_BACKEND=numpy."
+                "On a machine with an NVIDIA GPU, install CuPy for its CUDA version (pip install -e '.[cuda12]' or "
+                "'.[cuda13]': nvidia-smi shows the version), or run with TINYMAE_BACKEND=numpy."
             ) from e
         if n_gpus < 1:
             raise BackendError("TINYMAE_BACKEND=cupy, but CuPy sees no GPU. Run with TINYMAE_BACKEND=numpy.")

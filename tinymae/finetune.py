@@ -42,6 +42,7 @@ from .config import FinetuneConfig, PretrainConfig, add_config_arguments, model_
 from .data import CLASSES, DataError, center_crop, load_dataset, normalize, random_crop_flip
 from .files import check_writable, remove_stale_temporaries, write_atomically
 from .mae_vit import MaskedAutoencoderViT
+from .models import build_model
 from .models_vit import ViTClassifier
 from .optim import AdamW, cosine_lr, one_dimensional
 from .parallel import SHARD_IMAGES, DataParallel
@@ -101,10 +102,6 @@ def read_vit_checkpoint(path):
         raise FinetuneError(f"{path} was not written by tinymae.pretrain (it has no run settings), so its "
                             "training split cannot be rebuilt")
     config = model_config("vit", config)  # read_checkpoint has checked that it builds
-    if config.encoder_mask_tokens:
-        raise FinetuneError(f"{path} is the encoder-mask-tokens ablation (the paper's Table 1c), whose encoder "
-                            "expects mask tokens; fine-tune an MAE proper (pre-trained without "
-                            "--encoder-mask-tokens)")
     return header, arrays, config
 
 
@@ -221,9 +218,10 @@ def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, p
 
     runner: parallel.DataParallel (model.forward + model.backward on every core, and the AdamW step).
     schedule(step) -> learning rate before layer decay (AdamW scales it per parameter: lr_scale)."""
-    steps = len(data.train_images) // cfg.batch_size  # the last partial batch is dropped, as the official loader
+    batch_size = min(cfg.batch_size, len(data.train_images))  # fewer labelled images than a batch: all of them
+    steps = len(data.train_images) // batch_size  # the last partial batch is dropped, as the official loader
     perm = rng.permutation(len(data.train_images))
-    batches = prefetched(training_batches(data, perm, cfg.batch_size, model.config.img_size, rng))
+    batches = prefetched(training_batches(data, perm, batch_size, model.config.img_size, rng))
     return train_steps(runner, optimizer, batches, steps, epoch * steps, schedule,
                        f"epoch {epoch + 1}/{cfg.epochs}", progress)
 
@@ -275,7 +273,7 @@ def finetune(cfg):
     # alone: [seed, 0] the labelled subset (labelled_subset), [seed, 1] the batches and augmentation,
     # [seed, 2] the training-accuracy sample, [seed, 3] the head; --from-scratch's encoder is
     # MaskedAutoencoderViT(config, seed), initialised as pre-training initialises it.
-    mae = MaskedAutoencoderViT(mcfg, seed=cfg.seed)
+    mae = build_model("vit", header["config"], seed=cfg.seed)  # (the ablation's class for its checkpoints)
     if not cfg.from_scratch:
         load_params(mae, arrays, cfg.checkpoint)
     model = ViTClassifier(mae, num_classes=len(CLASSES), smoothing=cfg.label_smoothing, seed=[cfg.seed, 3])
@@ -285,8 +283,8 @@ def finetune(cfg):
     # Shards of the ViT's size: the classifier's step is the ViT encoder's, on all 1+L tokens.
     runner = DataParallel(model, cfg.threads, shard_images=SHARD_IMAGES["vit"])
     n_train = len(data.train_images)
-    cfg.batch_size = min(cfg.batch_size, n_train)
-    steps_per_epoch = n_train // cfg.batch_size
+    batch_size = min(cfg.batch_size, n_train)  # as train_one_epoch takes it
+    steps_per_epoch = n_train // batch_size
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
     def schedule(step):
@@ -302,7 +300,7 @@ def finetune(cfg):
     source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
     print(f"ViT classifier from {source}, {model.num_params():,} parameters, backend {backend.name}"
           f"{'' if runner.pool is None else f', {runner.threads} threads'}; {n_train} labelled training / "
-          f"{len(data.val_images)} validation images; {steps_per_epoch} steps of {cfg.batch_size} per epoch",
+          f"{len(data.val_images)} validation images; {steps_per_epoch} steps of {batch_size} per epoch",
           flush=True)
 
     history, wall_time = [], 0.0
