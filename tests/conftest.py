@@ -1,6 +1,6 @@
 """Shared test fixtures: the backend under test, and tolerances.
 
-Every test that takes the `xp` fixture runs once per backend:
+Every test that takes the `xp` fixture runs once per backend, and every other test on the strict one:
   numpy   the default backend
   strict  NumPy whose arrays refuse to mix with host arrays, as CuPy's do (tests/strict_numpy.py)
   cupy    the GPU backend; skipped, with the reason, where CuPy or a GPU is missing
@@ -49,6 +49,15 @@ def use_backend(name, monkeypatch):
 def xp(request, monkeypatch):
     """The array namespace of the backend under test (numpy, strict, cupy)."""
     return use_backend(request.param, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def strict_unless_chosen(request, monkeypatch):
+    """Every test that does not choose its backends with the `xp` fixture runs on the strict stand-in, not
+    on plain NumPy: so each test that touches engine arrays meets CuPy's rules in CI, the ones that build
+    models and run whole trainings included. (NumPy itself is covered by the xp tests' numpy case.)"""
+    if "xp" not in request.fixturenames:
+        use_backend("strict", monkeypatch)
 
 
 @pytest.fixture

@@ -349,11 +349,12 @@ def test_from_scratch_starts_from_random_weights(tiny, capsys):
 def test_labels_per_class_and_same_seed_same_numbers(tiny, tmp_path, capsys):
     """--labels-per-class 3: six images of the pre-training run's training split, three per class, and the
     same validation images; the same seed gives the same numbers, bit for bit."""
-    a, _ = run_ok(args(tiny, tmp_path / "a", "--labels-per-class", "3"), capsys)
+    a, printed = run_ok(args(tiny, tmp_path / "a", "--labels-per-class", "3"), capsys)
     b, _ = run_ok(args(tiny, tmp_path / "b", "--labels-per-class", "3"), capsys)
     assert a["n_train"] == 6 and a["n_val"] == 8
     details = json.loads((tmp_path / "a" / "result.json").read_text())
-    assert details["settings"]["batch_size"] == 6  # at most the labelled images: one step per epoch
+    assert details["settings"]["batch_size"] == 8  # the setting as given ...
+    assert "1 steps of 6 per epoch" in printed  # ... and a batch of at most the labelled images
     indices = np.array(details["labelled_indices"])
     split = PretrainData(PretrainConfig(data=str(tiny.photos), progress=False), 48, 6)  # the tiny run's split
     assert len(indices) == 6 and indices.max() < len(split.train_labels)
