@@ -34,6 +34,10 @@ VARIANTS = [
      dict(batch_size=64, warmup_epochs=5.0)),
     ("b128-w2.5-nocrop", "batch 128, warm-up 2.5, no crop (54 -> 48 resize, flip only)", "b128-w2.5",
      dict(batch_size=128, warmup_epochs=2.5, load_size=48)),
+    ("b64-w2.5-wd0", "batch 64, warm-up 2.5, no weight decay", "b64-w2.5",
+     dict(batch_size=64, warmup_epochs=2.5, weight_decay=0.0)),
+    ("b32-w2.5", "batch 32 (125 steps an epoch), warm-up 2.5", "b64-w2.5",
+     dict(batch_size=32, warmup_epochs=2.5)),
 ]
 NAMES = [name for name, *_ in VARIANTS]
 

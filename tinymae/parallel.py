@@ -79,11 +79,14 @@ class DataParallel:
         """inputs: the batch, e.g. (imgs, noise), each with the images along axis 0 -> (loss, grads): the
         batch's mean loss (a 0-d backend array) and its gradient dict, as model.forward + model.backward."""
         N = inputs[0].shape[0]
-        if self.shard_images is None or N <= self.shard_images:
+        if self.shard_images is None or N == 1:
             outputs = self.model.forward(*inputs)  # (loss, ..., cache)
             return outputs[0], self.model.backward(1.0, outputs[-1])
 
-        bounds = [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)]
+        # Shards of shard_images images, but never fewer shards than workers: a small batch is still split
+        # over every core.
+        shard = min(self.shard_images, -(-N // self.threads))
+        bounds = [(start, min(N, start + shard)) for start in range(0, N, shard)]
 
         def worker(w):
             """Forward and backward of shards w, w + T, ...: the sum of their weighted losses and gradients."""
