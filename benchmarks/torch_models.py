@@ -175,24 +175,26 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
+    def __init__(self, dim, hidden, gelu="tanh"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        # "tanh": the form tinymae computes (layers.py); "none": torch's exact erf GELU, as timm's Mlp
+        self.gelu = gelu
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # tanh form, as tinymae (layers.py)
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.gelu))
 
 
 class Block(nn.Module):
     """timm's Block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim, num_heads, mlp_ratio, fused_attn=False):
+    def __init__(self, dim, num_heads, mlp_ratio, fused_attn=False, gelu="tanh"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, fused=fused_attn)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu)
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
@@ -203,7 +205,7 @@ class Block(nn.Module):
 class TorchViTMAE(nn.Module):
     """MaskedAutoencoderViT from models_mae.py for a tinymae ViTConfig; `forward(imgs, noise)` -> loss, pred, mask."""
 
-    def __init__(self, cfg, pos_embed, decoder_pos_embed, fused_attn=False):
+    def __init__(self, cfg, pos_embed, decoder_pos_embed, fused_attn=False, gelu="tanh"):
         super().__init__()
         if cfg.encoder_mask_tokens:
             raise NotImplementedError("the encoder-mask-tokens ablation has no torch transcription here")
@@ -213,11 +215,12 @@ class TorchViTMAE(nn.Module):
         # followed by flatten(2).transpose(1, 2), which forward_encoder does.
         self.patch_embed = nn.Conv2d(cfg.in_chans, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
-        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, fused_attn) for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, fused_attn, gelu)
+                                     for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=1e-6)
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
-        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, fused_attn)
+        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, fused_attn, gelu)
                                              for _ in range(cfg.decoder_depth)])
         self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
         self.decoder_pred = nn.Linear(Dd, cfg.patch_dim)
@@ -292,7 +295,7 @@ class TorchMLPMAE(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Building from a tinymae model, and comparing
 
-def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False):
+def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False, gelu="tanh"):
     """The torch twin of a tinymae MaskedAutoencoderMLP or MaskedAutoencoderViT, with its weights (copied, converted) and tables."""
     def table(a):
         return torch.tensor(to_numpy(a), dtype=dtype)
@@ -300,7 +303,7 @@ def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False):
     if model.arch == "mlp":
         twin = TorchMLPMAE(model.config, table(model.pos_embed))
     elif model.arch == "vit":
-        twin = TorchViTMAE(model.config, table(model.pos_embed), table(model.decoder_pos_embed), fused_attn)
+        twin = TorchViTMAE(model.config, table(model.pos_embed), table(model.decoder_pos_embed), fused_attn, gelu)
     else:
         raise ValueError(f"no torch twin for arch {model.arch!r}")
     twin = twin.to(device=device, dtype=dtype)

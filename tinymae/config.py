@@ -136,6 +136,18 @@ def model_config(arch, settings):
 # ----------------------------------------------------------------------------------------------
 # the recipes
 
+# The pre-training defaults that depend on the architecture. The ViT learns best from many small steps at
+# this scale (docs/recipe.md measures batch size, warm-up and the rest, one at a time); the MLP is almost
+# all large matrix products, which run best on large batches, and reaches its quality with them.
+ARCH_RECIPE = {"mlp": {"batch_size": 256, "warmup_epochs": 5.0},
+               "vit": {"batch_size": 32, "warmup_epochs": 2.5}}
+
+
+def per_arch(name):
+    """'mlp 256, vit 32': a setting's default for each architecture, for the help texts."""
+    return ", ".join(f"{arch} {defaults[name]:g}" for arch, defaults in ARCH_RECIPE.items())
+
+
 @dataclass
 class PretrainConfig:
     """MAE pre-training, as main_pretrain.py of the official MAE, scaled to 48-pixel photos."""
@@ -154,12 +166,13 @@ class PretrainConfig:
                         choices=tuple(MODEL_CONFIGS))
     # optimisation (the paper's Table 8, scaled)
     epochs: int = setting(50, "passes over the training split (a resumed run may train longer)", on_resume="new")
-    batch_size: int = setting(256, "images per step")
+    batch_size: int = setting(None, f"images per step (default: {per_arch('batch_size')})")
     lr: float = setting(0.005, "peak learning rate of AdamW (a resumed run may take a new one, e.g. a lower one "
                                "after a divergence)", on_resume="new")
     min_lr: float = setting(0.0, "learning rate at the end of the cosine")
-    warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warm-up")
+    warmup_epochs: float = setting(None, f"epochs of linear learning-rate warm-up (default: {per_arch('warmup_epochs')})")
     weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on biases and norms)")
+    beta2: float = setting(0.95, "AdamW's second-moment decay (MAE's pre-training: 0.95; PyTorch's default: 0.999)")
     seed: int = setting(0, "seeds the split, the weights, the batches and the masks")
     # the run
     threads: int = setting(0, "CPU threads for the NumPy backend: 0 = one per core; 1 = the plain single-threaded "
@@ -168,6 +181,12 @@ class PretrainConfig:
     resume: bool = setting(False, "continue from <out>/checkpoint.npz", on_resume="new")
     overwrite: bool = setting(False, "replace an existing run in --out instead of refusing", on_resume="new")
     progress: bool = setting(True, "progress bars (--no-progress: one line per epoch only)", on_resume="new")
+
+    def __post_init__(self):
+        """The architecture's defaults (ARCH_RECIPE) for the settings left unset."""
+        for name, value in ARCH_RECIPE.get(self.arch, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self):
         """Raise ValueError, naming the flag, for a recipe that cannot train (before any work is done)."""
@@ -178,6 +197,8 @@ class PretrainConfig:
             raise ValueError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.figure_images < 0:
             raise ValueError(f"--figure-images must be 0 (no figure) or more, got {self.figure_images}")
+        if not 0.0 < self.beta2 < 1.0:
+            raise ValueError(f"--beta2 must be between 0 and 1, got {self.beta2}")
 
 
 @dataclass

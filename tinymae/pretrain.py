@@ -306,7 +306,7 @@ def pretrain(cfg, model_typed=None, typed=None):
             f"{data.info['fingerprint']}). Resuming would change the split, the normalisation and the schedule: "
             "point --data at the original images, or start a new run in another --out")
 
-    optimizer = AdamW(model.params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+    optimizer = AdamW(model.params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                       no_decay=model.no_decay)
     runner = DataParallel(model, cfg.threads)
     batch_size = min(cfg.batch_size, data.info["n_train"])

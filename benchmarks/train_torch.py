@@ -1,0 +1,119 @@
+"""The whole pre-training run in PyTorch, for the same model on the same data: quality and wall time side by side.
+
+    python benchmarks/train_torch.py --data ../shared/data/catsdogs --arch vit     # then compare with:
+    python examples/train_catsdogs.py --data ../shared/data/catsdogs --arch vit --out runs/vit
+
+Everything but the engine is tinymae's, so that the two runs differ in the engine alone: the recipe
+(tinymae.config.PretrainConfig's defaults and the flags given here), the images, split and statistics
+(tinymae.pretrain.PretrainData), every batch's crops, flips and mask noise from the same seeded
+generator in the same order (tinymae.pretrain.training_batches), the initial weights (a tinymae model
+built with the same seed, copied into the PyTorch twin of benchmarks/torch_models.py), the learning-rate
+schedule (tinymae.optim.cosine_lr), and the validation metric: after every epoch the twin's weights are
+copied back into the tinymae model and measured by tinymae.evaluate.reconstruction_metrics, exactly as a
+tinymae run measures itself. PyTorch does the forward and backward passes and the AdamW step
+(torch.optim.AdamW with the same two parameter groups), eager, on all the cores it uses by default.
+
+It prints one line per epoch and, at the end, the validation ratio to the mean-patch baseline and the
+wall time of the epochs (training and validation, as tinymae's metrics.json counts it); --json writes
+them. --gelu exact trains torch's exact (erf) GELU, as timm's ViT has it, instead of the tanh form that
+tinymae computes.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import torch_models  # noqa: E402 (benchmarks/torch_models.py, next to this script)
+from tinymae import speed  # noqa: E402
+from tinymae.backend import host_rng  # noqa: E402
+from tinymae.config import PretrainConfig  # noqa: E402
+from tinymae.evaluate import reconstruction_metrics  # noqa: E402
+from tinymae.models import build_model  # noqa: E402
+from tinymae.optim import cosine_lr  # noqa: E402
+from tinymae.pretrain import PretrainData, training_batches  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=os.path.join("..", "shared", "data", "catsdogs"), help="the photo folder")
+    p.add_argument("--arch", choices=("mlp", "vit"), default="vit")
+    p.add_argument("--epochs", type=int, default=None, help="default: tinymae's recipe")
+    p.add_argument("--batch-size", type=int, default=None, help="default: tinymae's recipe for --arch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-class", type=int, default=None, help="only the first N photos of each class")
+    p.add_argument("--gelu", choices=("tanh", "exact"), default="tanh",
+                   help="tanh: the GELU tinymae computes; exact: torch's erf GELU, as timm's ViT")
+    p.add_argument("--json", default=None, help="also write the result here")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    speed.keep_freed_memory()  # as tinymae's run does (process-wide: it applies to torch's allocations too)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
+    cfg = PretrainConfig(data=args.data, arch=args.arch, seed=args.seed, per_class=args.per_class, progress=False,
+                         **overrides)
+    model = build_model(cfg.arch, {}, seed=cfg.seed)  # the initial weights, as tinymae's run draws them
+    mcfg = model.config
+    data = PretrainData(cfg, mcfg.img_size, mcfg.patch_size)
+    twin = torch_models.from_tinymae(model, gelu="none" if args.gelu == "exact" else "tanh")
+    groups = torch_models.no_decay_param_groups(twin, model.no_decay, cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-8)
+
+    batch_size = min(cfg.batch_size, data.info["n_train"])
+    steps = data.info["n_train"] // batch_size
+    total_steps, warmup_steps = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+    rng = host_rng(cfg.seed + 1)  # as tinymae.pretrain: batches, augmentation and masks, in that order
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), {cfg.arch}, {cfg.epochs} epochs of "
+          f"{steps} steps of {batch_size}, lr {cfg.lr}, warm-up {cfg.warmup_epochs}, GELU {args.gelu}", flush=True)
+
+    baseline = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
+                                      mean_patch=data.mean_patch)["baselines"]["mean_patch"]["masked_mse"]
+    wall_time, history = 0.0, []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        perm = rng.permutation(data.info["n_train"])
+        twin.train()
+        loss_sum = 0.0
+        for i, (imgs, noise) in enumerate(training_batches(data, perm, batch_size, mcfg.img_size,
+                                                           mcfg.num_patches, rng)):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(epoch * steps + i, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
+            optimizer.zero_grad(set_to_none=True)
+            loss, _, _ = twin(torch.from_numpy(imgs), torch.from_numpy(noise))
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            if not math.isfinite(loss_sum):
+                sys.exit(f"the loss became {loss_sum} at epoch {epoch + 1}, step {i + 1}")
+        train_time = time.perf_counter() - t0
+        # validation with tinymae's own metric on the twin's weights
+        model.params.update({k: v for k, v in torch_models.tinymae_params(twin, model.params).items()})
+        val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed, baselines=False)
+        wall_time += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps, "val_masked_mse": val["masked_mse"],
+                        "train_images_per_s": steps * batch_size / train_time})
+        print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {loss_sum / steps:.4f}  val masked MSE "
+              f"{val['masked_mse']:.5f} ({val['masked_mse'] / baseline:.3f}x mean patch)  {train_time:.1f} s, "
+              f"{steps * batch_size / train_time:.0f} img/s", flush=True)
+    result = {"framework": f"torch {torch.__version__}", "arch": cfg.arch, "gelu": args.gelu, "epochs": cfg.epochs,
+              "batch_size": batch_size, "wall_time_s": wall_time, "val_masked_mse": history[-1]["val_masked_mse"],
+              "ratio_to_mean_patch": history[-1]["val_masked_mse"] / baseline, "history": history}
+    print(f"done: {wall_time:.0f} s of epochs; validation {result['ratio_to_mean_patch']:.3f}x mean patch")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
