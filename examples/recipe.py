@@ -38,6 +38,16 @@ VARIANTS = [
      dict(batch_size=64, warmup_epochs=2.5, weight_decay=0.0)),
     ("b32-w2.5", "batch 32 (125 steps an epoch), warm-up 2.5", "b64-w2.5",
      dict(batch_size=32, warmup_epochs=2.5)),
+    ("b64-w2.5-beta0.999", "batch 64, warm-up 2.5, AdamW beta2 0.999 (PyTorch's default) instead of MAE's 0.95",
+     "b64-w2.5", dict(batch_size=64, warmup_epochs=2.5, beta2=0.999)),
+    ("b16-w2.5", "batch 16 (250 steps an epoch), warm-up 2.5", "b32-w2.5",
+     dict(batch_size=16, warmup_epochs=2.5)),
+    ("b32-w2.5-wd0.1", "batch 32, warm-up 2.5, weight decay 0.1", "b32-w2.5",
+     dict(batch_size=32, warmup_epochs=2.5, weight_decay=0.1)),
+    ("b32-w2.5-nocrop", "batch 32, warm-up 2.5, no crop", "b32-w2.5",
+     dict(batch_size=32, warmup_epochs=2.5, load_size=48)),
+    ("b32-w2.5-qkv", "batch 32, warm-up 2.5, qkv initialised as three projections", "b32-w2.5",
+     dict(batch_size=32, warmup_epochs=2.5, qkv_init="per-projection")),
 ]
 NAMES = [name for name, *_ in VARIANTS]
 

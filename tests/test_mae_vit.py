@@ -109,7 +109,7 @@ def test_default_shapes_and_parameter_count(xp):
     assert model.num_params() == expected
     assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "norm_pix_loss",
                                            "loss_on", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "encoder_mask_tokens"]
+                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "qkv_init", "encoder_mask_tokens"]
 
 
 def test_initialisation_is_models_mae(xp):
@@ -288,3 +288,16 @@ def test_encoder_with_mask_tokens_ablation_sees_every_position(xp):
     loss, pred, mask2, cache = model.forward(imgs, noise)
     assert pred.shape == (2, 16, 108) and float(to_numpy(mask2).sum()) == 2 * 12
     assert set(model.backward(1.0, cache)) == set(model.params)
+
+
+def test_qkv_per_projection_init_draws_three_xavier_projections(xp):
+    """qkv_init="per-projection": q, k and v each U(-a, a) with a = sqrt(6 / (D + D)), sqrt(2) wider than
+    the fused (D, 3D) draw of models_mae.py."""
+    D = 128
+    fused = to_numpy(MaskedAutoencoderViT(ViTConfig(), seed=0).params["blocks.0.attn.qkv.w"])
+    split = to_numpy(MaskedAutoencoderViT(ViTConfig(qkv_init="per-projection"), seed=0).params["blocks.0.attn.qkv.w"])
+    assert fused.shape == split.shape == (D, 3 * D)
+    for w, bound in ((fused, (6 / (4 * D)) ** 0.5), (split, (6 / (2 * D)) ** 0.5)):
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+    for block in range(3):  # each of q, k, v fills its own range
+        assert np.abs(split[:, block * D:(block + 1) * D]).max() > 0.99 * (6 / (2 * D)) ** 0.5

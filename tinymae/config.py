@@ -97,6 +97,8 @@ class ViTConfig(MAEConfig):
     decoder_depth: int = setting(2, "vit: decoder blocks")
     decoder_num_heads: int = setting(4, "vit: decoder attention heads")
     mlp_ratio: float = setting(4.0, "vit: hidden width of each block's MLP, relative to the block's width")
+    qkv_init: str = setting("fused", "vit: xavier-uniform init of the qkv weight as one fused Linear (models_mae.py) "
+                                     "or as three projections (the JAX ViT)", choices=("fused", "per-projection"))
     # The paper's Table 1c ablation "encoder w/ [M]" (ablations.py): slower and worse; off for MAE proper.
     encoder_mask_tokens: bool = setting(False, "vit ablation (the paper's Table 1c): the encoder also processes "
                                                "the removed positions, as mask tokens")
@@ -115,6 +117,8 @@ class ViTConfig(MAEConfig):
                 raise ValueError(f"{width_name}={width} must be divisible by 4 (the 2-D sin-cos position embedding)")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.qkv_init not in ("fused", "per-projection"):
+            raise ValueError(f"qkv_init must be 'fused' or 'per-projection', got {self.qkv_init!r}")
 
 
 MODEL_CONFIGS = {"mlp": MLPConfig, "vit": ViTConfig}

@@ -78,7 +78,7 @@ class MaskedAutoencoderViT:
         params["patch_embed.b"] = zeros(D)  # (D,)
         params["cls_token"] = normal(rng, (1, 1, D))  # (1, 1, D)
         for i in range(cfg.depth):
-            for name, value in init_block_params(rng, D, cfg.mlp_ratio).items():
+            for name, value in init_block_params(rng, D, cfg.mlp_ratio, cfg.qkv_init).items():
                 params[f"blocks.{i}.{name}"] = value
         params["norm.w"] = ones(D)  # (D,)
         params["norm.b"] = zeros(D)  # (D,)
@@ -86,7 +86,7 @@ class MaskedAutoencoderViT:
         params["decoder_embed.b"] = zeros(Dd)  # (Dd,)
         params["mask_token"] = normal(rng, (1, 1, Dd))  # (1, 1, Dd)
         for i in range(cfg.decoder_depth):
-            for name, value in init_block_params(rng, Dd, cfg.mlp_ratio).items():
+            for name, value in init_block_params(rng, Dd, cfg.mlp_ratio, cfg.qkv_init).items():
                 params[f"decoder_blocks.{i}.{name}"] = value
         params["decoder_norm.w"] = ones(Dd)  # (Dd,)
         params["decoder_norm.b"] = zeros(Dd)  # (Dd,)

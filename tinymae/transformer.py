@@ -11,6 +11,7 @@ Linear weights are (D_in, D_out), the transpose of torch's.
 from typing import NamedTuple
 
 from .attention import attention_backward, attention_forward
+from .backend import xp
 from .layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
                      linear_forward, ones, xavier_uniform, zeros)
 
@@ -18,14 +19,22 @@ BLOCK_PARAM_NAMES = ("norm1.w", "norm1.b", "attn.qkv.w", "attn.qkv.b", "attn.pro
                      "norm2.w", "norm2.b", "mlp.fc1.w", "mlp.fc1.b", "mlp.fc2.w", "mlp.fc2.b")
 
 
-def init_block_params(rng, dim, mlp_ratio):
-    """One block's parameters as models_mae._init_weights: xavier-uniform for every Linear (qkv
-    included, although timm's own ViT init differs), zero biases, LayerNorm weight 1 and bias 0."""
+def init_block_params(rng, dim, mlp_ratio, qkv_init="fused"):
+    """One block's parameters as models_mae._init_weights: xavier-uniform for every Linear, zero biases,
+    LayerNorm weight 1 and bias 0.
+
+    qkv_init: "fused" draws the fused (D, 3D) qkv weight as one Linear, as models_mae.py does; its
+    xavier bound sqrt(6 / (D + 3D)) is sqrt(2) smaller than that of three separate D -> D projections.
+    "per-projection" draws q, k and v as three Linear layers, as the JAX ViT that models_mae.py's
+    comment follows has them (MoCo v3 re-initialises timm's fused qkv the same way)."""
     hidden = int(dim * mlp_ratio)  # as timm's Block: mlp_hidden_dim = int(dim * mlp_ratio)
     params = {}
     params["norm1.w"] = ones(dim)  # (D,)
     params["norm1.b"] = zeros(dim)  # (D,)
-    params["attn.qkv.w"] = xavier_uniform(rng, dim, 3 * dim)  # (D, 3D)
+    if qkv_init == "fused":
+        params["attn.qkv.w"] = xavier_uniform(rng, dim, 3 * dim)  # (D, 3D)
+    else:  # the columns are (q | k | v), each block a D -> D projection
+        params["attn.qkv.w"] = xp.concatenate([xavier_uniform(rng, dim, dim) for _ in range(3)], axis=1)  # (D, 3D)
     params["attn.qkv.b"] = zeros(3 * dim)  # (3D,)
     params["attn.proj.w"] = xavier_uniform(rng, dim, dim)  # (D, D)
     params["attn.proj.b"] = zeros(dim)  # (D,)
