@@ -13,12 +13,13 @@ its default size and the training batch size, the script
    loss, the prediction and every gradient are, and the parameters after one AdamW step from the same
    gradients (each as max |ours - torch| / max |torch| over the array); it fails loudly beyond float32
    tolerances;
-2. times both steps alternating in one process (tinymae, torch, torch, tinymae, ...: the order flips
-   every repetition, so drift and background load hit both alike), after warm-up, and reports the
-   median milliseconds per step, images per second, and the speed of tinymae relative to torch
-   (torch ms / tinymae ms: 1.0 is parity, above 1 tinymae is faster) as the median of the per-repetition
-   ratios. Each timed step starts after a short rest (--cooldown): the two libraries' thread pools keep
-   spinning for a while after their last operation and would otherwise slow the other's next step;
+2. times both steps alternating in one process, in blocks of consecutive steps as a training run takes
+   them (--block steps of tinymae, then of torch, then of torch, then of tinymae, ...: the order flips
+   every repetition, so drift and background load hit both alike). The first steps of each block are not
+   counted (--settle): the two libraries' thread pools keep spinning for a while after their last
+   operation and would slow the other's first steps. It reports the median milliseconds per step, images
+   per second, and the speed of tinymae relative to torch (torch ms / tinymae ms: 1.0 is parity, above 1
+   tinymae is faster) as the median of the per-repetition ratios of the blocks' median steps;
 3. measures peak memory of each framework alone, in a fresh subprocess that runs a few steps: the
    process's resident-set high-water mark, and in brackets that peak minus the resident size just before
    the first step, i.e. what the training step itself adds on top of the interpreter, the libraries, the
@@ -110,16 +111,17 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per framework (after warm-up)")
+    p.add_argument("--repeats", type=int, default=10, help="blocks per framework, taking turns (after warm-up)")
+    p.add_argument("--block", type=int, default=6, help="consecutive steps per block")
+    p.add_argument("--settle", type=int, default=2,
+                   help="steps at the start of each block that are not counted: OpenBLAS's threads spin for "
+                        "~0.1 s after a matmul, OpenMP's for a while after a torch op, so right after the other "
+                        "library the two thread pools fight over the cores; a training run has only one")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per framework first")
-    p.add_argument("--batch-size", type=int, default=256, help="images per step (the training default)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
     p.add_argument("--loop-steps", type=int, default=10,
                    help="steps of the training loop itself (train_one_epoch on random photos), timed as a whole")
-    p.add_argument("--cooldown", type=float, default=0.3,
-                   help="seconds of rest before each timed step. OpenBLAS's threads spin for ~0.1 s after a "
-                        "matmul, OpenMP's for a while after a torch op: back to back, the two libraries' thread "
-                        "pools fight over the cores and each runs up to 2x slower (measured on 2 cores). A "
-                        "training run has only one of them, so each step is timed after a rest")
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS/OpenMP threads for NumPy and torch (default: the libraries' own, all cores)")
     p.add_argument("--no-torch", action="store_true", help="time tinymae only (torch is not imported)")
@@ -301,8 +303,9 @@ def check_correctness(arch, batch_size, device, sdpa):
 # ----------------------------------------------------------------------------------------------
 # 2. interleaved timing
 
-def time_steps(arch, batch_size, steps, warmup, device, sdpa, cooldown, threads=0):
-    """-> {"tinymae": [ms...], "torch": [ms...] or absent, "ratio": [torch/tinymae per repetition]}."""
+def time_steps(arch, batch_size, repeats, block, settle, warmup, device, sdpa, threads=0):
+    """-> {"tinymae": [ms per block...], "torch": [...] or absent, "ratio": [torch/tinymae per repetition]}:
+    each block's median step."""
     model, imgs, noise = make_batch(arch, batch_size)
     optimizer = tinymae_optimizer(model)
     runner = DataParallel(model, threads)
@@ -318,13 +321,15 @@ def time_steps(arch, batch_size, steps, warmup, device, sdpa, cooldown, threads=
             run()
     times = {name: [] for name in runners}
     order = list(runners)
-    for rep in range(steps):
+    for rep in range(repeats):
         for name in (order if rep % 2 == 0 else order[::-1]):
-            sync()
-            time.sleep(cooldown)  # let the other library's worker threads stop spinning (see --cooldown)
-            t0 = time.perf_counter()
-            runners[name]()  # ends with the loss on the host: the GPU has finished
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            steps = []
+            for _ in range(block):
+                sync()
+                t0 = time.perf_counter()
+                runners[name]()  # ends with the loss on the host: the GPU has finished
+                steps.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(median(steps[settle:]))  # see --settle
     if "torch" in times:
         times["ratio"] = [t / o for o, t in zip(times["tinymae"], times["torch"])]
     return times
@@ -452,7 +457,8 @@ def main(argv=None):
     args = parse_args(argv)
     malloc_tuned = False if args.default_malloc else speed.keep_freed_memory()
     if args.memory_worker:
-        memory_worker(args.memory_worker, args.arch, args.batch_size, threads=args.threads or 0)
+        memory_worker(args.memory_worker, args.arch, args.batch_size or PretrainConfig(arch=args.arch).batch_size,
+                      threads=args.threads or 0)
         return
     if args.threads:
         if torch is not None:
@@ -487,38 +493,39 @@ def main(argv=None):
 
     rows, all_ok = [], True
     for arch in archs:
+        batch = args.batch_size or PretrainConfig(arch=arch).batch_size  # the training batch by default
         model, _, _ = make_batch(arch, 1)
-        flops = step_flops(model, args.batch_size)
-        print(f"\n== {arch}: {model.num_params():,} parameters, batch {args.batch_size}, "
+        flops = step_flops(model, batch)
+        print(f"\n== {arch}: {model.num_params():,} parameters, batch {batch}, "
               f"{flops / 1e9:.2f} GFLOP per step (matmuls) ==")
         if use_torch:
             print("correctness (tinymae vs torch, same weights, batch and mask, one step, float32):")
-            all_ok &= check_correctness(arch, args.batch_size, device, args.torch_sdpa)
-        times = time_steps(arch, args.batch_size, args.steps, args.warmup, device if use_torch else None,
-                           args.torch_sdpa, args.cooldown, threads=args.threads or 0)
+            all_ok &= check_correctness(arch, batch, device, args.torch_sdpa)
+        times = time_steps(arch, batch, args.repeats, args.block, args.settle, args.warmup,
+                           device if use_torch else None, args.torch_sdpa, threads=args.threads or 0)
         memory = {}
         if not args.no_memory:
             for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
-                memory[fw] = measure_memory(fw, arch, args.batch_size, args.default_malloc, args.threads)
-        loop = time_training_loop(arch, args.batch_size, args.loop_steps, threads=args.threads or 0)
-        step_rate = args.batch_size / median(times["tinymae"]) * 1e3
+                memory[fw] = measure_memory(fw, arch, batch, args.default_malloc, args.threads)
+        loop = time_training_loop(arch, batch, args.loop_steps, threads=args.threads or 0)
+        step_rate = batch / median(times["tinymae"]) * 1e3
         print(f"training loop (tinymae.pretrain.train_one_epoch, {args.loop_steps} steps): "
               f"{loop['train_images_per_s']:.0f} img/s, {100 * loop['train_images_per_s'] / step_rate:.0f}% of the "
               f"step alone ({step_rate:.0f} img/s); host-side work the step waited for: "
               f"{1e3 * loop['waiting_for_data_s'] / args.loop_steps:.1f} ms per step")
         for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
             ms = median(times[fw])
-            rows.append((arch, fw, ms, args.batch_size / ms * 1e3, flops / ms / 1e6, memory.get(fw)))
+            rows.append((f"{arch}/{batch}", fw, ms, batch / ms * 1e3, flops / ms / 1e6, memory.get(fw)))
         if use_torch:
             q1, q3 = np.percentile(times["ratio"], [25, 75])
-            rows.append((arch, "ratio", median(times["ratio"]), q1, q3, None))
+            rows.append((f"{arch}/{batch}", "ratio", median(times["ratio"]), q1, q3, None))
 
     # the table
     mem_head = "device MB" if on_gpu() else "peak RSS MB (step)"
-    print(f"\n{'model':6} {'framework':22} {'ms/step':>9} {'img/s':>8} {'GFLOP/s':>8} {'% matmul':>9} {mem_head:>20}")
+    print(f"\n{'model/batch':11} {'framework':22} {'ms/step':>9} {'img/s':>8} {'GFLOP/s':>8} {'% matmul':>9} {mem_head:>20}")
     for arch, fw, a, b, c, mem in rows:
         if fw == "ratio":
-            print(f"{arch:6} {'speed tinymae/torch':22} {a:9.2f}   (torch ms / tinymae ms, median of the "
+            print(f"{arch:11} {'speed tinymae/torch':22} {a:9.2f}   (torch ms / tinymae ms, median of the "
                   f"repetitions' ratios; interquartile {b:.2f} to {c:.2f}; >= 1: tinymae as fast or faster)")
             continue
         name = f"tinymae/{backend.name}" if fw == "tinymae" else f"torch {torch.__version__.split('+')[0]} eager"
@@ -528,8 +535,8 @@ def main(argv=None):
             mem_text = f"{mem['device_peak_mb']:.0f}"
         else:
             mem_text = f"{mem['peak_mb']:.0f} ({mem['peak_mb'] - mem['before_mb']:.0f})"
-        print(f"{arch:6} {name:22} {a:9.1f} {b:8.0f} {c:8.1f} {100 * c / peak:8.1f}% {mem_text:>20}")
-    print(f"(median of {args.steps} steps after {args.warmup} warm-up; % matmul: of the best measured float32 "
+        print(f"{arch:11} {name:22} {a:9.1f} {b:8.0f} {c:8.1f} {100 * c / peak:8.1f}% {mem_text:>20}")
+    print(f"(median of {args.repeats} blocks of {args.block - args.settle} counted steps, after {args.warmup} warm-up; % matmul: of the best measured float32 "
           f"matmul rate, {peak:.0f} GFLOP/s)")
     if not all_ok:
         sys.exit("correctness check FAILED: tinymae and torch disagree beyond float32 tolerance (see above)")

@@ -10,7 +10,8 @@ generator in the same order (tinymae.pretrain.training_batches), the initial wei
 built with the same seed, copied into the PyTorch twin of benchmarks/torch_models.py), the learning-rate
 schedule (tinymae.optim.cosine_lr), and the validation metric: after every epoch the twin's weights are
 copied back into the tinymae model and measured by tinymae.evaluate.reconstruction_metrics, exactly as a
-tinymae run measures itself. PyTorch does the forward and backward passes and the AdamW step
+tinymae run measures itself (on every core, as there). The batches are prepared on a background thread,
+as in tinymae's loop (a PyTorch DataLoader worker would do the same). PyTorch does the forward and backward passes and the AdamW step
 (torch.optim.AdamW with the same two parameter groups), eager, on all the cores it uses by default.
 
 It prints one line per epoch and, at the end, the validation ratio to the mean-patch baseline and the
@@ -38,7 +39,8 @@ from tinymae.config import PretrainConfig  # noqa: E402
 from tinymae.evaluate import reconstruction_metrics  # noqa: E402
 from tinymae.models import build_model  # noqa: E402
 from tinymae.optim import cosine_lr  # noqa: E402
-from tinymae.pretrain import PretrainData, training_batches  # noqa: E402
+from tinymae.parallel import DataParallel  # noqa: E402
+from tinymae.pretrain import PretrainData, prefetched, training_batches  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -76,16 +78,17 @@ def main(argv=None):
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), {cfg.arch}, {cfg.epochs} epochs of "
           f"{steps} steps of {batch_size}, lr {cfg.lr}, warm-up {cfg.warmup_epochs}, GELU {args.gelu}", flush=True)
 
+    evaluation = DataParallel(model)  # tinymae's validation, spread over the cores as in its own runs
     baseline = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
-                                      mean_patch=data.mean_patch)["baselines"]["mean_patch"]["masked_mse"]
+                                      mean_patch=data.mean_patch, runner=evaluation)["baselines"]["mean_patch"]["masked_mse"]
     wall_time, history = 0.0, []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         perm = rng.permutation(data.info["n_train"])
         twin.train()
         loss_sum = 0.0
-        for i, (imgs, noise) in enumerate(training_batches(data, perm, batch_size, mcfg.img_size,
-                                                           mcfg.num_patches, rng)):
+        batches = prefetched(training_batches(data, perm, batch_size, mcfg.img_size, mcfg.num_patches, rng))
+        for i, (imgs, noise) in enumerate(batches):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(epoch * steps + i, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
             optimizer.zero_grad(set_to_none=True)
@@ -94,11 +97,13 @@ def main(argv=None):
             optimizer.step()
             loss_sum += loss.item()
             if not math.isfinite(loss_sum):
+                batches.close()
                 sys.exit(f"the loss became {loss_sum} at epoch {epoch + 1}, step {i + 1}")
         train_time = time.perf_counter() - t0
         # validation with tinymae's own metric on the twin's weights
         model.params.update({k: v for k, v in torch_models.tinymae_params(twin, model.params).items()})
-        val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed, baselines=False)
+        val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed, baselines=False,
+                                     runner=evaluation)
         wall_time += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps, "val_masked_mse": val["masked_mse"],
                         "train_images_per_s": steps * batch_size / train_time})

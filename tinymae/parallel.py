@@ -40,10 +40,10 @@ from .backend import xp
 from .optim import adamw_update
 
 # Images per shard, by architecture. The ViT's elementwise work is half of its step: small shards keep
-# it in cache. The MLP is almost all large matrix products, which BLAS already spreads over every core,
-# and its gradients are as large as its 4.6 M weights, so sharding it would only add work: one shard,
-# and only AdamW runs on the workers (benchmarks/README.md has the measurements behind both choices).
-SHARD_IMAGES = {"mlp": None, "vit": 32}
+# it in cache. The MLP is mostly large matrix products: one shard per core (of a batch of 256), each
+# core's products single-threaded, beats one batch whose products BLAS spreads over the cores, even with
+# the gradients of its 4.6 M weights to add up (benchmarks/README.md has the measurements).
+SHARD_IMAGES = {"mlp": 128, "vit": 32}
 
 
 def cpu_count():
@@ -108,10 +108,23 @@ class DataParallel:
         with self.blas.limit(limits=1, user_api="blas"):
             results = list(self.pool.map(worker, range(min(self.threads, len(bounds)))))
         loss, grads = results[0]
-        for other_loss, other_grads in results[1:]:  # in worker order, so the sums are the same every run
+        for other_loss, _ in results[1:]:  # in worker order, so the sums are the same every run
             loss = loss + other_loss
-            for name, g in other_grads.items():
-                grads[name] += g
+
+        # The workers' gradients are added up on the workers too: worker w adds part w of every
+        # parameter (a flat view of it), in worker order, so every element's sum is the same every run.
+        for name, g in grads.items():
+            if not g.flags.c_contiguous:  # (a flat view of it must be the array itself)
+                grads[name] = xp.ascontiguousarray(g)
+
+        def add_up(w):
+            for name, g in grads.items():
+                flat = g.reshape(-1)  # a view
+                part = slice(w * flat.size // self.threads, (w + 1) * flat.size // self.threads)
+                for _, other_grads in results[1:]:
+                    flat[part] += other_grads[name].reshape(-1)[part]
+
+        list(self.pool.map(add_up, range(self.threads)))
         return loss, grads
 
     # ------------------------------------------------------------------------------------------
