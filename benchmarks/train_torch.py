@@ -115,6 +115,7 @@ def main(argv=None):
               "ratio_to_mean_patch": history[-1]["val_masked_mse"] / baseline, "history": history}
     print(f"done: {wall_time:.0f} s of epochs; validation {result['ratio_to_mean_patch']:.3f}x mean patch")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
