@@ -38,9 +38,12 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
         for file in ("metrics.json", "checkpoint.npz", "probe.json"):
             assert (out / name / file).exists(), f"{name}/{file}"
     for seed in script.SEEDS:
-        for folder in (f"finetune-N4-seed{seed}", f"finetune-scratch-N4-seed{seed}", f"finetune-seed{seed}",
-                       f"finetune-scratch-seed{seed}"):
+        for folder in (f"finetune-N4-seed{seed}", f"finetune-scratch-N4-seed{seed}"):
             assert (out / f"base-seed{seed}" / folder / "result.json").exists(), folder
+    # every label: seed 0 alone
+    for folder in ("finetune-seed0", "finetune-scratch-seed0"):
+        assert (out / "base-seed0" / folder / "result.json").exists(), folder
+    assert not (out / "base-seed1" / "finetune-seed1").exists()
     assert (out / "mask0.25" / "finetune-N4-seed0" / "result.json").exists()
     metrics = json.loads((out / "encoder-mask-tokens" / "metrics.json").read_text())
     assert metrics["config"]["encoder_mask_tokens"] and metrics["settings"]["epochs"] == 1
@@ -49,6 +52,7 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     for heading in ("## 1. Fine-tuning", "## 2. Linear probe", "## 3. The ablations at 1 epochs", "## The runs"):
         assert heading in report, heading
     assert "| 4 | 32 |" in report and "| all | 128 |" in report  # both rows of the fine-tuning table
+    assert "(one seed)" in report and "(seed std up to" in report
     assert "not run yet" not in report
     for png in ("mask_ratio.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
         assert (docs / png).stat().st_size > 0, png
