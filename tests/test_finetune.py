@@ -458,3 +458,15 @@ def test_eval_every_measures_the_accuracy_on_those_epochs_and_the_last(tiny, tmp
     history = json.loads((out / "result.json").read_text())["history"]
     assert ["val_accuracy" in h for h in history] == [False, True, True]
     assert result["val_accuracy"] == history[-1]["val_accuracy"]
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tiny, tmp_path, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "train_one_epoch", interrupt)
+    capsys.readouterr()
+    assert finetune.main(args(tiny, tmp_path / "ft")) == 130
+    out, err = capsys.readouterr()
+    assert "nothing was saved" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ft" / "result.json").exists()

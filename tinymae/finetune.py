@@ -375,8 +375,9 @@ def main(argv=None, prog="python -m tinymae.finetune"):
     except OSError as e:  # a full disk or a folder that became read-only while training
         sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}); free some space or fix the "
                  "permissions, then run again")
-    except KeyboardInterrupt as e:
-        sys.exit(f"\n{e}" if str(e) else "\ninterrupted")
+    except KeyboardInterrupt as e:  # the shell's convention for Ctrl-C: 128 + SIGINT
+        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        return 130
     print(json.dumps(result), flush=True)
     return 0
 

@@ -410,8 +410,9 @@ def main(argv=None, prog="python -m tinymae.pretrain"):
     except OSError as e:  # a full disk or a folder that became read-only while training
         sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}). The last checkpoint, if any, "
                  "is intact; free some space or fix the permissions, then continue with --resume")
-    except KeyboardInterrupt as e:
-        sys.exit(f"\n{e}" if str(e) else "\ninterrupted")
+    except KeyboardInterrupt as e:  # the shell's convention for Ctrl-C: 128 + SIGINT
+        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        return 130
     return 0
 
 
