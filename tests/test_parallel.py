@@ -129,8 +129,7 @@ def test_a_sharded_run_resumes_bit_identical(photos, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pretrain, "random_crop_flip", crash)
-    with pytest.raises(SystemExit, match="--resume"):
-        pretrain.main(tiny_run_args(interrupted, photos, "vit", "--threads", "2"))
+    assert pretrain.main(tiny_run_args(interrupted, photos, "vit", "--threads", "2")) == 130
     monkeypatch.setattr(pretrain, "random_crop_flip", real)
     pretrain.pretrain(*pretrain.parse_args(["--data", str(photos), "--out", str(interrupted), "--resume",
                                             "--no-progress"]))
