@@ -20,14 +20,13 @@ costs the figure, not the numbers: a warning on stderr, "figure": null in the JS
 import argparse
 import json
 import math
-import os
 import sys
 
 from . import backend
 from .backend import asarray, host_rng, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, center_crop, load_dataset, normalize
-from .files import check_writable
+from .files import output_file_problem
 from .metrics import (masked_patch_sq_error, mean_patch_baseline, nearest_visible_baseline, pred_to_pixels, psnr,
                       visible_mean_baseline)
 from .patches import patchify
@@ -133,31 +132,6 @@ def at_least_one(text):
 def zero_or_more(text):
     """argparse type: a whole number >= 0 (a seed: NumPy's generators take no negative seed)."""
     return _whole_number(text, 0)
-
-
-def output_file_problem(path, extensions=None):
-    """Why the command could not write its output file `path`, or None if it can. Makes the folder the
-    file goes into (as the write would). extensions: the allowed file endings, if limited.
-
-    Called while parsing the flags, so that a typo in an output path stops the command before it decodes
-    a single image, not after all the work."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return "is a folder; give the path of a file to write"
-    if extensions is not None:
-        ending = os.path.splitext(path)[1].lower().lstrip(".")
-        if ending and ending not in extensions:
-            return f"ends in .{ending}, which cannot be written; use one of .{', .'.join(sorted(extensions))}"
-    folder = os.path.dirname(path)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        return f"cannot be written: {folder} is a file, not a folder"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        return "exists and is not writable; choose another path or fix its permissions"
-    try:
-        check_writable(folder)  # makes the folder; a read-only folder or a full disk fails here
-    except OSError as e:
-        return f"cannot be written: {e}"
-    return None
 
 
 def figure_extensions():

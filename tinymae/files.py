@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one (host-side, no array backend)."""
+"""Output files: written so that a crash never leaves a half-written one, and checked before any long work
+that they can be written at all (host-side, no array backend)."""
 import os
 import tempfile
 
@@ -60,3 +61,28 @@ def remove_stale_temporaries(folder, names):
                 os.unlink(entry.path)
             except OSError:
                 pass  # not ours to fix; the next write makes its own temporary file
+
+
+def output_file_problem(path, extensions=None):
+    """Why the command could not write its output file `path`, or None if it can. Makes the folder the
+    file goes into (as the write would). extensions: the allowed file endings, if limited.
+
+    Called while parsing the flags, so that a typo in an output path stops the command before it decodes
+    a single image, not after all the work."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return "is a folder; give the path of a file to write"
+    if extensions is not None:
+        ending = os.path.splitext(path)[1].lower().lstrip(".")
+        if ending and ending not in extensions:
+            return f"ends in .{ending}, which cannot be written; use one of .{', .'.join(sorted(extensions))}"
+    folder = os.path.dirname(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"cannot be written: {folder} is a file, not a folder"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "exists and is not writable; choose another path or fix its permissions"
+    try:
+        check_writable(folder)  # makes the folder; a read-only folder or a full disk fails here
+    except OSError as e:
+        return f"cannot be written: {e}"
+    return None

@@ -96,8 +96,10 @@ def read_vit_checkpoint(path):
     header, arrays = read_checkpoint(path)
     arch, config = header.get("arch"), header.get("config")
     if arch != "vit":
-        raise FinetuneError(f"{path} holds a model of architecture {arch!r}; fine-tuning needs the encoder of a "
-                            "ViT MAE (a checkpoint of python -m tinymae.pretrain --arch vit)")
+        why = (" (the MLP's encoder takes exactly the visible patches as one vector, so it cannot see a whole "
+               "image)" if arch == "mlp" else "")
+        raise FinetuneError(f"{path} holds a model of architecture {arch!r}{why}; fine-tuning needs the encoder of "
+                            "a ViT MAE (a checkpoint of python -m tinymae.pretrain --arch vit)")
     if not isinstance(header.get("settings"), dict) or not isinstance(header.get("data"), dict):
         raise FinetuneError(f"{path} was not written by tinymae.pretrain (it has no run settings), so its "
                             "training split cannot be rebuilt")

@@ -36,8 +36,8 @@ from . import backend
 from .backend import asarray, host_rng, to_numpy, xp
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import DataError, center_crop, load_dataset, normalize, stratified_split
-from .evaluate import at_least_one, output_file_problem
-from .files import write_atomically
+from .evaluate import at_least_one
+from .files import output_file_problem, write_atomically
 from .layers import linear_backward, linear_forward
 from .loss import bce_logits_backward, bce_logits_forward
 from .models import build_model
