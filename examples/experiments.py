@@ -378,31 +378,44 @@ def ablations_section(results, ft, step_times, few):
               "", "Against the paper, one finding at a time (probe and fine-tune differences to the base run's mean, "
                   "in points; *within the spread* when smaller than half the base run's range over seeds):", ""]
 
-    def diff(name, values, base_values, noise):
-        if name not in results or any(v is None for v in values) or not base_values or None in base_values:
-            return None
+    def diff(values, base_values, noise, expected):
+        """'+2.3 (as the paper)': the difference to the base run in points, read against the seed spread and
+        the direction the paper found (expected: +1 the variant is better, -1 worse, None no claim)."""
+        if any(v is None for v in values) or not base_values or None in base_values:
+            return None, None
         d = 100 * (np.mean(values) - np.mean(base_values))
-        if noise is None:
-            return f"{d:+.1f}"
-        return f"{d:+.1f}" + (" (within the spread)" if abs(d) <= 100 * noise else "")
+        if noise is None or expected is None:
+            return f"{d:+.1f}", None
+        if abs(d) <= 100 * noise:
+            return f"{d:+.1f} (within the spread)", "within"
+        agrees = (d > 0) == (expected > 0)
+        return f"{d:+.1f} ({'as the paper' if agrees else 'the opposite of the paper'})", agrees
 
+    # (run, the paper's finding, the sign of variant - base the paper found: -1 the variant is worse)
     claims = [
-        ("mask0.25", "Figure 5: a mask ratio of 75% beats 25% by a wide margin (~10 points of linear probing)"),
-        ("mask0.5", "Figure 5: 75% beats 50% (a few points)"),
-        ("mask0.9", "Figure 5: 90% is a little worse than 75%"),
-        ("loss-all", "Sec. 3: the loss on all patches is ~0.5% worse than on removed patches"),
-        ("norm-pix", "Table 1d: normalised pixel targets are +0.4 (probe) to +0.5 (fine-tune) points better"),
-        ("encoder-mask-tokens", "Table 1c: [M] in the encoder costs 13.9 probe points and 0.7 fine-tuning points"),
+        ("mask0.25", "Figure 5: a mask ratio of 75% beats 25% by a wide margin (~10 points of linear probing)", -1),
+        ("mask0.5", "Figure 5: 75% beats 50% (a few points)", -1),
+        ("mask0.9", "Figure 5: 90% is a little worse than 75%", -1),
+        ("loss-all", "Sec. 3: the loss on all patches is ~0.5% worse than on removed patches", -1),
+        ("norm-pix", "Table 1d: normalised pixel targets are +0.4 (probe) to +0.5 (fine-tune) points better", +1),
+        ("encoder-mask-tokens", "Table 1c: [M] in the encoder costs 13.9 probe points and 0.7 fine-tuning points", -1),
         ("mlp", "(not the paper's) an MLP MAE against the ViT; the MLP is not fine-tuned: its encoder takes "
-                "exactly 16 of the 64 patches, so it cannot see a whole image"),
+                "exactly 16 of the 64 patches, so it cannot see a whole image", None),
     ]
-    for name, claim in claims:
+    for name, claim, expected in claims:
         if name not in results:
             continue
         seed = results[name]["metrics"]["settings"]["seed"]
-        p = diff(name, [probe_acc(results[name])], base_probe, probe_spread)
-        f = diff(name, [ft.get((name, False, few, seed), {}).get("val_accuracy")], base_ft, ft_spread)
-        lines.append(f"- {claim}. Measured, {name} against the base run: probe {p or '—'}, fine-tune @{few} {f or '—'}.")
+        p, p_agrees = diff([probe_acc(results[name])], base_probe, probe_spread, expected)
+        f, f_agrees = diff([ft.get((name, False, few, seed), {}).get("val_accuracy")], base_ft, ft_spread, expected)
+        readings = {v for v in (p_agrees, f_agrees) if v is not None}
+        verdict = ("" if not readings else
+                   " **Reproduced.**" if readings <= {True, "within"} and True in readings else
+                   " **Not reproduced: the opposite.**" if readings <= {False, "within"} and False in readings else
+                   " **Mixed: one measure each way.**" if {True, False} <= readings else
+                   " **Not resolved at this scale** (both within the seed spread).")
+        lines.append(f"- {claim}. Measured, {name} against the base run: probe {p or '—'}, "
+                     f"fine-tune @{few} {f or '—'}.{verdict}")
     if step_times and "base-seed0" in step_times and "encoder-mask-tokens" in step_times:
         speedup = step_times["encoder-mask-tokens"]["step_s"] / step_times["base-seed0"]["step_s"]
         lines += ["", f"Speed (Table 2: skipping the mask tokens trains 2.8-4.1x faster): measured side by side "

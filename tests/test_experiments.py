@@ -53,6 +53,9 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
         assert heading in report, heading
     assert "| 4 | 32 |" in report and "| all | 128 |" in report  # both rows of the fine-tuning table
     assert "(one seed)" in report and "(seed std up to" in report
+    finding = next(line for line in report.splitlines() if "Measured, mask0.25 against the base run" in line)
+    assert any(v in finding for v in ("**Reproduced.**", "**Not reproduced: the opposite.**", "**Mixed",
+                                      "**Not resolved at this scale**")), finding
     assert "not run yet" not in report
     for png in ("mask_ratio.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
         assert (docs / png).stat().st_size > 0, png
