@@ -145,7 +145,7 @@ def run_pretraining(names, args, t0, verbose=True):
             print("    finished earlier: read back")
         report = probe_variant(run_dir, args.data, seeds=args.probe_seeds, baselines=name == "base-seed0",
                                per_class=args.per_class)
-        results[name] = {"metrics": metrics, "probe": report, "dir": run_dir}
+        results[name] = {"metrics": metrics, "probe": report, "dir": run_dir, "trained": trained}
     return results
 
 
@@ -168,7 +168,8 @@ def finished_finetunes(jobs, args):
 
 
 def run_finetuning(jobs, args, t0):
-    """jobs: [(pre-training name, from_scratch, labels per class, seed)] -> {job: result dict}."""
+    """jobs: [(pre-training name, from_scratch, labels per class, seed)] -> {job: (result dict, whether it
+    trained now)}."""
     results = {}
     for i, (name, scratch, labels, seed) in enumerate(jobs, start=1):
         settings = finetune_settings(args, scratch, labels, seed)
@@ -176,19 +177,18 @@ def run_finetuning(jobs, args, t0):
         print(f"\n[fine-tuning {i}/{len(jobs)}] {what}  ({elapsed(t0)})", flush=True)
         result, ran = finetune_variant(os.path.join(args.out, name, "checkpoint.npz"), args.data, settings)
         print(f"    {'' if ran else 'finished earlier: '}validation accuracy {100 * result['val_accuracy']:.1f}%")
-        results[(name, scratch, labels, seed)] = result
+        results[(name, scratch, labels, seed)] = result, ran
     return results
 
 
 def record_time(args, seconds):
-    """Remember how long this part took (<out>/timings.json), for the page; a part that had less to do
-    because its runs had finished earlier is not recorded over a complete one."""
+    """Remember how long this part took (<out>/timings.json), for the page. Called only when every run of
+    the part trained in this invocation: one that read finished runs back did not measure the part."""
     path = os.path.join(args.out, "timings.json")
     timings = json.load(open(path)) if os.path.exists(path) else {}
-    if seconds > timings.get(args.part, {}).get("seconds", 0):
-        timings[args.part] = {"seconds": seconds, "date": datetime.date.today().isoformat()}
-        with open(path, "w") as f:
-            json.dump(timings, f, indent=2)
+    timings[args.part] = {"seconds": seconds, "date": datetime.date.today().isoformat()}
+    with open(path, "w") as f:
+        json.dump(timings, f, indent=2)
 
 
 def time_steps(results, args):
@@ -290,7 +290,7 @@ def finetune_section(ft, results):
              "| labelled images per class | batch | MAE-initialised (%) | from scratch (%) | MAE − scratch (points) | "
              "norm-pix MAE, seed 0 (%) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    findings = []
+    findings, noises = [], []  # noises: the seed stds of the rows with several seeds, for the one-seed row
     for labels in sorted({job[2] for job in ft}, key=lambda n: float("inf") if n is None else n):
         batch = batch_for(labels)
         mae = [ft.get((f"base-seed{s}", False, labels, s), {}).get("val_accuracy") for s in seeds_for(labels)]
@@ -302,15 +302,16 @@ def finetune_section(ft, results):
             diff = f"{gain:+.1f}"
             if len(mae) > 1:
                 noise = 100 * max(np.std(mae), np.std(scratch))
-                verdict = ("MAE pre-training helps" if gain > 2 * noise else "MAE pre-training hurts"
-                           if gain < -2 * noise else "no difference beyond the seed spread")
+                noises.append(noise)
                 spread_note = f"seed std up to {noise:.1f}"
-            else:
-                verdict = ("MAE pre-training ahead" if gain > 0 else "training from scratch ahead") + \
-                          ", from a single seed (no spread to read it against)"
-                spread_note = "one seed"
-            findings.append(f"- {labels or 'every'} label{'s' if labels != 1 else ''} per class: {gain:+.1f} points "
-                            f"({spread_note}): {verdict}.")
+            else:  # one seed: read against the spread the other rows measured
+                noise = max(noises) if noises else None
+                spread_note = "one seed" + (f"; the other rows' seed std is up to {noise:.1f}" if noise else "")
+            verdict = ("no seed spread to read it against" if noise is None else "MAE pre-training helps"
+                       if gain > 2 * noise else "MAE pre-training hurts" if gain < -2 * noise else
+                       "no difference beyond the seed spread")
+            what = "every label" if labels is None else f"{labels} label{'s' if labels != 1 else ''} per class"
+            findings.append(f"- {what}: {gain:+.1f} points ({spread_note}): {verdict}.")
         lines.append(f"| {labels or 'all'} | {batch} | {pct(mae)} | {pct(scratch)} | {diff} | {pct([norm_pix])} |")
     lines += ["", "What it shows (a difference counts when it is more than twice the larger seed std):", ""] + findings
     lines += ["", "The paper (Sec. 4, Table 3) fine-tunes ViT-B/L/H for 50-100 epochs after 800-1600 epochs of "
@@ -451,7 +452,9 @@ def write_report(args, results, ft, step_times, command, seconds):
              f"({platform.machine()}, {os.cpu_count()} CPU cores, NumPy {np.__version__}, backend `{backend.name}`); "
              f"this invocation took {seconds / 60:.0f} min (runs finished before were read back, not redone)."
              + "".join(f" The part `--part {part}` took {t['seconds'] / 60:.0f} min when it ran in full on {t['date']}."
-                       for part, t in timings(args).items()), "",
+                       for part, t in timings(args).items())
+             + (" These are wall-clock times: whatever else ran on the machine then is in them, as it is in every "
+                "run's minutes and seconds per epoch below." if timings(args) else ""), "",
              f"- Data: `{args.data}`, {data.get('n_train', '?')} training / {data.get('n_val', '?')} validation images "
              "(48 x 48 crops, 6 x 6 patches, 64 per image).",
              f"- Pre-training: {args.epochs} epochs (the paper: 800-1600), batch {s.get('batch_size', '?')}, AdamW lr "
@@ -550,9 +553,13 @@ def main(argv=None):
     jobs = (finetune_jobs if args.part in ("all", "finetune") else []) + (
         [j for j in ablation_jobs if j not in finetune_jobs] if args.part in ("all", "ablations") else [])
     try:
-        run_pretraining(names, args, t0)
-        run_finetuning(jobs, args, t0)
-        record_time(args, time.perf_counter() - t0)
+        pretrained = run_pretraining(names, args, t0)
+        finetuned = run_finetuning(jobs, args, t0)
+        # the part's own runs (the fine-tuning part uses pre-training runs that the ablation part makes)
+        trained = [ran for _, ran in finetuned.values()] + (
+            [] if args.part == "finetune" else [r["trained"] for r in pretrained.values()])
+        if trained and all(trained):
+            record_time(args, time.perf_counter() - t0)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted after {elapsed(t0)}. Finished runs are kept; start the same command again to "
                  "continue where it stopped.")

@@ -52,7 +52,7 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     for heading in ("## 1. Fine-tuning", "## 2. Linear probe", "## 3. The ablations at 1 epochs", "## The runs"):
         assert heading in report, heading
     assert "| 4 | 32 |" in report and "| all | 128 |" in report  # both rows of the fine-tuning table
-    assert "(one seed)" in report and "(seed std up to" in report
+    assert "(one seed; the other rows' seed std is up to" in report and "(seed std up to" in report
     finding = next(line for line in report.splitlines() if "Measured, mask0.25 against the base run" in line)
     assert any(v in finding for v in ("**Reproduced.**", "**Not reproduced: the opposite.**", "**Mixed",
                                       "**Not resolved at this scale**")), finding
@@ -66,10 +66,13 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     # a second invocation reads everything back
     capsys.readouterr()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    timings = json.loads((out / "timings.json").read_text())
+    assert list(timings) == ["all"] and f"`--part all` took " in report
     assert script.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("finished earlier: read back") == len(script.PRETRAIN)
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    assert json.loads((out / "timings.json").read_text()) == timings  # reading back measured nothing
 
 
 def test_experiments_refuse_a_run_trained_with_other_settings(tiny_photos, tmp_path):
