@@ -148,7 +148,8 @@ def test_no_weight_decay_on_biases_and_norms_as_main_pretrain():
     assert {"cls_token", "mask_token"} <= set(model.params) - expected
 
 
-@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be"),
+@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be 'masked' or 'all', got 'some'"),
+                                          ({"qkv_init": "some"}, "qkv_init must be 'fused' or 'per-projection'"),
                                           ({"img_size": 25}, "not a multiple of patch_size"),
                                           ({"mask_ratio": 0.999}, "leaves no visible patch"),
                                           ({"mask_ratio": 0.0}, "mask_ratio must be above 0"),

@@ -58,8 +58,11 @@ class MAEConfig:
         for name in ("img_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.loss_on not in ("masked", "all"):
-            raise ValueError(f"loss_on must be 'masked' or 'all', got {self.loss_on!r}")
+        for f in fields(self):  # every setting declared with its choices (loss_on, qkv_init, ...)
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices is not None and value not in choices:
+                listed = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+                raise ValueError(f"{f.name} must be {listed}, got {value!r}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if not 0.0 < self.mask_ratio < 1.0:
@@ -117,8 +120,6 @@ class ViTConfig(MAEConfig):
                 raise ValueError(f"{width_name}={width} must be divisible by 4 (the 2-D sin-cos position embedding)")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-        if self.qkv_init not in ("fused", "per-projection"):
-            raise ValueError(f"qkv_init must be 'fused' or 'per-projection', got {self.qkv_init!r}")
 
 
 MODEL_CONFIGS = {"mlp": MLPConfig, "vit": ViTConfig}
