@@ -101,7 +101,7 @@ def main(argv=None):
                 sys.exit(f"the loss became {loss_sum} at epoch {epoch + 1}, step {i + 1}")
         train_time = time.perf_counter() - t0
         # validation with tinymae's own metric on the twin's weights
-        model.params.update({k: v for k, v in torch_models.tinymae_params(twin, model.params).items()})
+        model.params.update(torch_models.tinymae_params(twin, model.params))
         val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed, baselines=False,
                                      runner=evaluation)
         wall_time += time.perf_counter() - t0
