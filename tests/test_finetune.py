@@ -103,6 +103,50 @@ def test_vit_classifier_whole_model_gradients(xp):
     assert {r.name for r in reports} == set(names)
 
 
+def test_vit_classifier_gradients_with_drop_path_and_frozen_blocks(xp):
+    """With drop-path factors and the first block frozen: the finite differences of the trainable parameters,
+    and exactly those parameters get gradients."""
+    model = tiny_classifier()
+    model.frozen_blocks = 1  # as ViTClassifier(..., trainable_blocks=1) with depth 2
+    rng = host_rng(0)
+    imgs = asarray(rng.standard_normal((3, 3, 8, 8)))  # (N, 3, H, W) float64
+    labels = asarray(np.array([0, 1, 1]))
+    keep = asarray(np.array([[[1.0, 1.0], [0.0, 1.5]], [[1.0, 1.0], [1.5, 1.5]], [[1.0, 1.0], [1.5, 0.0]]]))  # (N, 2, 2)
+    names = model.trainable
+    assert names == [n for n in model.params if n.startswith(("blocks.1.", "fc_norm", "head"))]
+
+    def forward(*arrays):
+        model.params.update(zip(names, arrays))
+        loss, logits, cache = model.forward(imgs, labels, keep)
+        return loss, cache
+
+    def backward(dloss, cache):
+        grads = model.backward(dloss, cache)
+        assert list(grads) == names
+        return tuple(grads[name] for name in names)
+
+    assert_backward_matches(forward, backward, {n: model.params[n] for n in names}, tol=1e-5, h=3e-5)
+
+
+def test_drop_path_keep_rates_grow_over_the_blocks():
+    keep = finetune.drop_path_keep(host_rng(0), 20000, 3, 0.2)  # (n, depth, 2)
+    assert keep.shape == (20000, 3, 2) and keep.dtype == np.float32
+    assert (keep[:, 0] == 1.0).all()  # rate 0 at the first block: never dropped
+    for block, rate in ((1, 0.1), (2, 0.2)):
+        assert set(np.unique(keep[:, block]).tolist()) == {0.0, np.float32(1 / (1 - rate))}
+        assert abs((keep[:, block] == 0).mean() - rate) < 0.01  # dropped at its rate
+        assert abs(keep[:, block].mean() - 1.0) < 0.02  # the expected factor is 1
+
+
+def test_classifier_refuses_more_trainable_blocks_than_it_has():
+    mae = MaskedAutoencoderViT(ViTConfig(img_size=8, patch_size=2, embed_dim=8, depth=2, num_heads=2,
+                                         decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2))
+    with pytest.raises(ValueError, match="between 0 and the encoder's depth 2, got 3"):
+        ViTClassifier(mae, trainable_blocks=3)
+    assert ViTClassifier(mae, trainable_blocks=0).trainable == ["fc_norm.w", "fc_norm.b", "head.w", "head.b"]
+    assert ViTClassifier(mae, trainable_blocks=2).trainable == list(ViTClassifier(mae).params)
+
+
 def test_classifier_encoder_is_the_maes_encoder(xp):
     """The classifier's tokens, put through the MAE's final norm, are the MAE's forward_encoder with every
     patch visible (mask_ratio 0, zero noise), once its shuffle is undone; the classifier has the MAE's
@@ -346,6 +390,29 @@ def test_from_scratch_starts_from_random_weights(tiny, capsys):
     assert np.abs(trained - to_numpy(fresh.params["blocks.0.attn.qkv.w"])).max() > 1e-3
 
 
+def test_partial_fine_tuning_leaves_the_frozen_encoder_as_pre_trained(tiny, capsys):
+    """--trainable-blocks 0 (the tiny encoder has 1 block): the encoder in classifier.npz is the checkpoint's,
+    bit for bit, while the head trains; the default --out names the variant. --drop-path runs too."""
+    frozen, printed = run_ok(args(tiny, None, "--trainable-blocks", "0", "--seed", "5"), capsys)
+    assert frozen["out"] == str(tiny.checkpoint.parent / "finetune-blocks0-seed5")
+    assert "of them trained" in printed
+    saved = tiny.checkpoint.parent / "finetune-blocks0-seed5" / "classifier.npz"
+    for name in ("param/blocks.0.attn.qkv.w", "param/patch_embed.w", "param/cls_token"):
+        np.testing.assert_array_equal(encoder_weights(saved, name), encoder_weights(tiny.checkpoint, name))
+    assert np.abs(encoder_weights(saved, "param/head.w")).max() > 1e-3  # started at ~2e-5
+
+    dropped, _ = run_ok(args(tiny, None, "--drop-path", "0.1", "--seed", "5"), capsys)
+    assert dropped["out"] == str(tiny.checkpoint.parent / "finetune-droppath0.1-seed5")
+    assert np.abs(encoder_weights(tiny.checkpoint.parent / "finetune-droppath0.1-seed5" / "classifier.npz")
+                  - encoder_weights(tiny.checkpoint)).max() > 0  # the blocks trained
+
+
+def test_more_trainable_blocks_than_the_encoder_has_is_refused(tiny, tmp_path, capsys):
+    code, message, _ = run_main(args(tiny, tmp_path / "ft", "--trainable-blocks", "2"), capsys)
+    assert_one_line_error(code, message, "--trainable-blocks 2", "has 1 block;")
+    assert not (tmp_path / "ft").exists()
+
+
 def test_labels_per_class_and_same_seed_same_numbers(tiny, tmp_path, capsys):
     """--labels-per-class 3: six images of the pre-training run's training split, three per class, and the
     same validation images; the same seed gives the same numbers, bit for bit."""
@@ -434,6 +501,8 @@ def test_bad_inputs_fail_before_training(tiny, tmp_path, capsys, monkeypatch, ex
     (["--lr", "0"], "--lr must be a positive number"),
     (["--seed", "-1"], "--seed must be 0 or more"),
     (["--epochs", "two"], "invalid int value"),
+    (["--trainable-blocks", "-1"], "--trainable-blocks must be 0 or more"),
+    (["--drop-path", "1"], "--drop-path must be at least 0 and below 1"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -6,6 +6,7 @@ added to tinymae without a row here.
 """
 import inspect
 
+import numpy as np
 import pytest
 
 from tinymae import attention, backend, layers, loss, masking, patches, transformer
@@ -14,7 +15,7 @@ from tinymae.gradcheck import assert_backward_matches
 TOL = 1e-7  # max elementwise relative error; float64 centered differences reach ~1e-9 here
 # A whole Transformer block runs hundreds of float64 operations between input and output, so its finite
 # differences carry ~1e-10 of rounding noise: 2e-7 relative on its smallest gradient elements (measured).
-CASE_TOL = {"transformer.block_backward": 1e-6}
+CASE_TOL = {"transformer.block_backward": 1e-6, "transformer.block_backward[drop_path]": 1e-6}
 
 
 def randn(rng, *shape, dtype="float64"):
@@ -94,6 +95,12 @@ def case_gelu(rng, dtype):
     return layers.gelu_forward, layers.gelu_backward, {"x": randn(rng, 3, 7, dtype=dtype) * 2.0}
 
 
+def case_drop_path(rng, dtype):
+    keep = backend.asarray(np.array([0.0, 1.25, 1.25]), dtype=dtype)  # image 0 drops the branch, 1 and 2 keep it
+    return ((lambda x: layers.drop_path_forward(x, keep)), layers.drop_path_backward,
+            {"x": randn(rng, 3, 2, 4, dtype=dtype)})
+
+
 def case_softmax(rng, dtype):
     # Rows of varied spread, so some softmax rows are peaked and some flat.
     return attention.softmax_forward, attention.softmax_backward, {"x": randn(rng, 2, 3, 5, dtype=dtype) * 2.0}
@@ -134,7 +141,7 @@ def case_attention(rng, dtype):
     return forward, backward, inputs
 
 
-def case_block(rng, dtype):
+def case_block(rng, dtype, drop_path=False):
     N, T, D, H = 2, 3, 8, 2
     # Random values everywhere, not the init's LayerNorm 1 / 0 and zero biases, behind which a swapped
     # or missing gradient could hide.
@@ -151,7 +158,8 @@ def case_block(rng, dtype):
     def forward(x, *values):
         p = dict(zip(names, values))
         p["attn.qkv.b"] = qkv_bias(p.pop("attn.qv_b"), k_b)
-        return transformer.block_forward(x, p, num_heads=H)
+        keep = backend.asarray(np.array([[1.25, 0.0], [0.0, 1.25]]), dtype=dtype) if drop_path else None  # (N, 2)
+        return transformer.block_forward(x, p, num_heads=H, keep=keep)
 
     def backward(dout, cache):
         dx, grads = transformer.block_backward(dout, cache)
@@ -199,6 +207,8 @@ GRADIENT_CHECKS = {
     "attention.softmax_backward": case_softmax,
     "attention.attention_backward": case_attention,
     "transformer.block_backward": case_block,
+    "transformer.block_backward[drop_path]": lambda rng, dtype: case_block(rng, dtype, drop_path=True),
+    "layers.drop_path_backward": case_drop_path,
 }
 
 

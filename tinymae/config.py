@@ -217,6 +217,12 @@ class FinetuneConfig:
     from_scratch: bool = setting(False, "train the same network from random initialisation (the paper's baseline)")
     labels_per_class: int = setting(None, "fine-tune on N labelled images per class of the pre-training split "
                                           "(default: all)")
+    trainable_blocks: int = setting(None, "partial fine-tuning (the paper's Figure 9): train only the last K encoder "
+                                          "blocks, fc_norm and the head; 0: fc_norm and the head alone, a linear "
+                                          "classifier on the frozen encoder (default: every block)")
+    drop_path: float = setting(0.0, "stochastic depth: the highest rate at which a block's residual branches are "
+                                    "skipped per image while training, rising from 0 at the first block "
+                                    "(main_finetune.py's ViT-B recipe: 0.1)")
     epochs: int = setting(50, "passes over the labelled images")
     batch_size: int = setting(128, "images per step")
     lr: float = setting(0.005, "peak learning rate (main_finetune.py's blr 5e-4 x batch / 256, raised for "
@@ -239,6 +245,11 @@ class FinetuneConfig:
         if self.labels_per_class is not None and self.labels_per_class < 1:
             raise ValueError(f"--labels-per-class must be at least 1 (or left out for every label), "
                              f"got {self.labels_per_class}")
+        if self.trainable_blocks is not None and self.trainable_blocks < 0:
+            raise ValueError(f"--trainable-blocks must be 0 or more (or left out for every block), "
+                             f"got {self.trainable_blocks}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"--drop-path must be at least 0 and below 1, got {self.drop_path}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -43,7 +43,7 @@ from .data import CLASSES, DataError, center_crop, load_dataset, normalize, rand
 from .files import check_writable, remove_stale_temporaries, write_atomically
 from .mae_vit import MaskedAutoencoderViT
 from .models import build_model
-from .models_vit import ViTClassifier
+from .models_vit import ViTClassifier, drop_path_keep
 from .optim import AdamW, cosine_lr, one_dimensional
 from .parallel import SHARD_IMAGES, DataParallel
 from .pretrain import Diverged, PretrainData, TrainingError, prefetched, train_steps
@@ -81,10 +81,15 @@ def parse_args(argv=None, prog="python -m tinymae.finetune"):
 
 
 def default_out(cfg):
-    """<checkpoint's folder>/finetune[-scratch][-N<labels>]-seed<S>: one folder per variant and seed."""
+    """<checkpoint's folder>/finetune[-scratch][-N<labels>][-blocks<K>][-droppath<p>]-seed<S>: one folder per
+    variant and seed."""
     name = "finetune" + ("-scratch" if cfg.from_scratch else "")
     if cfg.labels_per_class is not None:
         name += f"-N{cfg.labels_per_class}"
+    if cfg.trainable_blocks is not None:
+        name += f"-blocks{cfg.trainable_blocks}"
+    if cfg.drop_path > 0:
+        name += f"-droppath{cfg.drop_path:g}"
     return os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), f"{name}-seed{cfg.seed}")
 
 
@@ -153,12 +158,17 @@ class FinetuneData:
         self.info = {**split.info, "n_labelled": int(len(self.labelled))}
 
 
-def training_batches(data, perm, batch_size, img_size, rng):
-    """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,))."""
+def training_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
+    """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,)),
+    and with drop_path > 0 the drop-path factors (B, depth, 2) (models_vit.drop_path_keep) too."""
     for i in range(len(perm) // batch_size):
         idx = perm[i * batch_size:(i + 1) * batch_size]  # (B,)
         batch = random_crop_flip(data.train_images[idx], img_size, rng)  # (B, S, S, 3)
-        yield normalize(batch, data.mean, data.std), data.train_labels[idx]
+        if drop_path > 0:
+            keep = drop_path_keep(rng, len(idx), depth, drop_path)  # (B, depth, 2)
+            yield normalize(batch, data.mean, data.std), data.train_labels[idx], keep
+        else:
+            yield normalize(batch, data.mean, data.std), data.train_labels[idx]
 
 
 def accuracy(model, images, labels, mean, std, runner=None):
@@ -206,9 +216,10 @@ def param_groups_lrd(params, depth, layer_decay=0.75, no_weight_decay_list=("cls
 
 def build_optimizer(model, cfg):
     """AdamW as main_finetune.py builds it: torch.optim.AdamW(param_groups_lrd(...), lr) with PyTorch's
-    default betas (0.9, 0.999), not pre-training's (0.9, 0.95)."""
-    lr_scale, no_decay = param_groups_lrd(model.params, model.config.depth, cfg.layer_decay)
-    return AdamW(model.params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, no_decay=no_decay,
+    default betas (0.9, 0.999), not pre-training's (0.9, 0.95). Only the trainable parameters."""
+    params = {name: model.params[name] for name in model.trainable}  # the frozen blocks take no step
+    lr_scale, no_decay = param_groups_lrd(params, model.config.depth, cfg.layer_decay)
+    return AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, no_decay=no_decay,
                  lr_scale=lr_scale)
 
 
@@ -223,7 +234,8 @@ def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, p
     batch_size = min(cfg.batch_size, len(data.train_images))  # fewer labelled images than a batch: all of them
     steps = len(data.train_images) // batch_size  # the last partial batch is dropped, as the official loader
     perm = rng.permutation(len(data.train_images))
-    batches = prefetched(training_batches(data, perm, batch_size, model.config.img_size, rng))
+    batches = prefetched(training_batches(data, perm, batch_size, model.config.img_size, rng, model.config.depth,
+                                          cfg.drop_path))
     return train_steps(runner, optimizer, batches, steps, epoch * steps, schedule,
                        f"epoch {epoch + 1}/{cfg.epochs}", progress)
 
@@ -264,6 +276,9 @@ def finetune(cfg):
 
     Raises FinetuneError, DataError or CheckpointError with a message for the user."""
     header, arrays, mcfg = read_vit_checkpoint(cfg.checkpoint)
+    if cfg.trainable_blocks is not None and cfg.trainable_blocks > mcfg.depth:
+        raise FinetuneError(f"--trainable-blocks {cfg.trainable_blocks}: the encoder of {cfg.checkpoint} has "
+                            f"{mcfg.depth} block{'s' if mcfg.depth != 1 else ''}; choose 0 to {mcfg.depth}, or leave it out to train every block")
     cfg = check_outputs(cfg)
     remove_stale_temporaries(cfg.out, RESULT_FILES)  # left by a killed run (files.py)
     speed.keep_freed_memory()  # reuse freed big arrays instead of page-faulting new memory (speed.py)
@@ -278,7 +293,8 @@ def finetune(cfg):
     mae = build_model("vit", header["config"], seed=cfg.seed)  # (the ablation's class for its checkpoints)
     if not cfg.from_scratch:
         load_params(mae, arrays, cfg.checkpoint)
-    model = ViTClassifier(mae, num_classes=len(CLASSES), smoothing=cfg.label_smoothing, seed=[cfg.seed, 3])
+    model = ViTClassifier(mae, num_classes=len(CLASSES), smoothing=cfg.label_smoothing, seed=[cfg.seed, 3],
+                          trainable_blocks=cfg.trainable_blocks)
     del mae, arrays
 
     optimizer = build_optimizer(model, cfg)
@@ -300,7 +316,9 @@ def finetune(cfg):
     rng = host_rng([cfg.seed, 1])  # each epoch's order, then its batches' crops and flips
 
     source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
-    print(f"ViT classifier from {source}, {model.num_params():,} parameters, backend {backend.name}"
+    trains = "" if model.frozen_blocks == 0 else \
+        f" ({sum(int(model.params[n].size) for n in model.trainable):,} of them trained: the last {cfg.trainable_blocks} blocks)"
+    print(f"ViT classifier from {source}, {model.num_params():,} parameters{trains}, backend {backend.name}"
           f"{'' if runner.pool is None else f', {runner.threads} threads'}; {n_train} labelled training / "
           f"{len(data.val_images)} validation images; {steps_per_epoch} steps of {batch_size} per epoch",
           flush=True)

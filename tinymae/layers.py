@@ -178,6 +178,27 @@ def gelu_backward(dout, cache):
 
 
 # ----------------------------------------------------------------------------------------------
+# Drop path (stochastic depth; Huang et al., 2016), as timm's DropPath in the fine-tuned ViT of
+# main_finetune.py: while training, each image skips a residual branch with probability p, and the
+# branch's output is scaled by 1 / (1 - p) where it is kept, so its expected value is unchanged:
+#     out = x * keep,   keep[n] = 0 (dropped) or 1 / (1 - p) (kept), drawn per image on the host.
+
+def drop_path_forward(x, keep):
+    """x: (N, ...) a residual branch's output, keep: (N,) -> out: (N, ...)."""
+    keep = keep.reshape(-1, *([1] * (x.ndim - 1)))  # (N, 1, ..., 1)
+    out = x * keep  # (N, ...)
+    cache = keep
+    return out, cache
+
+
+def drop_path_backward(dout, cache):
+    """dout: (N, ...) -> dx: (N, ...). Linear in x, so the gradient is scaled by the same keep."""
+    keep = cache
+    dx = dout * keep  # (N, ...)
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
 # Initialisers, as models_mae.py: xavier-uniform Linear weights, zero biases, normal(0.02) tokens.
 # Values are drawn on the host from a seeded NumPy generator and then moved to the backend, so
 # NumPy and CuPy runs start from identical weights.

@@ -10,6 +10,16 @@ official MAE (timm's VisionTransformer with global_pool=True, the paper's fine-t
   forward           + softmax cross-entropy with label smoothing (loss.py)
   backward          the same steps in reverse order
 
+Two options of main_finetune.py's recipe change how it trains, not what it computes at test time:
+  * drop path (stochastic depth, layers.py): while training, each block's two residual branches are
+    skipped per image with a rate that grows linearly over the blocks, from 0 to `drop_path` (timm's
+    `dpr = linspace(0, drop_path_rate, depth)`); the factors are drawn on the host (drop_path_keep)
+    and passed to forward, so NumPy and CuPy runs drop the same branches;
+  * partial fine-tuning (the paper's Sec. 4.3, Figure 9): only the last `trainable_blocks` blocks,
+    fc_norm and the head train; the rest of the encoder stays as pre-trained, and backward stops at
+    the first frozen block. With 0 blocks only fc_norm and the head train: a linear classifier on the
+    pooled features, the linear probe of the paper's Figure 9.
+
 The encoder is MaskedAutoencoderViT's (mae_vit.py): the same parameters under the same names, the same
 fixed sin-cos position table, the same Blocks, every patch visible. Two steps of the MAE's encoder are
 not here, as in the official models_vit.py:
@@ -28,6 +38,8 @@ that small make the same near-zero start) and bias 0, so that at the first step 
 same probability and the pre-trained features are not disturbed by a random head.
 """
 from typing import NamedTuple
+
+import numpy  # host-side: the drop-path factors are drawn there
 
 from .backend import host_rng, xp
 from .layers import layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones, zeros
@@ -61,16 +73,22 @@ class ViTClassifier:
 
     arch = "vit_classifier"
 
-    def __init__(self, mae, num_classes=2, smoothing=0.1, seed=0):
+    def __init__(self, mae, num_classes=2, smoothing=0.1, seed=0, trainable_blocks=None):
         """mae: a MaskedAutoencoderViT, pre-trained or freshly initialised (its encoder's weights are copied;
         the ablation that put mask tokens in the encoder works too: with every patch visible its encoder
         mask token is never used, as the paper's Table 1c fine-tunes it).
         smoothing: the label smoothing of the loss. seed: draws the head's initial weights (an int, or a
-        list of ints: any seed backend.host_rng takes)."""
+        list of ints: any seed backend.host_rng takes). trainable_blocks: train only the last K blocks (and
+        fc_norm and the head); None: every parameter."""
         if mae.arch != "vit":
             raise ValueError("ViTClassifier needs a MaskedAutoencoderViT (the MLP MAE has no tokens to pool)")
         cfg = mae.config
+        if trainable_blocks is not None and not 0 <= trainable_blocks <= cfg.depth:
+            raise ValueError(f"trainable_blocks must be between 0 and the encoder's depth {cfg.depth}, "
+                             f"got {trainable_blocks}")
         self.config = cfg
+        # blocks 0 .. frozen_blocks-1 (and the embeddings before them) keep their pre-trained weights
+        self.frozen_blocks = 0 if trainable_blocks is None else cfg.depth - trainable_blocks
         self.num_classes = num_classes
         self.smoothing = smoothing
         D = cfg.embed_dim
@@ -88,12 +106,22 @@ class ViTClassifier:
         """Block i's parameters under timm's names (transformer.py)."""
         return {name: self.params[f"blocks.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
 
+    @property
+    def trainable(self):
+        """The names of the parameters that train (and that backward returns gradients for)."""
+        if self.frozen_blocks == 0:
+            return list(self.params)
+        frozen = ["patch_embed.w", "patch_embed.b", "cls_token"] + [
+            f"blocks.{i}.{name}" for i in range(self.frozen_blocks) for name in BLOCK_PARAM_NAMES]
+        return [name for name in self.params if name not in frozen]
+
     def num_params(self):
         return sum(int(v.size) for v in self.params.values())
 
     # ------------------------------------------------------------------------------------------
-    def forward_encoder(self, imgs):
-        """imgs: (N, 3, H, W) -> tokens (N, 1+L, D) after the last block (no final norm), cache."""
+    def forward_encoder(self, imgs, keep=None):
+        """imgs: (N, 3, H, W) -> tokens (N, 1+L, D) after the last block (no final norm), cache.
+        keep: None, or (N, depth, 2) drop-path factors (drop_path_keep) while training."""
         cfg, params = self.config, self.params
         N = imgs.shape[0]
 
@@ -110,13 +138,14 @@ class ViTClassifier:
         # apply Transformer blocks
         block_caches = []
         for i in range(cfg.depth):
-            x, block_cache = block_forward(x, self.block_params(i), cfg.num_heads)  # (N, 1+L, D)
+            block_keep = None if keep is None else keep[:, i]  # (N, 2)
+            x, block_cache = block_forward(x, self.block_params(i), cfg.num_heads, block_keep)  # (N, 1+L, D)
             block_caches.append(block_cache)
         return x, ClassifierEncoderCache(embed_cache, block_caches)
 
-    def forward_features(self, imgs):
+    def forward_features(self, imgs, keep=None):
         """imgs: (N, 3, H, W) -> the normalised, pooled features (N, D), and the caches of both steps."""
-        x, encoder_cache = self.forward_encoder(imgs)  # (N, 1+L, D)
+        x, encoder_cache = self.forward_encoder(imgs, keep)  # (N, 1+L, D)
         x = x[:, 1:].mean(axis=1)  # (N, D) global pool, without the cls token
         outcome, fc_norm_cache = layernorm_forward(x, self.params["fc_norm.w"], self.params["fc_norm.b"])  # (N, D)
         return outcome, encoder_cache, fc_norm_cache
@@ -131,17 +160,19 @@ class ViTClassifier:
         logits, _ = self.forward_head(features)  # (N, C)
         return logits
 
-    def forward(self, imgs, labels):
-        """The training step's forward: imgs (N, 3, H, W), labels (N,) -> loss, logits (N, C), cache."""
-        features, encoder_cache, fc_norm_cache = self.forward_features(imgs)  # (N, D)
+    def forward(self, imgs, labels, keep=None):
+        """The training step's forward: imgs (N, 3, H, W), labels (N,) -> loss, logits (N, C), cache.
+        keep: None, or (N, depth, 2) drop-path factors (drop_path_keep)."""
+        features, encoder_cache, fc_norm_cache = self.forward_features(imgs, keep)  # (N, D)
         logits, head_cache = self.forward_head(features)  # (N, C)
         loss, loss_cache = softmax_cross_entropy_forward(logits, labels, self.smoothing)
         return loss, logits, ClassifierCache(encoder_cache, fc_norm_cache, head_cache, loss_cache)
 
     # ------------------------------------------------------------------------------------------
     def backward(self, dloss, cache):
-        """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients like
-        self.params. Every step of forward, last one first."""
+        """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients of the
+        trainable parameters (every parameter unless some blocks are frozen). Every step of forward, last
+        one first."""
         grads = {}
         dlogits = softmax_cross_entropy_backward(dloss, cache.loss)  # (N, C)
         dfeatures, grads["head.w"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (N, D)
@@ -154,18 +185,30 @@ class ViTClassifier:
         dx = xp.zeros((N, 1 + L, D), dtype=dpooled.dtype)  # (N, 1+L, D)
         dx[:, 1:] = (dpooled / L)[:, None, :]  # broadcast over the L tokens
         grads.update(self.backward_encoder(dx, cache.encoder))
-        return {name: grads[name] for name in self.params}
+        return {name: grads[name] for name in self.trainable}
 
     def backward_encoder(self, dx, cache):
-        """forward_encoder in reverse: dx (N, 1+L, D) -> the encoder's gradients (the image needs none)."""
+        """forward_encoder in reverse: dx (N, 1+L, D) -> the encoder's gradients (the image needs none);
+        with frozen blocks, only those of the blocks after them."""
         grads = {}
-        for i in reversed(range(self.config.depth)):
+        for i in reversed(range(self.frozen_blocks, self.config.depth)):
             dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+L, D)
             for name, g in block_grads.items():
                 grads[f"blocks.{i}.{name}"] = g
+        if self.frozen_blocks > 0:
+            return grads  # nothing below the first frozen block trains
         # The one cls token was expanded to every image (a fan-out): its gradient is the sum over them.
         grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, D)
         # pos_embed is a constant: the gradient passes through the addition unchanged.
         _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx[:, 1:], cache.patch_embed,
                                                                             need_dx=False)
         return grads
+
+
+def drop_path_keep(rng, n_images, depth, drop_path):
+    """Drop-path factors for a batch: host float32 (n_images, depth, 2), 0 where an image skips a block's
+    branch (attention, MLP) and 1 / (1 - p_i) where it keeps it. Block i's rate p_i grows linearly from 0
+    (the first block) to drop_path (the last), as timm's `dpr = linspace(0, drop_path_rate, depth)`."""
+    rates = numpy.linspace(0.0, drop_path, depth)  # (depth,)
+    kept = rng.random((n_images, depth, 2)) >= rates[None, :, None]  # (n, depth, 2)
+    return (kept / (1.0 - rates)[None, :, None]).astype("float32")

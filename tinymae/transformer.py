@@ -3,6 +3,8 @@
     x = x + attn(norm1(x))        multi-head self-attention (attention.py)
     x = x + mlp(norm2(x))         mlp = fc1 (D -> mlp_ratio * D) -> GELU -> fc2 (-> D)
 
+Fine-tuning may also drop each branch per image (drop path, layers.py): x = x + drop_path(branch(x)).
+
 A block's parameters are a dict with timm's names (without the "blocks.{i}." prefix the model adds):
     norm1.w, norm1.b, attn.qkv.w, attn.qkv.b, attn.proj.w, attn.proj.b,
     norm2.w, norm2.b, mlp.fc1.w, mlp.fc1.b, mlp.fc2.w, mlp.fc2.b
@@ -12,8 +14,8 @@ from typing import NamedTuple
 
 from .attention import attention_backward, attention_forward
 from .backend import xp
-from .layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
-                     linear_forward, ones, xavier_uniform, zeros)
+from .layers import (drop_path_backward, drop_path_forward, gelu_backward, gelu_forward, layernorm_backward,
+                     layernorm_forward, linear_backward, linear_forward, ones, xavier_uniform, zeros)
 
 BLOCK_PARAM_NAMES = ("norm1.w", "norm1.b", "attn.qkv.w", "attn.qkv.b", "attn.proj.w", "attn.proj.b",
                      "norm2.w", "norm2.b", "mlp.fc1.w", "mlp.fc1.b", "mlp.fc2.w", "mlp.fc2.b")
@@ -54,22 +56,30 @@ class BlockCache(NamedTuple):
     fc1: tuple
     gelu: tuple
     fc2: tuple
+    drop_path: tuple  # (attention branch, MLP branch) drop_path_forward caches, or None without drop path
 
 
-def block_forward(x, params, num_heads):
-    """x: (N, T, D), params: a block's parameter dict -> out: (N, T, D)."""
+def block_forward(x, params, num_heads, keep=None):
+    """x: (N, T, D), params: a block's parameter dict -> out: (N, T, D).
+
+    keep: None, or (N, 2) drop-path factors of each image's attention and MLP branch (layers.py)."""
     h, norm1_cache = layernorm_forward(x, params["norm1.w"], params["norm1.b"])  # (N, T, D)
     h, attn_cache = attention_forward(h, params["attn.qkv.w"], params["attn.qkv.b"], params["attn.proj.w"], params["attn.proj.b"],
                                       num_heads)  # (N, T, D)
+    if keep is not None:
+        h, drop1_cache = drop_path_forward(h, keep[:, 0])  # (N, T, D)
     x = x + h  # (N, T, D) first residual
 
     h, norm2_cache = layernorm_forward(x, params["norm2.w"], params["norm2.b"])  # (N, T, D)
     h, fc1_cache = linear_forward(h, params["mlp.fc1.w"], params["mlp.fc1.b"])  # (N, T, 4D)
     h, gelu_cache = gelu_forward(h)  # (N, T, 4D)
     h, fc2_cache = linear_forward(h, params["mlp.fc2.w"], params["mlp.fc2.b"])  # (N, T, D)
+    if keep is not None:
+        h, drop2_cache = drop_path_forward(h, keep[:, 1])  # (N, T, D)
     out = x + h  # (N, T, D) second residual
 
-    return out, BlockCache(norm1_cache, attn_cache, norm2_cache, fc1_cache, gelu_cache, fc2_cache)
+    drop_caches = (drop1_cache, drop2_cache) if keep is not None else None
+    return out, BlockCache(norm1_cache, attn_cache, norm2_cache, fc1_cache, gelu_cache, fc2_cache, drop_caches)
 
 
 def block_backward(dout, cache):
@@ -77,7 +87,8 @@ def block_backward(dout, cache):
     g = {}
 
     # x = x + mlp(norm2(x))
-    dh, g["mlp.fc2.w"], g["mlp.fc2.b"] = linear_backward(dout, cache.fc2)  # (N, T, 4D)
+    dh = dout if cache.drop_path is None else drop_path_backward(dout, cache.drop_path[1])  # (N, T, D)
+    dh, g["mlp.fc2.w"], g["mlp.fc2.b"] = linear_backward(dh, cache.fc2)  # (N, T, 4D)
     dh = gelu_backward(dh, cache.gelu)  # (N, T, 4D)
     dh, g["mlp.fc1.w"], g["mlp.fc1.b"] = linear_backward(dh, cache.fc1)  # (N, T, D)
     dx, g["norm2.w"], g["norm2.b"] = layernorm_backward(dh, cache.norm2)  # (N, T, D)
@@ -86,7 +97,8 @@ def block_backward(dout, cache):
     dx += dout
 
     # x = x + attn(norm1(x))
-    dh, g["attn.qkv.w"], g["attn.qkv.b"], g["attn.proj.w"], g["attn.proj.b"] = attention_backward(dx, cache.attn)
+    dh = dx if cache.drop_path is None else drop_path_backward(dx, cache.drop_path[0])  # (N, T, D)
+    dh, g["attn.qkv.w"], g["attn.qkv.b"], g["attn.proj.w"], g["attn.proj.b"] = attention_backward(dh, cache.attn)
     dh, g["norm1.w"], g["norm1.b"] = layernorm_backward(dh, cache.norm1)  # (N, T, D)
     dh += dx  # the same fan-out for the first residual: the branch's gradient plus the skip's
     dx = dh
