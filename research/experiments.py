@@ -1,0 +1,257 @@
+"""The MAE paper's protocols and ablations on 48-pixel Cats & Dogs: every run behind docs/results.md.
+
+    python research/experiments.py --data data/catsdogs            # every part below, in order (resumable)
+    python research/experiments.py --data ... --part schedule      # one part (the page shows every finished run)
+
+Every run trains in its own folder under --out; a finished run is read back, an interrupted pre-training
+resumes, so the command can be stopped at any point and started again. docs/results.md is then written
+from those folders alone (report.py): every number on it comes from a file this command wrote.
+
+He et al. (2022) measure MAE by fine-tuning (their headline numbers) and by linear probing. The parts, in
+the order they run (each run is the default ViT MAE of tinymae.config with one thing changed):
+
+  schedule     pre-training for 1, 2, 4 and 8 times the base epochs (50, 100, 200, 400: Figure 7), the
+               base repeated with 3 seeds; each probed (tinymae.probe) and fine-tuned (tinymae.finetune)
+               with every label and with 50 per class; the same network from scratch
+  partial      fine-tuning only the last 0, 1 or 2 blocks of the 50- and the 400-epoch encoders (Figure 9)
+  every-label  the every-label rows over 3 seeds: the base's pre-training seeds, scratch, the 400-epoch
+               encoder with 3 fine-tuning seeds, and with the fine-tuning recipe's drop path
+  ablations    mask ratio 0.25 / 0.5 / 0.9 (Figure 5), loss on all patches (Sec. 3), norm_pix_loss (Table
+               1d), mask tokens in the encoder (Tables 1c, 2), decoder depth 1 / 4 and width 32 / 128
+               (Tables 1a, 1b), the MLP MAE; each with 3 seeds, probed and fine-tuned with 50 labels per
+               class; the 200-labels row of the fine-tuning table
+"""
+import argparse
+import os
+import shlex
+import sys
+import time
+
+from runs import DEFAULT_DATA, SweepError, finetune_variant, pretrain_variant, probe_variant
+from tinymae.config import MODEL_CONFIGS, PretrainConfig, flag_name
+
+SEEDS = (0, 1, 2)
+EPOCHS = 50
+SCHEDULE = (2, 4, 8)  # longer pre-trainings, in multiples of --epochs: 100, 200 and 400 epochs
+PARTIAL_BLOCKS = (0, 1, 2)  # Figure 9: fine-tune only the last K blocks (all 4: the full fine-tuning)
+DROP_PATH = 0.1  # main_finetune.py's ViT-B recipe
+PROBE_SEEDS = 3
+
+# The pre-training variants: the default ViT MAE with the settings shown (flag names without the dashes).
+ABLATIONS = {
+    "mask0.25": dict(mask_ratio=0.25),
+    "mask0.5": dict(mask_ratio=0.5),
+    "mask0.9": dict(mask_ratio=0.9),
+    "loss-all": dict(loss_on="all"),
+    "norm-pix": dict(norm_pix_loss=True),
+    "encoder-mask-tokens": dict(encoder_mask_tokens=True),
+    "decoder-depth1": dict(decoder_depth=1),
+    "decoder-depth4": dict(decoder_depth=4),
+    "decoder-width32": dict(decoder_embed_dim=32),
+    "decoder-width128": dict(decoder_embed_dim=128),
+    "mlp": dict(arch="mlp"),
+}
+PARTS = ("schedule", "partial", "every-label", "ablations")
+
+
+def run_name(variant, seed):
+    return f"{variant}-seed{seed}"
+
+
+def schedule_variant(factor, args):
+    """The base pre-training stretched to `factor` times --epochs (its cosine too): base-ep100, ..."""
+    return "base" if factor == 1 else f"base-ep{factor * args.epochs}"
+
+
+def pretrain_settings(variant, seed, args):
+    """The settings of a pre-training run: {name: value}, as its command line would give them."""
+    if variant.startswith("base-ep"):
+        settings = {"arch": "vit", "epochs": int(variant[len("base-ep"):])}
+    else:
+        settings = {"arch": "vit", "epochs": args.epochs, **ABLATIONS.get(variant, {})}
+    settings.update(seed=seed, per_class=args.per_class)
+    return {**settings, **model_flags(args.model, settings["arch"])}
+
+
+def batch_for(labels):
+    """The fine-tuning batch: the recipe's 128 with every label; with 50 labels per class a batch of 128 would
+    be one step per epoch, so smaller batches give few labels the optimiser steps that the warm-up and the
+    cosine need. The same for both initialisations."""
+    return 128 if labels is None else 64 if labels >= 200 else 32
+
+
+def finetune_settings(args, labels, seed, scratch=False, blocks=None, drop_path=0.0):
+    """A fine-tuning's settings; only the ones a variant sets, so that a result written before a setting
+    existed is still recognised."""
+    settings = {"eval_every": 25, "epochs": args.epochs, "from_scratch": scratch, "labels_per_class": labels,
+                "batch_size": batch_for(labels), "seed": seed}
+    if blocks is not None:
+        settings["trainable_blocks"] = blocks
+    if drop_path:
+        settings["drop_path"] = drop_path
+    return settings
+
+
+RESERVED = ("arch", "seed", "epochs", "per_class", "data", "out", "resume", "overwrite", "progress")
+
+
+def model_flags(text, arch):
+    """--model's flags that apply to `arch`, as settings: '--embed-dim 16 --depth 1' -> {embed_dim: 16, ...}.
+    Recipe flags (--batch-size 8) apply to every run; a model flag of the other architecture is left out."""
+    words = shlex.split(text)
+    if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
+        raise SweepError(f"--model takes flag-value pairs such as '--embed-dim 16 --depth 1', got {text!r}")
+    model_fields = MODEL_CONFIGS[arch].__dataclass_fields__
+    any_model = {**MODEL_CONFIGS["mlp"].__dataclass_fields__, **MODEL_CONFIGS["vit"].__dataclass_fields__}
+    settings = {}
+    for flag, value in zip(words[::2], words[1::2]):
+        name = flag[2:].replace("-", "_")
+        field = any_model.get(name) or PretrainConfig.__dataclass_fields__.get(name)
+        if field is None or name in RESERVED:
+            raise SweepError(f"--model: {flag} is not a setting it can change (the experiments choose "
+                             f"{', '.join(flag_name(n) for n in RESERVED[:4])} themselves)")
+        try:
+            typed = tuple(int(w) for w in value.split(",")) if field.type is tuple else field.type(value)
+        except ValueError:
+            raise SweepError(f"--model: {flag} {value!r} is not a {field.type.__name__}") from None
+        if name in model_fields or name not in any_model:
+            settings[name] = typed
+    return settings
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan: every job of every part, in the order they run
+
+def plan(args):
+    """-> [(part, kind, run name, variant, seed, finetune settings or None)]; kind: pretrain, probe, finetune."""
+    jobs = []
+
+    def pretrained(part, variant, seed, probe=True):
+        jobs.append((part, "pretrain", run_name(variant, seed), variant, seed, None))
+        if probe:
+            jobs.append((part, "probe", run_name(variant, seed), variant, seed, None))
+
+    def finetuned(part, variant, seed, settings):
+        jobs.append((part, "finetune", run_name(variant, seed), variant, seed, settings))
+
+    few, every = args.labels[0], None
+    longest = schedule_variant(SCHEDULE[-1], args)
+    for s in SEEDS:
+        pretrained("schedule", "base", s)
+    for factor in SCHEDULE:
+        pretrained("schedule", schedule_variant(factor, args), 0)
+    for factor in (1, *SCHEDULE):
+        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, every, 0))
+        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, few, 0))
+    finetuned("schedule", "base", 0, finetune_settings(args, every, 0, scratch=True))
+    for s in SEEDS:
+        finetuned("schedule", "base", s, finetune_settings(args, few, s))
+        finetuned("schedule", "base", s, finetune_settings(args, few, s, scratch=True))
+
+    for variant in ("base", longest):
+        for blocks in PARTIAL_BLOCKS:
+            finetuned("partial", variant, 0, finetune_settings(args, every, 0, blocks=blocks))
+
+    for s in SEEDS[1:]:
+        finetuned("every-label", "base", s, finetune_settings(args, every, s))
+        finetuned("every-label", "base", s, finetune_settings(args, every, s, scratch=True))
+        finetuned("every-label", longest, 0, finetune_settings(args, every, s))
+    for s in SEEDS:
+        finetuned("every-label", longest, 0, finetune_settings(args, every, s, drop_path=DROP_PATH))
+
+    for s in SEEDS:  # all the variants once, then the second and third seeds
+        for variant in ABLATIONS:
+            pretrained("ablations", variant, s)
+            if ABLATIONS[variant].get("arch", "vit") == "vit":  # the MLP cannot see a whole image to classify
+                finetuned("ablations", variant, s, finetune_settings(args, few, s))
+    for labels in args.labels[1:-1]:  # 200 labels per class
+        for s in SEEDS:
+            for scratch in (False, True):
+                finetuned("ablations", "base", s, finetune_settings(args, labels, s, scratch=scratch))
+            finetuned("ablations", "norm-pix", s, finetune_settings(args, labels, s))
+    return jobs
+
+
+def run_jobs(jobs, args):
+    """Run (or read back) every job of the chosen parts, in order. -> {(kind, run, settings): result}."""
+    t0 = time.perf_counter()
+    todo = [job for job in jobs if args.part in ("all", job[0])]
+    for i, (part, kind, name, variant, seed, settings) in enumerate(todo, start=1):
+        run_dir = os.path.join(args.out, name)
+        what = {"pretrain": "pre-training", "probe": "probe", "finetune": "fine-tuning"}[kind]
+        detail = "" if settings is None else " " + ", ".join(f"{k} {v}" for k, v in settings.items()
+                                                             if k not in ("eval_every", "epochs", "batch_size"))
+        minutes = (time.perf_counter() - t0) / 60
+        print(f"[{i}/{len(todo)}, {part}, {minutes:.0f} min] {what} {name}{detail}", flush=True)
+        if kind == "pretrain":
+            _, trained = pretrain_variant(run_dir, args.data, pretrain_settings(variant, seed, args))
+        elif kind == "probe":
+            probe_variant(run_dir, args.data, seeds=args.probe_seeds, baselines=name == "base-seed0",
+                          per_class=args.per_class)
+        else:
+            result, _ = finetune_variant(os.path.join(run_dir, "checkpoint.npz"), args.data, settings)
+            print(f"    validation accuracy {100 * result['val_accuracy']:.1f}%", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python research/experiments.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=DEFAULT_DATA, help="the photo folder (any layout tinymae reads)")
+    p.add_argument("--out", default=os.path.join("runs", "experiments"), help="one sub-folder per run")
+    p.add_argument("--docs", default="docs", help="results.md and its figures are written here")
+    p.add_argument("--part", choices=("all", *PARTS, "report"), default="all",
+                   help="run one part only ('report': no training, the page from the finished runs)")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the base pre-training and of fine-tuning")
+    p.add_argument("--per-class", type=int, default=None, help="only the first N photos of each class (a quick try)")
+    p.add_argument("--probe-seeds", type=int, default=PROBE_SEEDS, help="linear-probe repetitions (mean ± std)")
+    p.add_argument("--labels", nargs="+", default=["50", "200", "all"],
+                   help="labelled images per class of the fine-tuning table, fewest first, 'all' last")
+    p.add_argument("--model", default="", help="extra model flags for every run, e.g. smaller models for a test")
+    p.add_argument("--no-report", action="store_true", help="train only; do not write the page")
+    args = p.parse_args(argv)
+    for name in ("epochs", "per_class", "probe_seeds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"{flag_name(name)} must be at least 1, got {value}")
+    try:
+        labels = [None if n == "all" else int(n) for n in args.labels]
+    except ValueError:
+        p.error(f"--labels takes whole numbers and 'all', got {' '.join(args.labels)}")
+    if labels[-1] is not None or any(n is None or n < 1 for n in labels[:-1]) or len(labels) < 2:
+        p.error(f"--labels: labelled images per class (at least 1) then 'all' last, got {' '.join(args.labels)}")
+    args.labels = labels
+    for name in ("out", "docs"):
+        path = getattr(args, name)
+        if os.path.exists(path) and not os.path.isdir(path):
+            p.error(f"--{name} {path} is a file; give a folder")
+    try:
+        model_flags(args.model, "vit")
+    except SweepError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = "python research/experiments.py" + "".join(" " + shlex.quote(a) for a in
+                                                         (sys.argv[1:] if argv is None else argv))
+    jobs = plan(args)
+    try:
+        if args.part != "report":
+            run_jobs(jobs, args)
+        if not args.no_report:
+            from report import write_report
+            write_report(jobs, args, command)
+    except SweepError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted. Finished runs are kept; start the same command again to continue where it stopped.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
