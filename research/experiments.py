@@ -8,18 +8,20 @@ resumes, so the command can be stopped at any point and started again. docs/resu
 from those folders alone (report.py): every number on it comes from a file this command wrote.
 
 He et al. (2022) measure MAE by fine-tuning (their headline numbers) and by linear probing. The parts, in
-the order they run (each run is the default ViT MAE of tinymae.config with one thing changed):
+the order they run (each run is the default ViT MAE of tinymae.config with one thing changed, 50 epochs):
 
-  schedule     pre-training for 1, 2, 4 and 8 times the base epochs (50, 100, 200, 400: Figure 7), the
-               base repeated with 3 seeds; each probed (tinymae.probe) and fine-tuned (tinymae.finetune)
-               with every label and with 50 per class; the same network from scratch
+  finetune     the base pre-trained with 3 seeds and probed (tinymae.probe); fine-tuned (tinymae.finetune)
+               with 50 and 200 labels per class (3 seeds) and with every label, against the same network
+               trained from scratch (Sec. 4)
+  schedule     pre-training for 2, 4 and 8 times as long (100, 200, 400 epochs: Figure 7), each probed
+               and fine-tuned with every label and with 50 per class
   partial      fine-tuning only the last 0, 1 or 2 blocks of the 50- and the 400-epoch encoders (Figure 9)
-  every-label  the every-label rows over 3 seeds: the base's pre-training seeds, scratch, the 400-epoch
-               encoder with 3 fine-tuning seeds, and with the fine-tuning recipe's drop path
   ablations    mask ratio 0.25 / 0.5 / 0.9 (Figure 5), loss on all patches (Sec. 3), norm_pix_loss (Table
                1d), mask tokens in the encoder (Tables 1c, 2), decoder depth 1 / 4 and width 32 / 128
-               (Tables 1a, 1b), the MLP MAE; each with 3 seeds, probed and fine-tuned with 50 labels per
-               class; the 200-labels row of the fine-tuning table
+               (Tables 1a, 1b), the MLP MAE; each probed and fine-tuned with 50 labels per class
+  every-label  the every-label rows with 3 seeds: the base's other pre-training seeds and scratch, the
+               400-epoch encoder fine-tuned with 3 seeds, with and without the fine-tuning recipe's drop path
+  seeds        the ablations again with seeds 1 and 2
 """
 import argparse
 import os
@@ -51,7 +53,7 @@ ABLATIONS = {
     "decoder-width128": dict(decoder_embed_dim=128),
     "mlp": dict(arch="mlp"),
 }
-PARTS = ("schedule", "partial", "every-label", "ablations")
+PARTS = ("finetune", "schedule", "partial", "ablations", "every-label", "seeds")
 
 
 def run_name(variant, seed):
@@ -137,20 +139,32 @@ def plan(args):
     few, every = args.labels[0], None
     longest = schedule_variant(SCHEDULE[-1], args)
     for s in SEEDS:
-        pretrained("schedule", "base", s)
+        pretrained("finetune", "base", s)
+    for labels in args.labels[:-1]:  # few labels: 3 seeds (the MAE side fine-tunes the base run of its seed)
+        for s in SEEDS:
+            for scratch in (False, True):
+                finetuned("finetune", "base", s, finetune_settings(args, labels, s, scratch=scratch))
+    for scratch in (False, True):
+        finetuned("finetune", "base", 0, finetune_settings(args, every, 0, scratch=scratch))
+
     for factor in SCHEDULE:
         pretrained("schedule", schedule_variant(factor, args), 0)
-    for factor in (1, *SCHEDULE):
-        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, every, 0))
         finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, few, 0))
-    finetuned("schedule", "base", 0, finetune_settings(args, every, 0, scratch=True))
-    for s in SEEDS:
-        finetuned("schedule", "base", s, finetune_settings(args, few, s))
-        finetuned("schedule", "base", s, finetune_settings(args, few, s, scratch=True))
+        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, every, 0))
 
     for variant in ("base", longest):
         for blocks in PARTIAL_BLOCKS:
             finetuned("partial", variant, 0, finetune_settings(args, every, 0, blocks=blocks))
+
+    for s in SEEDS:  # every variant once; the "seeds" part repeats them with seeds 1 and 2
+        for variant in ABLATIONS:
+            part = "ablations" if s == 0 else "seeds"
+            pretrained(part, variant, s)
+            if ABLATIONS[variant].get("arch", "vit") == "vit":  # the MLP cannot see a whole image to classify
+                finetuned(part, variant, s, finetune_settings(args, few, s))
+        if s == 0:
+            for labels in args.labels[1:-1]:  # norm-pix, which the official scripts use, with more labels
+                finetuned("ablations", "norm-pix", 0, finetune_settings(args, labels, 0))
 
     for s in SEEDS[1:]:
         finetuned("every-label", "base", s, finetune_settings(args, every, s))
@@ -158,17 +172,6 @@ def plan(args):
         finetuned("every-label", longest, 0, finetune_settings(args, every, s))
     for s in SEEDS:
         finetuned("every-label", longest, 0, finetune_settings(args, every, s, drop_path=DROP_PATH))
-
-    for s in SEEDS:  # all the variants once, then the second and third seeds
-        for variant in ABLATIONS:
-            pretrained("ablations", variant, s)
-            if ABLATIONS[variant].get("arch", "vit") == "vit":  # the MLP cannot see a whole image to classify
-                finetuned("ablations", variant, s, finetune_settings(args, few, s))
-    for labels in args.labels[1:-1]:  # 200 labels per class
-        for s in SEEDS:
-            for scratch in (False, True):
-                finetuned("ablations", "base", s, finetune_settings(args, labels, s, scratch=scratch))
-            finetuned("ablations", "norm-pix", s, finetune_settings(args, labels, s))
     return jobs
 
 
