@@ -80,10 +80,10 @@ import numpy as np  # noqa: E402
 
 from tinymae import backend, speed  # noqa: E402
 from tinymae.backend import asarray, host_rng, to_numpy  # noqa: E402
-from tinymae.masking import masking_noise  # noqa: E402
-from tinymae.models import build_model  # noqa: E402
+from tinymae.model.masking import masking_noise  # noqa: E402
+from tinymae.model.build import build_model  # noqa: E402
 from tinymae.config import PretrainConfig  # noqa: E402
-from tinymae.optim import AdamW  # noqa: E402
+from tinymae.model.optim import AdamW  # noqa: E402
 from tinymae.parallel import DataParallel  # noqa: E402
 from tinymae.pretrain import train_one_epoch  # noqa: E402
 

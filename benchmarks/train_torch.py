@@ -37,8 +37,8 @@ from tinymae import speed  # noqa: E402
 from tinymae.backend import host_rng  # noqa: E402
 from tinymae.config import PretrainConfig  # noqa: E402
 from tinymae.evaluate import reconstruction_metrics  # noqa: E402
-from tinymae.models import build_model  # noqa: E402
-from tinymae.optim import cosine_lr  # noqa: E402
+from tinymae.model.build import build_model  # noqa: E402
+from tinymae.model.optim import cosine_lr  # noqa: E402
 from tinymae.parallel import DataParallel  # noqa: E402
 from tinymae.pretrain import PretrainData, prefetched, training_batches  # noqa: E402
 

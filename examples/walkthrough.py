@@ -33,20 +33,21 @@ from typing import NamedTuple
 import numpy as np
 
 from tinymae import backend
-from tinymae.attention import softmax_backward, softmax_forward
+from tinymae.model.attention import softmax_backward, softmax_forward
 from tinymae.backend import asarray, host_rng, to_numpy, xp
-from tinymae.data import channel_stats, load_dataset, normalize, random_crop_flip
-from tinymae.layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
+from tinymae.data import channel_stats, normalize, random_crop_flip
+from tinymae.util.datasets import load_dataset
+from tinymae.model.layers import (gelu_backward, gelu_forward, layernorm_backward, layernorm_forward, linear_backward,
                             linear_forward, relu_forward)
 from tinymae.config import MLPConfig, ViTConfig
-from tinymae.loss import mse_backward, mse_forward
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.masking import (append_mask_tokens, append_mask_tokens_backward, gather_tokens, masking_noise,
+from tinymae.model.loss import mse_backward, mse_forward
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.masking import (append_mask_tokens, append_mask_tokens_backward, gather_tokens, masking_noise,
                              random_masking, random_masking_backward)
-from tinymae.optim import AdamW, cosine_lr
-from tinymae.patches import patchify
-from tinymae.transformer import block_backward, block_forward
+from tinymae.model.optim import AdamW, cosine_lr
+from tinymae.model.patches import patchify
+from tinymae.model.transformer import block_backward, block_forward
 
 BATCH = 8  # the batch the doc follows
 LOAD_SIZE = 54  # the training script's default --load-size: img_size * 9/8

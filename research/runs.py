@@ -13,9 +13,9 @@ import json
 import os
 import time
 
-from tinymae.checkpoint import read_checkpoint
+from tinymae.util.checkpoint import read_checkpoint
 from tinymae.config import FinetuneConfig, PretrainConfig, model_config, split_settings
-from tinymae.files import write_atomically
+from tinymae.util.files import write_atomically
 from tinymae.finetune import default_out, finetune
 from tinymae.pretrain import pretrain
 from tinymae.probe import run_probe
@@ -84,7 +84,7 @@ def pretrain_variant(run_dir, data, settings, progress=False):
         model_config(cfg.arch, model_settings).validate()
     except ValueError as e:
         raise SweepError(f"{run_dir}: {e}") from None
-    metrics = pretrain(cfg, model_settings, {**recipe, **model_settings})
+    metrics = pretrain(cfg, {**recipe, **model_settings})
     if metrics is None:  # a resumed run that had finished its epochs before: read what it wrote
         metrics = read_json(metrics_path)
     return metrics, True

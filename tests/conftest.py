@@ -24,7 +24,7 @@ from tinymae import backend
 sys.path.insert(0, os.path.dirname(__file__))
 from strict_numpy import strict_numpy  # noqa: E402
 
-TINYMAE_MODULES = [importlib.import_module(f"tinymae.{m.name}") for m in pkgutil.iter_modules(tinymae.__path__)]
+TINYMAE_MODULES = [importlib.import_module(m.name) for m in pkgutil.walk_packages(tinymae.__path__, "tinymae.")]
 
 BACKEND_PARAMS = ["numpy", "strict", "cupy"]
 
@@ -111,7 +111,7 @@ def assert_removed_predictions_read_the_visible_patches(model, imgs, noise):
     model reads its context; a per-patch model could only predict the average patch), and no other
     image's may. imgs: (N, 3, H, W) backend array."""
     from tinymae.backend import asarray, to_numpy
-    from tinymae.patches import patchify, unpatchify
+    from tinymae.model.patches import patchify, unpatchify
 
     p = model.config.patch_size
     _, pred, mask, _ = model.forward(imgs, noise)
@@ -129,7 +129,7 @@ def assert_encoder_ignores_removed_pixels(model, imgs, noise):
     """Overwrite every removed patch with noise of another scale: the encoder's output must not move at
     all (it never sees a removed patch). Returns the latent."""
     from tinymae.backend import asarray, host_rng, to_numpy
-    from tinymae.patches import patchify, unpatchify
+    from tinymae.model.patches import patchify, unpatchify
 
     p = model.config.patch_size
     latent, mask, _, _ = model.forward_encoder(imgs, noise)

@@ -2,7 +2,11 @@
 import numpy as np
 import pytest
 
-from tinymae import backend, layers, loss, masking, patches
+from tinymae import backend
+from tinymae.model import layers
+from tinymae.model import loss
+from tinymae.model import masking
+from tinymae.model import patches
 from tinymae.backend import to_numpy
 
 

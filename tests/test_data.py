@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from tinymae import data
-from tinymae.data import DataError
+from tinymae.util import datasets, download
+from tinymae.util.datasets import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -49,7 +50,7 @@ def load(root, tmp_path, **kwargs):
     """load_dataset with a cache in tmp_path and no progress bar."""
     kwargs.setdefault("cache_dir", tmp_path / "cache")
     kwargs.setdefault("progress", False)
-    return data.load_dataset(root, **kwargs)
+    return datasets.load_dataset(root, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -58,20 +59,20 @@ def load(root, tmp_path, **kwargs):
 
 def test_load_image_rgb_jpeg_gives_uint8_square(tmp_path):
     path = write_image(tmp_path / "a.jpg", size=(40, 30))
-    image = data.load_image(path, 20)
+    image = datasets.load_image(path, 20)
     assert image.shape == (20, 20, 3) and image.dtype == np.uint8
 
 
 def test_load_image_zero_byte_file_is_none(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
-    assert data.load_image(path, 20) is None
+    assert datasets.load_image(path, 20) is None
 
 
 def test_load_image_text_named_jpg_is_none(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("this is not a picture of a cat\n" * 20)
-    assert data.load_image(path, 20) is None
+    assert datasets.load_image(path, 20) is None
 
 
 def test_load_image_truncated_jpeg_is_none(tmp_path):
@@ -79,16 +80,16 @@ def test_load_image_truncated_jpeg_is_none(tmp_path):
     cut = tmp_path / "cut.jpg"
     raw = full.read_bytes()
     cut.write_bytes(raw[:len(raw) // 2])
-    assert data.load_image(cut, 20) is None
+    assert datasets.load_image(cut, 20) is None
 
 
 def test_load_image_missing_file_is_none(tmp_path):
-    assert data.load_image(tmp_path / "nowhere.jpg", 20) is None
+    assert datasets.load_image(tmp_path / "nowhere.jpg", 20) is None
 
 
 def test_load_image_png_bytes_named_jpg_loads(tmp_path):
     path = write_image(tmp_path / "really_a_png.jpg", fmt="PNG")
-    image = data.load_image(path, 20)
+    image = datasets.load_image(path, 20)
     assert image is not None and image.shape == (20, 20, 3)
 
 
@@ -105,14 +106,14 @@ def test_load_image_png_bytes_named_jpg_loads(tmp_path):
 def test_load_image_any_mode_becomes_rgb(tmp_path, mode, fmt, suffix):
     path = write_image(tmp_path / f"img{suffix}", mode=mode, fmt=fmt)
     assert Image.open(path).mode.startswith(mode[0])  # the file really holds that mode
-    image = data.load_image(path, 24)
+    image = datasets.load_image(path, 24)
     assert image is not None and image.shape == (24, 24, 3) and image.dtype == np.uint8
 
 
 def test_load_image_grayscale_gives_equal_channels(tmp_path):
     path = tmp_path / "gray.png"
     Image.new("L", (32, 32), 100).save(path)
-    image = data.load_image(path, 16)
+    image = datasets.load_image(path, 16)
     assert np.all(image == 100)
 
 
@@ -120,30 +121,30 @@ def test_load_image_16bit_png_is_rescaled_not_clipped(tmp_path):
     path = tmp_path / "gray16.png"
     Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16)).save(path)  # 32896 = 128 * 257
     assert Image.open(path).mode in ("I;16", "I")
-    image = data.load_image(path, 16)
+    image = datasets.load_image(path, 16)
     assert np.all(image == 128)  # Pillow's own convert would give 255 (clipped)
 
 
 def test_load_image_transparent_pixels_become_white(tmp_path):
     path = tmp_path / "clear.png"
     Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(path)
-    assert np.all(data.load_image(path, 16) == 255)
+    assert np.all(datasets.load_image(path, 16) == 255)
 
 
 def test_load_image_cmyk_colour_is_converted(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(path, quality=95)  # pure red ink
-    r, g, b = data.load_image(path, 16).reshape(-1, 3).mean(axis=0)
+    r, g, b = datasets.load_image(path, 16).reshape(-1, 3).mean(axis=0)
     assert r > 200 and g < 60 and b < 60
 
 
 def test_load_image_tiny_image_is_none_but_min_side_loads(tmp_path):
     tiny = write_image(tmp_path / "tiny.png", size=(4, 4), fmt="PNG")
-    thin = write_image(tmp_path / "thin.png", size=(200, data.MIN_SIDE - 1), fmt="PNG")
-    ok = write_image(tmp_path / "ok.png", size=(data.MIN_SIDE, data.MIN_SIDE), fmt="PNG")
-    assert data.load_image(tiny, 20) is None
-    assert data.load_image(thin, 20) is None
-    assert data.load_image(ok, 20).shape == (20, 20, 3)
+    thin = write_image(tmp_path / "thin.png", size=(200, datasets.MIN_SIDE - 1), fmt="PNG")
+    ok = write_image(tmp_path / "ok.png", size=(datasets.MIN_SIDE, datasets.MIN_SIDE), fmt="PNG")
+    assert datasets.load_image(tiny, 20) is None
+    assert datasets.load_image(thin, 20) is None
+    assert datasets.load_image(ok, 20).shape == (20, 20, 3)
 
 
 @pytest.mark.parametrize("max_pixels", [1000, 100])  # 32x32 = 1024 pixels: a warning at 1000, an error at 100
@@ -152,7 +153,7 @@ def test_load_image_decompression_bomb_is_none(tmp_path, monkeypatch, max_pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", max_pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # and no warning escapes either
-        assert data.load_image(path, 20) is None
+        assert datasets.load_image(path, 20) is None
 
 
 def test_load_image_large_jpeg_matches_full_decode(tmp_path):
@@ -162,7 +163,7 @@ def test_load_image_large_jpeg_matches_full_decode(tmp_path):
     pixels = np.stack([x * 255 // 800, y * 255 // 600, (x + y) * 255 // 1400], axis=-1).astype(np.uint8)
     path = tmp_path / "big.jpg"
     Image.fromarray(pixels).save(path, quality=95)
-    fast = data.load_image(path, 54).astype(np.int32)
+    fast = datasets.load_image(path, 54).astype(np.int32)
     slow = np.asarray(Image.open(path).convert("RGB").resize((54, 54), Image.BICUBIC)).astype(np.int32)
     assert np.abs(fast - slow).mean() < 2.0
 
@@ -175,12 +176,12 @@ def test_find_images_petimages_layout(tmp_path):
     make_class_folders(tmp_path / "PetImages", n_per_class=2)
     (tmp_path / "PetImages" / "Cat" / "Thumbs.db").write_bytes(b"\0" * 10)  # as in the official archive
     (tmp_path / "readme[1].txt").write_text("hello")
-    paths, labels = data.find_images(tmp_path)
+    paths, labels = datasets.find_images(tmp_path)
     assert [Path(p).relative_to(tmp_path).as_posix() for p in paths] == [
         "PetImages/Cat/0.jpg", "PetImages/Cat/1.jpg", "PetImages/Dog/0.jpg", "PetImages/Dog/1.jpg"]
     assert labels.dtype == np.int64 and labels.tolist() == [0, 0, 1, 1]
     # pointing at PetImages itself works too, with the same files
-    assert data.find_images(tmp_path / "PetImages")[0] == paths
+    assert datasets.find_images(tmp_path / "PetImages")[0] == paths
 
 
 def test_find_images_kaggle_layout(tmp_path):
@@ -188,11 +189,11 @@ def test_find_images_kaggle_layout(tmp_path):
         write_image(tmp_path / "train" / f"cat.{i}.jpg", seed=i)
         write_image(tmp_path / "train" / f"dog.{i}.jpg", seed=10 + i)
     write_image(tmp_path / "test1" / "1.jpg")  # the unlabelled test folder is ignored
-    paths, labels = data.find_images(tmp_path)
+    paths, labels = datasets.find_images(tmp_path)
     assert [os.path.basename(p) for p in paths] == [
         "cat.0.jpg", "cat.1.jpg", "cat.2.jpg", "dog.0.jpg", "dog.1.jpg", "dog.2.jpg"]
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert data.find_images(tmp_path / "train")[0] == paths
+    assert datasets.find_images(tmp_path / "train")[0] == paths
 
 
 @pytest.mark.parametrize("names", [("cat", "dog"), ("Cats", "DOGS"), ("CAT", "Dogs"), ("cats", "dog")])
@@ -201,7 +202,7 @@ def test_find_images_class_folders_any_case(tmp_path, names):
     (tmp_path / names[0] / "notes.txt").write_text("not an image")
     (tmp_path / names[0] / "._0.jpg").write_bytes(b"macOS resource fork")
     write_image(tmp_path / names[1] / "UPPER.JPG", seed=7)  # extensions in any case
-    paths, labels = data.find_images(tmp_path)
+    paths, labels = datasets.find_images(tmp_path)
     assert labels.tolist() == [0, 0, 1, 1, 1]
     assert paths == sorted(paths)
     assert all(os.path.isabs(p) for p in paths)
@@ -210,14 +211,14 @@ def test_find_images_class_folders_any_case(tmp_path, names):
 def test_find_images_missing_folder_says_how_to_download(tmp_path):
     missing = tmp_path / "no_such_folder"
     with pytest.raises(DataError) as e:
-        data.find_images(missing)
+        datasets.find_images(missing)
     assert str(missing) in str(e.value)
-    assert "--download" in str(e.value) and data.OFFICIAL_URL in str(e.value)
+    assert "--download" in str(e.value) and datasets.OFFICIAL_URL in str(e.value)
 
 
 def test_find_images_empty_folder_names_path_and_layouts(tmp_path):
     with pytest.raises(DataError) as e:
-        data.find_images(tmp_path)
+        datasets.find_images(tmp_path)
     message = str(e.value)
     assert str(tmp_path) in message and "empty" in message
     assert "PetImages" in message and "cat.0.jpg" in message and "cat/" in message
@@ -227,7 +228,7 @@ def test_find_images_unknown_layout_lists_contents_and_layouts(tmp_path):
     write_image(tmp_path / "birds" / "0.jpg")
     write_image(tmp_path / "photo.jpg")
     with pytest.raises(DataError) as e:
-        data.find_images(tmp_path)
+        datasets.find_images(tmp_path)
     message = str(e.value)
     assert str(tmp_path) in message and "birds" in message and "photo.jpg" in message
     assert "PetImages" in message and "cat.0.jpg" in message
@@ -237,14 +238,14 @@ def test_find_images_empty_class_folders_are_no_layout(tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "dog").mkdir()
     with pytest.raises(DataError, match="Accepted layouts"):
-        data.find_images(tmp_path)
+        datasets.find_images(tmp_path)
 
 
 def test_find_images_file_instead_of_folder(tmp_path):
     path = tmp_path / "kagglecatsanddogs_5340.zip"
     path.write_bytes(b"PK")
     with pytest.raises(DataError, match="extract"):
-        data.find_images(path)
+        datasets.find_images(path)
 
 
 def test_find_images_one_class_folder_only(tmp_path):
@@ -252,7 +253,7 @@ def test_find_images_one_class_folder_only(tmp_path):
     for p in (tmp_path / "PetImages" / "Dog").iterdir():
         p.unlink()
     with pytest.raises(DataError) as e:
-        data.find_images(tmp_path)
+        datasets.find_images(tmp_path)
     message = str(e.value)
     assert "only cat images" in message and "both cats and dogs" in message
     assert str(tmp_path / "PetImages") in message
@@ -262,7 +263,7 @@ def test_find_images_one_class_kaggle_names_only(tmp_path):
     write_image(tmp_path / "dog.0.jpg")
     write_image(tmp_path / "dog.1.jpg")
     with pytest.raises(DataError, match="only dog images"):
-        data.find_images(tmp_path)
+        datasets.find_images(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,8 +287,8 @@ def test_load_dataset_shapes_and_labels(tmp_path):
     ds = load(root, tmp_path, size=20)
     assert ds.images.shape == (6, 20, 20, 3) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.paths == data.find_images(root)[0] and ds.skipped == []
-    np.testing.assert_array_equal(ds.images[4], data.load_image(ds.paths[4], 20))
+    assert ds.paths == datasets.find_images(root)[0] and ds.skipped == []
+    np.testing.assert_array_equal(ds.images[4], datasets.load_image(ds.paths[4], 20))
 
 
 def test_load_dataset_skips_broken_files_with_one_warning(tmp_path):
@@ -368,7 +369,7 @@ def test_load_dataset_second_call_uses_cache(tmp_path, monkeypatch):
     add_broken_files(root / "Dog")
     with pytest.warns(UserWarning):
         first = load(root, tmp_path, size=20)
-    monkeypatch.setattr(data, "load_image", fail_if_called)
+    monkeypatch.setattr(datasets, "load_image", fail_if_called)
     with pytest.warns(UserWarning, match="skipped 4"):  # the cache remembers the skipped files, and says so again
         second = load(root, tmp_path, size=20)
     np.testing.assert_array_equal(second.images, first.images)
@@ -389,7 +390,7 @@ def test_load_dataset_never_writes_into_data_folder(tmp_path):
 def test_load_dataset_default_cache_dir_is_tinymae_cache(tmp_path, monkeypatch):
     root = make_class_folders(tmp_path / "data", n_per_class=1)
     monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "env_cache"))
-    data.load_dataset(root, progress=False)
+    datasets.load_dataset(root, progress=False)
     assert len(os.listdir(tmp_path / "env_cache")) == 1
 
 
@@ -403,7 +404,7 @@ def test_cache_invalidated_when_a_file_changes(tmp_path):
     second = load(root, tmp_path, size=20)
     np.testing.assert_array_equal(second.images[:3], first.images[:3])
     assert not np.array_equal(second.images[3], first.images[3])
-    np.testing.assert_array_equal(second.images[3], data.load_image(changed, 20))
+    np.testing.assert_array_equal(second.images[3], datasets.load_image(changed, 20))
 
 
 def test_cache_invalidated_when_a_file_is_added(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from tinymae import data
-from tinymae.data import DataError
+from tinymae.util import datasets, download
+from tinymae.util.datasets import DataError
 
 
 def jpeg_bytes(seed):
@@ -116,20 +117,20 @@ def unreachable_url():
 
 
 def assert_no_archive_left(dest):
-    final = dest / data.ARCHIVE_NAME
+    final = dest / datasets.ARCHIVE_NAME
     assert not final.exists(), "a failed download left a file at the final path"
-    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists(), "a failed download left its .part file"
+    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists(), "a failed download left its .part file"
 
 
 def test_download_extracts_and_loads(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
-    root = data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    root = download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     assert root == str(dest)
-    assert (dest / data.ARCHIVE_NAME).is_file()
-    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists()
+    assert (dest / datasets.ARCHIVE_NAME).is_file()
+    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists()
     assert sorted(os.listdir(dest / "PetImages" / "Dog")) == ["0.jpg", "1.jpg", "2.jpg"]
-    ds = data.load_dataset(root, size=16, cache_dir=tmp_path / "cache", progress=False)
+    ds = datasets.load_dataset(root, size=16, cache_dir=tmp_path / "cache", progress=False)
     assert ds.images.shape == (6, 16, 16, 3) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert requests == ["/good.zip"]
 
@@ -137,17 +138,17 @@ def test_download_extracts_and_loads(tmp_path, server):
 def test_download_skipped_when_already_there(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
-    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     # a second call must not touch the network: an unreachable URL would fail if it did
-    assert data.download_catsdogs(dest, url=unreachable_url(), progress=False) == str(dest)
+    assert download.download_catsdogs(dest, url=unreachable_url(), progress=False) == str(dest)
     assert requests == ["/good.zip"]
 
 
 def test_download_extracts_an_archive_put_there_by_hand(tmp_path):
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / data.ARCHIVE_NAME).write_bytes(GOOD_ZIP)
-    data.download_catsdogs(dest, url=unreachable_url(), progress=False)
+    (dest / datasets.ARCHIVE_NAME).write_bytes(GOOD_ZIP)
+    download.download_catsdogs(dest, url=unreachable_url(), progress=False)
     assert (dest / "PetImages" / "Cat" / "0.jpg").is_file()
 
 
@@ -155,10 +156,10 @@ def test_download_replaces_a_broken_archive_found_there(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / data.ARCHIVE_NAME).write_bytes(GOOD_ZIP[:100])
+    (dest / datasets.ARCHIVE_NAME).write_bytes(GOOD_ZIP[:100])
     with pytest.warns(UserWarning, match="downloading it again"):
-        data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    assert (dest / data.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+        download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert (dest / datasets.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
     assert requests == ["/good.zip"]
 
 
@@ -166,7 +167,7 @@ def test_download_corrupt_zip_leaves_nothing(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError, match="corrupt") as e:
-        data.download_catsdogs(dest, url=f"{base}/corrupt.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/corrupt.zip", progress=False)
     assert f"{base}/corrupt.zip" in str(e.value)
     assert_no_archive_left(dest)
     assert not (dest / "PetImages").exists()
@@ -176,7 +177,7 @@ def test_download_cut_short_leaves_nothing(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError) as e:
-        data.download_catsdogs(dest, url=f"{base}/short.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/short.zip", progress=False)
     assert f"{base}/short.zip" in str(e.value)
     assert_no_archive_left(dest)
 
@@ -185,7 +186,7 @@ def test_download_cut_short_without_length_leaves_nothing(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError, match="not a valid zip"):
-        data.download_catsdogs(dest, url=f"{base}/no-length-cut.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/no-length-cut.zip", progress=False)
     assert_no_archive_left(dest)
 
 
@@ -193,7 +194,7 @@ def test_download_http_error_names_the_url(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError) as e:
-        data.download_catsdogs(dest, url=f"{base}/missing.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/missing.zip", progress=False)
     assert f"{base}/missing.zip" in str(e.value) and "by hand" in str(e.value)
     assert_no_archive_left(dest)
 
@@ -202,7 +203,7 @@ def test_download_unreachable_url_names_the_url(tmp_path):
     url = unreachable_url()
     dest = tmp_path / "downloads"
     with pytest.raises(DataError) as e:
-        data.download_catsdogs(dest, url=url, progress=False)
+        download.download_catsdogs(dest, url=url, progress=False)
     assert url in str(e.value) and "by hand" in str(e.value)
     assert_no_archive_left(dest)
 
@@ -213,7 +214,7 @@ def test_download_refuses_paths_outside_the_folder(tmp_path, server, route, bad_
     base, _ = server
     dest = tmp_path / "inner" / "downloads"
     with pytest.raises(DataError) as e:
-        data.download_catsdogs(dest, url=base + route, progress=False)
+        download.download_catsdogs(dest, url=base + route, progress=False)
     assert bad_name in str(e.value)
     assert_no_archive_left(dest)
     assert not (dest / "PetImages").exists() and not (tmp_path / "inner" / "escaped.txt").exists()
@@ -223,9 +224,9 @@ def test_download_not_repeated_after_the_zip_is_deleted(tmp_path, server):
     """Users delete the 800 MB archive once it is extracted; that must not trigger a new download."""
     base, requests = server
     dest = tmp_path / "downloads"
-    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    (dest / data.ARCHIVE_NAME).unlink()
-    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    (dest / datasets.ARCHIVE_NAME).unlink()
+    download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     assert requests == ["/good.zip"]
 
 
@@ -235,41 +236,41 @@ def test_download_retry_after_a_failed_first_attempt(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError):
-        data.download_catsdogs(dest, url=unreachable_url(), progress=False)
+        download.download_catsdogs(dest, url=unreachable_url(), progress=False)
     assert dest.is_dir() and os.listdir(dest) == []  # the first attempt leaves an empty folder
-    assert not data.folder_has_images(dest)  # so pre-training (pretrain.py) downloads again
-    assert data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False) == str(dest)
-    assert data.folder_has_images(dest) and requests == ["/good.zip"]
+    assert not datasets.folder_has_images(dest)  # so pre-training (pretrain.py) downloads again
+    assert download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False) == str(dest)
+    assert datasets.folder_has_images(dest) and requests == ["/good.zip"]
 
 
 def test_download_overwrites_a_left_over_part_file(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / (data.ARCHIVE_NAME + ".part")).write_bytes(GOOD_ZIP[:500])  # what a kill -9 mid-download leaves
-    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    assert (dest / data.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
-    assert not (dest / (data.ARCHIVE_NAME + ".part")).exists() and data.folder_has_images(dest)
+    (dest / (datasets.ARCHIVE_NAME + ".part")).write_bytes(GOOD_ZIP[:500])  # what a kill -9 mid-download leaves
+    download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    assert (dest / datasets.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists() and datasets.folder_has_images(dest)
 
 
 def test_download_a_left_over_part_folder_is_a_clear_error(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
-    (dest / (data.ARCHIVE_NAME + ".part")).mkdir(parents=True)
+    (dest / (datasets.ARCHIVE_NAME + ".part")).mkdir(parents=True)
     with pytest.raises(DataError, match="could not download"):
-        data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
 
 
 def test_download_extracts_again_when_the_images_were_deleted(tmp_path, server):
     """The done-marker alone is no proof: pre-training asks for a download because it found no images."""
     base, requests = server
     dest = tmp_path / "downloads"
-    data.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
+    download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     for image in (dest / "PetImages").rglob("*.jpg"):
         image.unlink()
-    assert not data.folder_has_images(dest)
-    data.download_catsdogs(dest, url=unreachable_url(), progress=False)  # from the archive still there
-    assert data.folder_has_images(dest) and requests == ["/good.zip"]
+    assert not datasets.folder_has_images(dest)
+    download.download_catsdogs(dest, url=unreachable_url(), progress=False)  # from the archive still there
+    assert datasets.folder_has_images(dest) and requests == ["/good.zip"]
 
 
 # ---- odd archives
@@ -278,7 +279,7 @@ def test_download_refuses_an_archive_with_an_empty_member_name(tmp_path, server)
     base, _ = server
     dest = tmp_path / "downloads"
     with pytest.raises(DataError, match="empty name"):
-        data.download_catsdogs(dest, url=f"{base}/empty-name.zip", progress=False)
+        download.download_catsdogs(dest, url=f"{base}/empty-name.zip", progress=False)
     assert_no_archive_left(dest)
 
 
@@ -289,12 +290,12 @@ def test_check_archive_refuses_members_without_a_name(tmp_path, name):
         archive.writestr("PetImages/Cat/0.jpg", jpeg_bytes(0))
         archive.writestr(zipfile.ZipInfo(name), b"x")
     with pytest.raises(DataError, match="empty name"):
-        data._check_archive(str(path), "the archive")
+        download._check_archive(str(path), "the archive")
 
 
 def test_download_an_archive_by_hand_with_an_empty_member_name_is_refused(tmp_path):
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / data.ARCHIVE_NAME).write_bytes(EMPTY_NAME_ZIP)
+    (dest / datasets.ARCHIVE_NAME).write_bytes(EMPTY_NAME_ZIP)
     with pytest.warns(UserWarning, match="empty name"), pytest.raises(DataError):
-        data.download_catsdogs(dest, url=unreachable_url(), progress=False)
+        download.download_catsdogs(dest, url=unreachable_url(), progress=False)

@@ -1,4 +1,4 @@
-"""examples/figures.py draws docs/pipeline.png, docs/mask_grid.png and docs/attention.png from a checkpoint.
+"""research/figures.py draws docs/pipeline.png, docs/mask_grid.png and docs/attention.png from a checkpoint.
 
 On a tiny ViT trained here: the command writes three small, non-empty PNGs; the mask grid's green cells are
 exactly the patches the engine keeps for that validation image (read back from the PNG's pixels); and the
@@ -13,15 +13,15 @@ from PIL import Image
 
 from conftest import make_photos, train_tiny
 from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.checkpoint import load_checkpoint
+from tinymae.util.checkpoint import load_checkpoint
 from tinymae.evaluate import fixed_noise
-from tinymae.figures import KEPT_COLOUR, REMOVED_COLOUR, cls_attention_maps
+from tinymae.util.figures import KEPT_COLOUR, REMOVED_COLOUR, cls_attention_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("figures_script", ROOT / "examples" / "figures.py")
+    spec = importlib.util.spec_from_file_location("figures_script", ROOT / "research" / "figures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

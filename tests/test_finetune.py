@@ -11,17 +11,17 @@ import pytest
 from conftest import make_photos, train_tiny
 from tinymae import backend, finetune
 from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.checkpoint import read_checkpoint, save_checkpoint
+from tinymae.util.checkpoint import load_classifier, read_checkpoint, save_checkpoint
 from tinymae.config import FinetuneConfig, PretrainConfig, ViTConfig
-from tinymae.data import DataError
-from tinymae.gradcheck import assert_backward_matches
-from tinymae.layers import layernorm_forward
-from tinymae.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.masking import gather_tokens
-from tinymae.models import build_model
-from tinymae.models_vit import ViTClassifier
+from tinymae.util.datasets import DataError
+from tinymae.util.gradcheck import assert_backward_matches
+from tinymae.model.layers import layernorm_forward
+from tinymae.model.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.masking import gather_tokens
+from tinymae.model.build import build_model
+from tinymae.model.models_vit import ViTClassifier
 from tinymae.pretrain import PretrainData
 
 
@@ -357,7 +357,7 @@ def test_finetune_end_to_end(xp, tiny, tmp_path, capsys):
     assert details["history"][-1]["val_accuracy"] == result["val_accuracy"]
     assert details["labelled_indices"] is None
 
-    model, header = finetune.load_classifier(out / "classifier.npz")
+    model, header = load_classifier(out / "classifier.npz")
     with np.load(out / "classifier.npz", allow_pickle=False) as f:  # no pickle inside
         assert "param/head.w" in f.files and "param/norm.w" not in f.files
     images, labels = finetune.load_test_images(SimpleNamespace(test_data=str(test_data), progress=False),

@@ -9,8 +9,14 @@ import inspect
 import numpy as np
 import pytest
 
-from tinymae import attention, backend, layers, loss, masking, patches, transformer
-from tinymae.gradcheck import assert_backward_matches
+from tinymae import backend
+from tinymae.model import attention
+from tinymae.model import layers
+from tinymae.model import loss
+from tinymae.model import masking
+from tinymae.model import patches
+from tinymae.model import transformer
+from tinymae.util.gradcheck import assert_backward_matches
 
 TOL = 1e-7  # max elementwise relative error; float64 centered differences reach ~1e-9 here
 # A whole Transformer block runs hundreds of float64 operations between input and output, so its finite
@@ -225,7 +231,7 @@ def package_backward_functions():
 
     names = set()
     for module in TINYMAE_MODULES:
-        if module.__name__ == "tinymae.gradcheck":
+        if module.__name__ == "tinymae.util.gradcheck":
             continue  # the checker, not a layer
         short = module.__name__.split(".")[-1]
         for attr, obj in vars(module).items():

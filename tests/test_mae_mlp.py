@@ -4,9 +4,9 @@ import pytest
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 from tinymae import backend
 from tinymae.config import MLPConfig
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.masking import masking_noise
-from tinymae.optim import AdamW
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.masking import masking_noise
+from tinymae.model.optim import AdamW
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=16, encoder_dims=(64, 64, 32), decoder_dims=(64,))
 

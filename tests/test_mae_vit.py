@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
-from tinymae import attention, backend, layers
+from tinymae import backend
+from tinymae.model import attention
+from tinymae.model import layers
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
-from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.ablations import MaskedAutoencoderViTEncoderMaskTokens
-from tinymae.masking import masking_noise
-from tinymae.models import build_model
-from tinymae.optim import AdamW
-from tinymae.pos_embed import get_2d_sincos_pos_embed
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.ablations import MaskedAutoencoderViTEncoderMaskTokens
+from tinymae.model.masking import masking_noise
+from tinymae.model.build import build_model
+from tinymae.model.optim import AdamW
+from tinymae.model.pos_embed import get_2d_sincos_pos_embed
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4,
              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # 16 patches, 4 visible

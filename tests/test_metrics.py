@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from tinymae import backend, metrics
+from tinymae import backend
+from tinymae.util import metrics
 from tinymae.backend import to_numpy
 
 

@@ -6,11 +6,11 @@ make sure no backward in the package goes unchecked.
 import pytest
 
 from tinymae import backend
-from tinymae.gradcheck import assert_backward_matches
+from tinymae.util.gradcheck import assert_backward_matches
 from tinymae.config import MLPConfig
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.models import build_model
-from tinymae.masking import masking_noise
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.build import build_model
+from tinymae.model.masking import masking_noise
 import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
 
 TOL = 1e-6

@@ -6,7 +6,7 @@ import pytest
 
 from tinymae import backend
 from tinymae.backend import to_numpy
-from tinymae.optim import AdamW, cosine_lr
+from tinymae.model.optim import AdamW, cosine_lr
 
 
 def params_of(**arrays):

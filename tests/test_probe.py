@@ -5,9 +5,9 @@ import pytest
 
 from tinymae import backend, probe
 from tinymae.config import MLPConfig, ViTConfig
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.masking import random_masking
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.masking import random_masking
 from tinymae.backend import to_numpy
 
 

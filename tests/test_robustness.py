@@ -17,11 +17,14 @@ import pytest
 
 from conftest import make_photos, train_tiny
 from test_data import load, make_class_folders, write_image
-from tinymae import backend, checkpoint, data, evaluate, metrics, pretrain, probe
-from tinymae.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint
+from tinymae import backend, data, evaluate, pretrain, probe
+from tinymae.util import datasets, download
+from tinymae.util import checkpoint
+from tinymae.util import metrics
+from tinymae.util.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint
 from tinymae.config import MLPConfig
-from tinymae.mae_mlp import MaskedAutoencoderMLP
-from tinymae.models import build_model
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.model.build import build_model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,15 +143,28 @@ def test_reconstruction_metrics_of_a_nan_model_are_nan(xp):
     assert evaluate.non_finite_numbers(result) == ["loss", "masked_mse", "masked_psnr", "ratio_to_mean_patch"]
 
 
-def test_evaluate_refuses_a_checkpoint_whose_weights_are_nan(trained, tmp_path, capsys):
+def test_a_checkpoint_with_nan_weights_is_refused_when_loaded(trained, tmp_path, capsys):
+    """The README: checkpoints are checked for finite numbers. A NaN weight is named on load, before any work."""
     photos, ckpt = trained
     nan_ckpt = doctored(ckpt, tmp_path / "nan.npz",
                         arrays={"param/decoder_pred.w": np.full_like(np.load(ckpt)["param/decoder_pred.w"], np.nan)})
     code = evaluate.main(["--checkpoint", str(nan_ckpt), "--data", str(photos), "--no-progress"])
     out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert_one_line(err)
+    assert "'decoder_pred.w' holds NaN or infinite values" in err and "earlier checkpoint" in err
+
+
+def test_evaluate_refuses_reconstructions_that_are_not_finite(trained, tmp_path, capsys):
+    """Finite weights so large that the reconstructions overflow: no NaN pretending to be JSON on stdout."""
+    photos, ckpt = trained
+    huge = doctored(ckpt, tmp_path / "huge.npz",
+                    arrays={"param/decoder_pred.w": np.full_like(np.load(ckpt)["param/decoder_pred.w"], 3e38)})
+    code = evaluate.main(["--checkpoint", str(huge), "--data", str(photos), "--no-progress"])
+    out, err = capsys.readouterr()
     assert code == 2 and out == ""  # nothing on stdout: no NaN pretending to be JSON
     assert_one_line(err)
-    assert "not finite" in err and "masked_mse = nan" in err and "earlier checkpoint" in err
+    assert "not finite" in err and "earlier checkpoint" in err
 
 
 def test_evaluate_prints_strict_json_when_it_succeeds(trained, capsys):
@@ -197,7 +213,7 @@ def test_evaluate_keeps_the_numbers_when_the_figure_fails(trained, tmp_path, mon
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("tinymae.figures.save_reconstructions", disk_full)
+    monkeypatch.setattr("tinymae.util.figures.save_reconstructions", disk_full)
     assert evaluate.main(["--checkpoint", str(ckpt), "--data", str(photos), "--figure", str(tmp_path / "e.png"),
                           "--no-progress"]) == 0
     out, err = capsys.readouterr()
@@ -283,14 +299,14 @@ def test_links_that_point_back_up_the_tree_do_not_recurse(tmp_path):
     os.symlink("..", root / "cat" / "up")  # cat/up -> the data folder
     os.symlink(".", root / "PetImages")  # PetImages -> the data folder itself
     os.symlink(str(root), root / "train")
-    paths, labels = data.find_images(root)
+    paths, labels = datasets.find_images(root)
     assert labels.tolist() == [0, 0, 1, 1] and all(p.endswith(".jpg") for p in paths)
 
 
 def test_a_data_folder_that_is_a_looping_link_says_so(tmp_path):
     os.symlink("loop", tmp_path / "loop")
-    with pytest.raises(data.DataError, match="points nowhere or to itself"):
-        data.find_images(tmp_path / "loop")
+    with pytest.raises(datasets.DataError, match="points nowhere or to itself"):
+        datasets.find_images(tmp_path / "loop")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,7 +326,7 @@ def run_and_interrupt(command, argv):
 
 def test_evaluate_ctrl_c_while_decoding_is_one_line(trained, monkeypatch, capsys):
     photos, ckpt = trained
-    monkeypatch.setattr(data, "load_image", interrupt)
+    monkeypatch.setattr(datasets, "load_image", interrupt)
     assert run_and_interrupt(evaluate.main, ["--checkpoint", str(ckpt), "--data", str(photos), "--no-progress"]) == 130
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == "interrupted"
@@ -318,7 +334,7 @@ def test_evaluate_ctrl_c_while_decoding_is_one_line(trained, monkeypatch, capsys
 
 def test_evaluate_ctrl_c_while_drawing_is_one_line(trained, tmp_path, monkeypatch, capsys):
     photos, ckpt = trained
-    monkeypatch.setattr("tinymae.figures.save_reconstructions", interrupt)
+    monkeypatch.setattr("tinymae.util.figures.save_reconstructions", interrupt)
     assert run_and_interrupt(evaluate.main, ["--checkpoint", str(ckpt), "--data", str(photos),
                                              "--figure", str(tmp_path / "e.png"), "--no-progress"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
@@ -326,7 +342,7 @@ def test_evaluate_ctrl_c_while_drawing_is_one_line(trained, tmp_path, monkeypatc
 
 def test_probe_ctrl_c_while_decoding_is_one_line(trained, monkeypatch, capsys):
     photos, ckpt = trained
-    monkeypatch.setattr(data, "load_image", interrupt)
+    monkeypatch.setattr(datasets, "load_image", interrupt)
     assert run_and_interrupt(probe.main, ["--checkpoint", str(ckpt), "--data", str(photos), "--no-progress"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 

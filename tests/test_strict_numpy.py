@@ -11,9 +11,9 @@ import pytest
 from strict_numpy import HostDeviceMixError, NotAnArrayError, StrictArray, strict_numpy as strict
 from tinymae import backend
 from tinymae.backend import to_numpy
-from tinymae.gradcheck import check_backward, rel_error
-from tinymae.layers import linear_backward, linear_forward
-from tinymae.optim import AdamW
+from tinymae.util.gradcheck import check_backward, rel_error
+from tinymae.model.layers import linear_backward, linear_forward
+from tinymae.model.optim import AdamW
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ torch is an oracle here only; tinymae never imports it. The CPU wheel installs o
 import numpy as np
 import pytest
 
-from tinymae import backend, layers, loss
+from tinymae import backend
+from tinymae.model import layers
+from tinymae.model import loss
 from tinymae.backend import to_numpy
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")

@@ -15,11 +15,14 @@ the array's largest value for the elements near zero.
 import numpy as np
 import pytest
 
-from tinymae import attention, backend, layers, transformer
+from tinymae import backend
+from tinymae.model import attention
+from tinymae.model import layers
+from tinymae.model import transformer
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
-from tinymae.mae_vit import MaskedAutoencoderViT
-from tinymae.masking import masking_noise
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.masking import masking_noise
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")
 F = torch.nn.functional

@@ -24,12 +24,13 @@ import sys
 
 from . import backend
 from .backend import asarray, host_rng, to_numpy
-from .checkpoint import CheckpointError, load_checkpoint
-from .data import DataError, center_crop, load_dataset, normalize
-from .files import output_file_problem
-from .metrics import (masked_patch_sq_error, mean_patch_baseline, nearest_visible_baseline, pred_to_pixels, psnr,
+from .util.checkpoint import CheckpointError, load_checkpoint
+from .data import center_crop, normalize
+from .util.datasets import DataError, load_dataset
+from .util.files import output_file_problem
+from .util.metrics import (masked_patch_sq_error, mean_patch_baseline, nearest_visible_baseline, pred_to_pixels, psnr,
                       visible_mean_baseline)
-from .patches import patchify
+from .model.patches import patchify
 
 BASELINES = ("mean_patch", "visible_mean", "nearest_visible")
 
@@ -211,7 +212,7 @@ def evaluate_command(args):
               "mask_ratio": cfg.mask_ratio, "mask_seed": args.mask_seed, "skipped_files": len(dataset.skipped),
               **result}
     if args.figure:
-        from .figures import save_reconstructions
+        from .util.figures import save_reconstructions
         imgs_pix, mask, pred_pix = figure_batch(model, images, data["mean"], data["std"], args.mask_seed,
                                                 args.figure_images)
         try:

@@ -2,7 +2,7 @@
 protocol (Sec. 4; Appendix A.1, Table 9), as main_finetune.py, engine_finetune.py and util/lr_decay.py of
 the official MAE, for tinymae's engine.
 
-    python -m tinymae.finetune --checkpoint runs/vit/checkpoint.npz --data ../shared/data/catsdogs
+    python -m tinymae.finetune --checkpoint runs/vit/checkpoint.npz --data data/catsdogs
     python -m tinymae.finetune ... --from-scratch            # the same network and recipe, random init
     python -m tinymae.finetune ... --labels-per-class 100    # only 100 labelled photos of each class
 
@@ -17,12 +17,12 @@ A run, in the order of `finetune`:
     AdamW                 betas (0.9, 0.999), weight decay 0.05 (none on 1-D parameters and cls_token),
                           layer-wise learning-rate decay (param_groups_lrd), warm-up + half-cycle cosine
     for every epoch:
-        train_one_epoch   shuffled batches: crop + flip, normalise, forward, backward, AdamW
+        train_one_epoch   shuffled batches: crop + flip, normalise, forward, backward, AdamW (engine.py)
         accuracy          top-1 accuracy on the validation images (centre crop), and on the training images
-    classifier.npz and result.json in --out, and the result as one JSON line on stdout
+    the result            printed as one JSON line, then classifier.npz and result.json in --out
 
-Scaled down from the paper's ViT-B recipe (Table 9): no mixup, cutmix, random erasing or drop path (this
-engine has none of them, and a 4-block ViT on 48-pixel photos needs far less regularisation than ViT-B on
+Scaled down from the paper's ViT-B recipe (Table 9): no mixup, cutmix or random erasing, and drop path only
+when asked (--drop-path; a 4-block ViT on 48-pixel photos needs far less regularisation than ViT-B on
 ImageNet); the augmentation is the pre-training one (random crop + flip, data.py). The position table
 stays the fixed sin-cos one (timm's ViT would fine-tune it from that start). Every setting is a field of
 config.FinetuneConfig; the flags are built from it.
@@ -35,18 +35,19 @@ import time
 
 import numpy as np
 
-from . import backend, speed
+from . import backend, fast
 from .backend import asarray, host_rng, to_numpy
-from .checkpoint import CheckpointError, load_params, read_checkpoint, save_checkpoint
 from .config import FinetuneConfig, PretrainConfig, add_config_arguments, model_config
-from .data import CLASSES, DataError, center_crop, load_dataset, normalize, random_crop_flip
-from .files import check_writable, remove_stale_temporaries, write_atomically
-from .mae_vit import MaskedAutoencoderViT
-from .models import build_model
-from .models_vit import ViTClassifier, drop_path_keep
-from .optim import AdamW, cosine_lr, one_dimensional
-from .parallel import SHARD_IMAGES, DataParallel
-from .pretrain import Diverged, PretrainData, TrainingError, prefetched, train_steps
+from .data import PretrainData, augmented_batches, center_crop, normalize
+from .engine import Diverged, prefetched, train_one_epoch
+from .model.build import build_model
+from .model.models_vit import ViTClassifier, drop_path_keep
+from .model.optim import cosine_lr
+from .util.checkpoint import CheckpointError, load_params, read_checkpoint, save_checkpoint
+from .util.datasets import CLASSES, DataError, load_dataset, same_photos
+from .util.files import FolderBusy, RunLock, check_writable, output_file_problem, remove_stale_temporaries, \
+    write_atomically
+from .util.lr_decay import param_groups_lrd
 
 EVAL_BATCH = 256  # images per forward pass when measuring accuracy
 TRAIN_ACCURACY_IMAGES = 1000  # the training accuracy's sample: +-1.6% at most (one standard error)
@@ -133,7 +134,7 @@ def labelled_subset(labels, per_class, seed):
 class FinetuneData:
     """The labelled training images, the validation images and the normalisation, all host arrays.
 
-    Rebuilt exactly as pre-training built them (pretrain.PretrainData with the checkpoint's settings), so
+    Rebuilt exactly as pre-training built them (data.PretrainData with the checkpoint's settings), so
     that the validation images are ones the encoder never saw in pre-training, and images are normalised
     with the statistics it was trained with."""
 
@@ -142,13 +143,13 @@ class FinetuneData:
         settings = {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
         settings.update(data=cfg.data, download=False, progress=cfg.progress)
         split = PretrainData(PretrainConfig(**settings), img_size, patch_size)
-        expected = header["data"].get("fingerprint")
-        if split.info["fingerprint"] != expected:
+        same, now = same_photos(header["data"], split.dataset)
+        if not same:
             raise DataError(
                 f"the images under {cfg.data} are not the ones {cfg.checkpoint} was pre-trained on (it used "
                 f"{header['data'].get('n_train', 0) + header['data'].get('n_val', 0)} images with fingerprint "
-                f"{expected}; now {split.info['n_train'] + split.info['n_val']} with {split.info['fingerprint']}). "
-                "Its split and normalisation would not hold: point --data at the pre-training images")
+                f"{header['data'].get('fingerprint')}; now {split.info['n_train'] + split.info['n_val']} with "
+                f"{now}). Its split and normalisation would not hold: point --data at the pre-training images")
         self.labelled = (np.arange(len(split.train_labels)) if cfg.labels_per_class is None
                          else labelled_subset(split.train_labels, cfg.labels_per_class, cfg.seed))  # (n,)
         self.train_images = split.train_images[self.labelled]  # (n, S_load, S_load, 3) uint8
@@ -161,14 +162,11 @@ class FinetuneData:
 def training_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
     """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,)),
     and with drop_path > 0 the drop-path factors (B, depth, 2) (models_vit.drop_path_keep) too."""
-    for i in range(len(perm) // batch_size):
-        idx = perm[i * batch_size:(i + 1) * batch_size]  # (B,)
-        batch = random_crop_flip(data.train_images[idx], img_size, rng)  # (B, S, S, 3)
+    for idx, imgs in augmented_batches(data.train_images, data.mean, data.std, perm, batch_size, img_size, rng):
         if drop_path > 0:
-            keep = drop_path_keep(rng, len(idx), depth, drop_path)  # (B, depth, 2)
-            yield normalize(batch, data.mean, data.std), data.train_labels[idx], keep
+            yield imgs, data.train_labels[idx], drop_path_keep(rng, len(idx), depth, drop_path)
         else:
-            yield normalize(batch, data.mean, data.std), data.train_labels[idx]
+            yield imgs, data.train_labels[idx]
 
 
 def accuracy(model, images, labels, mean, std, runner=None):
@@ -184,60 +182,17 @@ def accuracy(model, images, labels, mean, std, runner=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# the optimiser: util/lr_decay.py of the official MAE
-
-def get_layer_id_for_vit(name, num_layers):
-    """The layer a parameter belongs to (BEiT's rule, as the official code): 0 for the embeddings, i + 1
-    for block i, num_layers for everything after the blocks (fc_norm, head)."""
-    if name in ("cls_token", "pos_embed"):
-        return 0
-    if name.startswith("patch_embed"):
-        return 0
-    if name.startswith("blocks"):
-        return int(name.split(".")[1]) + 1
-    return num_layers
-
-
-def param_groups_lrd(params, depth, layer_decay=0.75, no_weight_decay_list=("cls_token", "pos_embed")):
-    """Layer-wise learning-rate decay (Clark et al., 2020, ELECTRA; BEiT; the paper's A.1), as the
-    official param_groups_lrd: -> (lr_scale {name: factor}, no_decay names), what AdamW takes.
-
-    Each layer's rate is layer_decay times the one above it: the head trains at the full rate, the last
-    block at layer_decay, ..., the embeddings at layer_decay ** (depth + 1). Lower layers, which carry
-    the most general pre-trained features, move least. No weight decay on 1-D parameters (biases,
-    LayerNorms) nor on timm's no_weight_decay() list (cls_token, pos_embed).
-    """
-    num_layers = depth + 1
-    layer_scales = [layer_decay ** (num_layers - i) for i in range(num_layers + 1)]
-    lr_scale = {name: layer_scales[get_layer_id_for_vit(name, num_layers)] for name in params}
-    no_decay = one_dimensional(params) + tuple(name for name in no_weight_decay_list if name in params)
-    return lr_scale, no_decay
-
+# the optimiser
 
 def build_optimizer(model, cfg):
     """AdamW as main_finetune.py builds it: torch.optim.AdamW(param_groups_lrd(...), lr) with PyTorch's
     default betas (0.9, 0.999), not pre-training's (0.9, 0.95). Only the trainable parameters."""
     params = {name: model.params[name] for name in model.trainable}  # the frozen blocks take no step
     lr_scale, no_decay = param_groups_lrd(params, model.config.depth, cfg.layer_decay)
-    return AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, no_decay=no_decay,
-                 lr_scale=lr_scale)
-
-
-# ----------------------------------------------------------------------------------------------
-# one epoch
-
-def train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, progress=True):
-    """One pass over the labelled images, as engine_finetune.train_one_epoch. -> a dict of figures.
-
-    runner: parallel.DataParallel (model.forward + model.backward on every core, and the AdamW step).
-    schedule(step) -> learning rate before layer decay (AdamW scales it per parameter: lr_scale)."""
-    batch_size = min(cfg.batch_size, len(data.train_images))  # fewer labelled images than a batch: all of them
-    steps = len(data.train_images) // batch_size  # the last partial batch is dropped, as the official loader
-    perm = rng.permutation(len(data.train_images))
-    batches = prefetched(training_batches(data, perm, batch_size, model.config.img_size, rng, model.config.depth,
-                                          cfg.drop_path))
-    return train_steps(runner, optimizer, batches, steps, epoch * steps, schedule,
-                       f"epoch {epoch + 1}/{cfg.epochs}", progress)
+    optimizer = fast.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, no_decay=no_decay,
+                           lr_scale=lr_scale)
+    model.params.update(params)  # the optimiser moved them into its flat buffer: the model reads them there
+    return optimizer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,12 +211,9 @@ def check_outputs(cfg):
     except OSError as e:
         raise FinetuneError(f"--out: {e}") from None
     if cfg.json is not None:
-        if os.path.isdir(cfg.json):
-            raise FinetuneError(f"--json {cfg.json} is a folder; give a file name such as result.json")
-        try:
-            check_writable(os.path.dirname(os.path.abspath(cfg.json)))
-        except OSError as e:
-            raise FinetuneError(f"--json: {e}") from None
+        problem = output_file_problem(cfg.json, overwrite=cfg.overwrite)
+        if problem:
+            raise FinetuneError(f"--json {cfg.json} {problem}")
     return cfg
 
 
@@ -274,15 +226,20 @@ def load_test_images(cfg, load_size, img_size):
 def finetune(cfg):
     """Run the fine-tuning described by cfg (a FinetuneConfig). -> the result dict (also printed by main).
 
-    Raises FinetuneError, DataError or CheckpointError with a message for the user."""
+    Raises FinetuneError, DataError, CheckpointError or FolderBusy with a message for the user."""
     header, arrays, mcfg = read_vit_checkpoint(cfg.checkpoint)
     if cfg.trainable_blocks is not None and cfg.trainable_blocks > mcfg.depth:
         raise FinetuneError(f"--trainable-blocks {cfg.trainable_blocks}: the encoder of {cfg.checkpoint} has "
-                            f"{mcfg.depth} block{'s' if mcfg.depth != 1 else ''}; choose 0 to {mcfg.depth}, or leave it out to train every block")
+                            f"{mcfg.depth} block{'s' if mcfg.depth != 1 else ''}; choose 0 to {mcfg.depth}, or "
+                            "leave it out to train every block")
     cfg = check_outputs(cfg)
-    remove_stale_temporaries(cfg.out, RESULT_FILES)  # left by a killed run (files.py)
-    speed.keep_freed_memory()  # reuse freed big arrays instead of page-faulting new memory (speed.py)
+    with RunLock(cfg.out):  # one writer per output folder
+        remove_stale_temporaries(cfg.out, RESULT_FILES)  # left by a killed run (util/files.py)
+        return train(cfg, header, arrays, mcfg)
 
+
+def train(cfg, header, arrays, mcfg):
+    """The body of `finetune`, with the output folder locked."""
     data = FinetuneData(cfg, header, mcfg.img_size, mcfg.patch_size)
     test = load_test_images(cfg, data.info["load_size"], mcfg.img_size) if cfg.test_data else None
 
@@ -299,10 +256,10 @@ def finetune(cfg):
 
     optimizer = build_optimizer(model, cfg)
     # Shards of the ViT's size: the classifier's step is the ViT encoder's, on all 1+L tokens.
-    runner = DataParallel(model, cfg.threads, shard_images=SHARD_IMAGES["vit"])
+    runner = fast.runner(model, cfg.threads)
     n_train = len(data.train_images)
-    batch_size = min(cfg.batch_size, n_train)  # as train_one_epoch takes it
-    steps_per_epoch = n_train // batch_size
+    batch_size = min(cfg.batch_size, n_train)  # fewer labelled images than a batch: all of them
+    steps_per_epoch = n_train // batch_size  # the last partial batch is dropped, as the official loader
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
     def schedule(step):
@@ -319,15 +276,18 @@ def finetune(cfg):
     trains = "" if model.frozen_blocks == 0 else \
         f" ({sum(int(model.params[n].size) for n in model.trainable):,} of them trained: the last {cfg.trainable_blocks} blocks)"
     print(f"ViT classifier from {source}, {model.num_params():,} parameters{trains}, backend {backend.name}"
-          f"{'' if runner.pool is None else f', {runner.threads} threads'}; {n_train} labelled training / "
-          f"{len(data.val_images)} validation images; {steps_per_epoch} steps of {batch_size} per epoch",
-          flush=True)
+          f"{runner.describe()}; {n_train} labelled training / {len(data.val_images)} validation images; "
+          f"{steps_per_epoch} steps of {batch_size} per epoch", flush=True)
 
     history, wall_time = [], 0.0
     try:
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
-            stats = train_one_epoch(model, optimizer, runner, data, cfg, epoch, rng, schedule, cfg.progress)
+            perm = rng.permutation(n_train)
+            batches = prefetched(training_batches(data, perm, batch_size, mcfg.img_size, rng, mcfg.depth,
+                                                  cfg.drop_path))
+            stats = train_one_epoch(runner, optimizer, batches, steps_per_epoch, epoch * steps_per_epoch, schedule,
+                                    f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
             measured = ""
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 stats["train_accuracy"] = accuracy(model, train_eval_images, data.train_labels[train_eval],
@@ -341,64 +301,47 @@ def finetune(cfg):
                   f"{stats['train_time_s']:.1f} s, {stats['train_images_per_s']:.0f} img/s", flush=True)
     except Diverged as e:
         raise FinetuneError(f"fine-tuning diverged: {e}; try a lower --lr or more --warmup-epochs") from None
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("interrupted; nothing was saved (a fine-tuning run is saved at its end)") from None
     finally:
         runner.close()
 
-    # ---- results: classifier.npz, result.json, --json ------------------------------------------
+    # ---- results: printed first, then classifier.npz, result.json, --json ---------------------
     result = {"checkpoint": os.path.abspath(cfg.checkpoint), "from_scratch": cfg.from_scratch,
-              "labels_per_class": cfg.labels_per_class, "seed": cfg.seed, "epochs": cfg.epochs,
-              "n_train": n_train, "n_val": len(data.val_images), "val_accuracy": history[-1]["val_accuracy"],
+              "labels_per_class": cfg.labels_per_class, "trainable_blocks": cfg.trainable_blocks,
+              "drop_path": cfg.drop_path, "seed": cfg.seed, "epochs": cfg.epochs, "n_train": n_train,
+              "n_val": len(data.val_images), "val_accuracy": history[-1]["val_accuracy"],
               "train_accuracy": history[-1]["train_accuracy"], "final_train_loss": history[-1]["train_loss"]}
     if test is not None:
         result.update(test_data=os.path.abspath(cfg.test_data), n_test=len(test[0]),
                       test_accuracy=accuracy(model, test[0], test[1], data.mean, data.std))
     result.update(backend=backend.name, wall_time_s=wall_time, out=os.path.abspath(cfg.out))
+    print(json.dumps(result), flush=True)  # before any file: a full disk below cannot cost the numbers
 
     details = {**result, "settings": vars(cfg), "pretrain_settings": header["settings"], "data": data.info,
                "labelled_indices": data.labelled.tolist() if cfg.labels_per_class is not None else None,
                "history": history}
     save_checkpoint(os.path.join(cfg.out, "classifier.npz"), model,
                     meta={"num_classes": model.num_classes, "label_smoothing": model.smoothing, **details})
-    write_atomically(os.path.join(cfg.out, "result.json"), lambda f: f.write(json.dumps(details, indent=2).encode()))
     if cfg.json is not None:
         write_atomically(cfg.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    # result.json last: its presence marks the fine-tuning finished (research/runs.py reads it)
+    write_atomically(os.path.join(cfg.out, "result.json"), lambda f: f.write(json.dumps(details, indent=2).encode()))
     return result
 
 
-def load_classifier(path):
-    """A fine-tuned classifier saved by `finetune` (<out>/classifier.npz) -> (ViTClassifier, header).
-
-    header["data"] holds the normalisation (mean, std) its images need."""
-    header, arrays = read_checkpoint(path)
-    if header.get("arch") != ViTClassifier.arch:
-        raise CheckpointError(f"{path} holds a {header.get('arch')} model, not a fine-tuned ViT classifier "
-                              "(python -m tinymae.finetune writes <out>/classifier.npz)")
-    try:
-        config = model_config("vit", header["config"])
-        model = ViTClassifier(MaskedAutoencoderViT(config), num_classes=header["num_classes"],
-                              smoothing=header["label_smoothing"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} has an unusable header ({type(e).__name__}: {e})") from None
-    load_params(model, arrays, path)
-    return model, header
-
-
 def main(argv=None, prog="python -m tinymae.finetune"):
-    """The command line: one clear line and a non-zero exit code for every error a user can cause."""
+    """The command line: one clear line and a non-zero exit code for every error a user can cause. The
+    result is printed as one JSON line (by finetune, before its files are written)."""
     cfg = parse_args(argv, prog)
     try:
-        result = finetune(cfg)
-    except (FinetuneError, TrainingError, DataError, CheckpointError) as e:
+        finetune(cfg)
+    except (FinetuneError, DataError, CheckpointError, FolderBusy) as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # a full disk or a folder that became read-only while training
         sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}); free some space or fix the "
-                 "permissions, then run again")
-    except KeyboardInterrupt as e:  # the shell's convention for Ctrl-C: 128 + SIGINT
-        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+                 "permissions, then run again (the accuracy above, if printed, is complete)")
+    except KeyboardInterrupt:  # the shell's convention for Ctrl-C: 128 + SIGINT
+        print("\ninterrupted; nothing was saved (a fine-tuning run is saved at its end)", file=sys.stderr)
         return 130
-    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -2,7 +2,7 @@
 over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches").
 And the classifiers' losses: the linear probe's binary cross-entropy, and fine-tuning's softmax
 cross-entropy with label smoothing."""
-from .backend import xp
+from ..backend import xp
 
 
 def mse_forward(pred, target, mask=None, norm_pix_loss=False):

@@ -14,7 +14,7 @@ removed patch and undoes the shuffle with ids_restore, so every patch is back at
 The noise is an explicit argument: draw it with `masking_noise` from a seeded host generator, and a
 NumPy run and a CuPy run see exactly the same masks.
 """
-from .backend import asarray, xp
+from ..backend import asarray, xp
 
 
 def gather_tokens(x, ids):

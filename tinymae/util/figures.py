@@ -4,7 +4,7 @@ image's mask grid and a ViT's attention maps.
 Every function here takes host (NumPy) arrays: convert with backend.to_numpy first."""
 import numpy  # host-side: drawing
 
-from .patches import unpatchify
+from ..model.patches import unpatchify
 
 
 def _pyplot():

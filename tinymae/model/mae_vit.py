@@ -26,8 +26,8 @@ as a subclass that replaces the two masking steps; this class is MAE itself.
 """
 from typing import NamedTuple
 
-from .backend import host_rng, xp
-from .config import ViTConfig
+from ..backend import host_rng, xp
+from ..config import ViTConfig
 from .layers import (layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones,
                      xavier_uniform, zeros)
 from .loss import mse_backward, mse_forward

@@ -19,7 +19,7 @@ Which arrays may be written in place, everywhere in tinymae (llm.c's discipline,
 """
 import math
 
-from .backend import asarray, xp
+from ..backend import asarray, xp
 
 
 # ----------------------------------------------------------------------------------------------

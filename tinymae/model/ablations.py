@@ -6,7 +6,7 @@ patch was removed; the decoder then receives all L positions from the encoder an
 of its own. The paper finds it slower (the encoder processes 4x the tokens at mask ratio 0.75) and
 worse. Only the two masking steps differ from MAE; everything else is inherited.
 """
-from .backend import host_rng
+from ..backend import host_rng
 from .layers import normal
 from .mae_vit import MaskedAutoencoderViT
 from .masking import random_masking

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy  # host-side: the worst element's index in a report
 
-from .backend import asarray, host_rng, xp
+from ..backend import asarray, host_rng, xp
 
 
 FLOOR = 1e-6

@@ -7,7 +7,7 @@ so NumPy and CuPy runs use bit-identical tables.
 """
 import numpy  # host-side: a constant table built once at model construction
 
-from .backend import asarray
+from ..backend import asarray
 
 
 def get_1d_sincos_pos_embed(embed_dim, pos):

@@ -11,8 +11,8 @@ The baselines fill each removed patch without any learning beyond a training-set
 """
 import math
 
-from .backend import xp
-from .masking import gather_tokens
+from ..backend import xp
+from ..model.masking import gather_tokens
 
 
 def pred_to_pixels(pred, target_norm, mean, std, norm_pix_loss=False):

@@ -27,8 +27,8 @@ position, so position is built into the weights.
 """
 from typing import NamedTuple
 
-from .backend import host_rng
-from .config import MLPConfig
+from ..backend import host_rng
+from ..config import MLPConfig
 from .layers import linear_backward, linear_forward, relu_backward, relu_forward, xavier_uniform, zeros
 from .loss import mse_backward, mse_forward
 from .masking import random_masking, random_masking_backward

@@ -13,7 +13,7 @@ of head 1, ..., key of head 0, ... So torch's weights load by a transpose (ours 
 """
 from typing import NamedTuple
 
-from .backend import xp
+from ..backend import xp
 from .layers import linear_backward, linear_forward, sum_last_axis
 
 

@@ -29,10 +29,12 @@ from collections.abc import Mapping
 
 import numpy  # host-side: files
 
-from .backend import asarray, to_numpy
-from .config import MODEL_CONFIGS, PretrainConfig, model_config
+from ..backend import asarray, to_numpy, xp
+from ..config import MODEL_CONFIGS, PretrainConfig, model_config
 from .files import write_atomically
-from .models import build_model
+from ..model.build import build_model
+from ..model.mae_vit import MaskedAutoencoderViT
+from ..model.models_vit import ViTClassifier
 
 FORMAT = 1
 
@@ -280,7 +282,11 @@ def load_params(model, arrays, path="checkpoint"):
         value = arrays[key]
         if value.dtype.kind not in "fiu":
             raise CheckpointError(f"{path}: parameter {name!r} holds {value.dtype} values, not numbers")
-        model.params[name] = asarray(value, dtype=current.dtype)
+        value = asarray(value, dtype=current.dtype)
+        if not bool(xp.isfinite(value).all()):
+            raise CheckpointError(f"{path}: parameter {name!r} holds NaN or infinite values (weights of a diverged "
+                                  "run, or a damaged file); use an earlier checkpoint, or train again")
+        current[...] = value  # in place: the array may be a view into an optimiser's flat buffer (fast/optim.py)
 
 
 def optimizer_state(arrays):
@@ -292,3 +298,21 @@ def optimizer_state(arrays):
         raise CheckpointError(f"the checkpoint's optimiser step count is {state['t'].dtype} {state['t'].shape}, "
                               "not a whole number of 0 or more, so training cannot resume from it")
     return state
+
+
+def load_classifier(path):
+    """A fine-tuned classifier saved by `finetune` (<out>/classifier.npz) -> (ViTClassifier, header).
+
+    header["data"] holds the normalisation (mean, std) its images need."""
+    header, arrays = read_checkpoint(path)
+    if header.get("arch") != ViTClassifier.arch:
+        raise CheckpointError(f"{path} holds a {header.get('arch')} model, not a fine-tuned ViT classifier "
+                              "(python -m tinymae.finetune writes <out>/classifier.npz)")
+    try:
+        config = model_config("vit", header["config"])
+        model = ViTClassifier(MaskedAutoencoderViT(config), num_classes=header["num_classes"],
+                              smoothing=header["label_smoothing"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has an unusable header ({type(e).__name__}: {e})") from None
+    load_params(model, arrays, path)
+    return model, header

@@ -1,4 +1,9 @@
-"""Every CPU core at work: a data-parallel training step for the NumPy backend.
+"""Every CPU core at work: the fast path of the NumPy backend.
+
+    DataParallel        the training step on shards of the batch, one worker thread per core
+    keep_freed_memory   glibc's malloc keeps big freed blocks for the next step instead of returning them
+
+The first is below; the second at the end of the file.
 
 The reference training step is the plain one, on one batch:
 
@@ -31,12 +36,14 @@ bit-identical to AdamW.step.
 On CuPy the GPU runs every kernel in parallel already: DataParallel then does the plain step.
 """
 from concurrent.futures import ThreadPoolExecutor
+import ctypes
 import os
+import sys
 
 from threadpoolctl import ThreadpoolController
 
-from . import backend
-from .backend import xp
+from .. import backend
+from ..backend import xp
 from .optim import adamw_update
 
 # Images per shard, by architecture. The ViT's elementwise work is half of its step: small shards keep
@@ -68,11 +75,14 @@ class DataParallel:
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinymae") if on_cpu and self.threads > 1 \
             else None
         self.blas = ThreadpoolController() if self.pool is not None else None
-        self.work = None  # one AdamW scratch array per worker, made at the first step
 
     def close(self):
         if self.pool is not None:
             self.pool.shutdown()
+
+    def describe(self):
+        """', 2 threads' for the run's first line, or '' for the plain step."""
+        return "" if self.pool is None else f", {self.threads} threads"
 
     # ------------------------------------------------------------------------------------------
     def loss_and_grads(self, *inputs):
@@ -140,18 +150,54 @@ class DataParallel:
 
     # ------------------------------------------------------------------------------------------
     def optimizer_step(self, optimizer, grads):
-        """optimizer.step(grads), its pieces updated on every worker (bit-identical to AdamW.step)."""
+        """optimizer.step(grads) of a fast.optim.FlatAdamW, its pieces updated on every worker (bit-identical
+        to optimizer.step: the pieces are independent)."""
         if self.pool is None:
             optimizer.step(grads)
             return
         pieces = optimizer.pieces(grads)
         beta1, beta2 = optimizer.betas
-        if self.work is None:
-            self.work = [xp.empty_like(optimizer.work) for _ in range(self.threads)]
 
         def worker(w):
-            work = self.work[w]
-            for p, g, m, v, decay, eps, step_size in pieces[w::self.threads]:
-                adamw_update(p, g, m, v, work[:p.size], decay, beta1, beta2, eps, step_size)
+            for p, g, m, v, decay, scale, step_size, eps in pieces[w::self.threads]:
+                adamw_update(p, g, m, v, decay, scale, optimizer.lr, beta1, beta2, eps, step_size)
 
         list(self.pool.map(worker, range(self.threads)))
+
+
+# ----------------------------------------------------------------------------------------------
+# keep_freed_memory. A training step allocates the same big temporaries every time (activations,
+# gradients). glibc's malloc gives blocks above its mmap threshold their own mmap, unmapped on free, and
+# returns free memory at the top of its heap to the OS once it exceeds the trim threshold. When a step ends
+# and its arrays are freed, most of that memory goes back to the OS, and the next step gets it again as
+# fresh pages: one page fault each, and the kernel zeroes every page. Raising both thresholds keeps freed
+# memory in the heap for the next step (benchmarks/README.md has what it saves).
+
+# mallopt parameter numbers, from glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(threshold_bytes=1 << 30):
+    """Ask glibc's malloc to keep big freed blocks for reuse; True if it did, False where it cannot.
+
+    Sets M_MMAP_THRESHOLD (blocks at least this big come from mmap, and go back to the OS on free) and
+    M_TRIM_THRESHOLD (free memory at the top of the heap beyond this is given back) to `threshold_bytes`
+    (a C int: below 2 GiB). Some glibc versions cap the mmap threshold at 32 MiB (HEAP_MAX_SIZE / 2);
+    then that cap is used. Both settings are process-wide and affect every library in the process
+    (torch's CPU allocator too). Linux with glibc only: elsewhere (macOS, Windows, musl) nothing happens
+    and the result is False. Call it once, early; it changes how memory is obtained, never a result.
+    """
+    if not 0 < threshold_bytes < 2 ** 31:
+        raise ValueError(f"threshold_bytes must be between 1 and 2**31 - 1 (a C int), got {threshold_bytes}")
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # glibc's own symbol: mallopt's parameter numbers are glibc's
+    except (OSError, AttributeError):
+        return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mmap_set = libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes) or libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    trim_set = libc.mallopt(M_TRIM_THRESHOLD, threshold_bytes)
+    return bool(mmap_set and trim_set)

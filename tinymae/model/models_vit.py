@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy  # host-side: the drop-path factors are drawn there
 
-from .backend import host_rng, xp
+from ..backend import host_rng, xp
 from .layers import layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones, zeros
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .patches import patchify

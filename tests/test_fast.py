@@ -1,0 +1,284 @@
+"""The fast path (tinymae/fast/) computes what the plain reference computes.
+
+  * cpu.DataParallel: the batch in shards on worker threads; its loss and gradients equal the plain step's
+    (model.forward, model.backward(1.0, cache)) up to float32 rounding (float64 rounding in float64), the
+    same bit for bit from run to run, and an interrupted sharded run resumes bit-identical;
+  * optim.FlatAdamW: model/optim.py's AdamW over one flat buffer, equal to it, bit-identical in pieces
+    of any size and on any number of workers, with the same state_dict;
+  * cpu.keep_freed_memory: applies on Linux/glibc, refuses nonsense, changes no result;
+  * the training step stays float32 from end to end.
+"""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_run_args, train_tiny
+from tinymae import backend, data, fast, pretrain
+from tinymae.backend import to_numpy
+from tinymae.fast import cpu
+from tinymae.fast import optim as fast_optim
+from tinymae.fast.optim import FlatAdamW
+from tinymae.model.build import build_model
+from tinymae.model.masking import masking_noise
+from tinymae.model.optim import AdamW
+
+SMALL = {"vit": dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4, decoder_embed_dim=16,
+                     decoder_depth=1, decoder_num_heads=2),
+         "mlp": dict(img_size=24, patch_size=6, embed_dim=8, encoder_dims=(32, 16), decoder_dims=(32,))}
+
+
+def batch(n, dtype="float32", seed=0):
+    rng = backend.host_rng(seed)
+    imgs = backend.asarray(rng.standard_normal((n, 3, 24, 24)), dtype=dtype)
+    return imgs, masking_noise(rng, n, 16, dtype=dtype)
+
+
+def reference(model, imgs, noise):
+    loss, _, _, cache = model.forward(imgs, noise)
+    return loss, model.backward(1.0, cache)
+
+
+def max_rel_diff(a, b):
+    a, b = to_numpy(a), to_numpy(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("arch", ["vit", "mlp"])
+@pytest.mark.parametrize("n", [40, 37], ids=["even-shards", "uneven-shards"])
+def test_sharded_gradients_equal_the_plain_step(xp, arch, n):
+    model = build_model(arch, SMALL[arch], seed=0)
+    imgs, noise = batch(n)
+    loss, grads = reference(model, imgs, noise)
+    runner = cpu.DataParallel(model, threads=2, shard_images=8)
+    try:
+        p_loss, p_grads = runner.loss_and_grads(imgs, noise)
+    finally:
+        runner.close()
+    assert float(p_loss) == pytest.approx(float(loss), rel=1e-6)
+    assert list(p_grads) == list(grads)
+    worst = max((max_rel_diff(p_grads[k], grads[k]), k) for k in grads)
+    assert worst[0] < 1e-5, f"{worst[1]}: {worst[0]:.1e}"
+
+
+def test_sharded_gradients_are_exact_in_float64(xp):
+    """In float64 the shard sum equals the whole-batch gradient to rounding: the weighting is exact."""
+    model = build_model("vit", SMALL["vit"], seed=0)
+    for name, value in model.params.items():
+        model.params[name] = value.astype("float64")
+    model.pos_embed = model.pos_embed.astype("float64")
+    model.decoder_pos_embed = model.decoder_pos_embed.astype("float64")
+    imgs, noise = batch(20, dtype="float64")
+    loss, grads = reference(model, imgs, noise)
+    runner = cpu.DataParallel(model, threads=2, shard_images=3)
+    try:
+        p_loss, p_grads = runner.loss_and_grads(imgs, noise)
+    finally:
+        runner.close()
+    assert float(p_loss) == pytest.approx(float(loss), rel=1e-13)
+    for name in grads:
+        assert max_rel_diff(p_grads[name], grads[name]) < 1e-11, name
+
+
+def test_sharded_step_is_the_same_bit_for_bit_every_time(xp):
+    model = build_model("vit", SMALL["vit"], seed=0)
+    imgs, noise = batch(40)
+    runner = cpu.DataParallel(model, threads=2, shard_images=4)
+    try:
+        runs = [runner.loss_and_grads(imgs, noise) for _ in range(3)]
+    finally:
+        runner.close()
+    for loss, grads in runs[1:]:
+        assert float(loss) == float(runs[0][0])
+        for name in grads:
+            np.testing.assert_array_equal(to_numpy(grads[name]), to_numpy(runs[0][1][name]), err_msg=name)
+
+
+@pytest.mark.parametrize("arch", ["vit", "mlp"])
+def test_parallel_adamw_step_is_bit_identical_to_flat_adamw_step(xp, arch, monkeypatch):
+    monkeypatch.setattr(fast_optim, "CHUNK", 1000)  # many pieces, spread over the workers
+    runs = []
+    for threads in (1, 2):
+        model = build_model(arch, SMALL[arch], seed=0)
+        imgs, noise = batch(8)
+        optimizer = FlatAdamW(model.params, lr=1e-3, no_decay=model.no_decay)
+        runner = cpu.DataParallel(model, threads=threads)
+        try:
+            for _ in range(3):
+                _, grads = reference(model, imgs, noise)
+                runner.optimizer_step(optimizer, grads)
+        finally:
+            runner.close()
+        runs.append({name: to_numpy(value) for name, value in model.params.items()})
+    for name in runs[0]:
+        np.testing.assert_array_equal(runs[1][name], runs[0][name], err_msg=name)
+
+
+def test_one_thread_is_the_plain_step():
+    runner = cpu.DataParallel(build_model("vit", SMALL["vit"]), threads=1)
+    assert runner.pool is None and runner.shard_images is None
+
+
+def test_a_sharded_run_resumes_bit_identical(photos, tmp_path, monkeypatch):
+    """The training loop on shards of 2 images (4 shards per batch of 8): an interrupted and resumed run
+    ends where an uninterrupted one does, bit for bit."""
+    monkeypatch.setitem(cpu.SHARD_IMAGES, "vit", 2)
+    straight = tmp_path / "straight"
+    train_tiny(straight, photos, "vit", "--threads", "2")
+    interrupted = tmp_path / "interrupted"
+    real, calls = data.random_crop_flip, []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # epoch 2, step 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "random_crop_flip", crash)
+    assert pretrain.main(tiny_run_args(interrupted, photos, "vit", "--threads", "2")) == 130
+    monkeypatch.setattr(data, "random_crop_flip", real)
+    pretrain.pretrain(*pretrain.parse_args(["--data", str(photos), "--out", str(interrupted), "--resume",
+                                            "--no-progress"]))
+    a, b = np.load(straight / "checkpoint.npz"), np.load(interrupted / "checkpoint.npz")
+    for key in a.files:
+        if key != "meta":
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    history = [json.loads((d / "metrics.json").read_text())["history"] for d in (straight, interrupted)]
+    assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
+
+
+# ----------------------------------------------------------------------------------------------
+# process settings and dtypes
+
+def test_keep_freed_memory_applies_on_linux_glibc_only():
+    applied = cpu.keep_freed_memory()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL("libc.so.6").gnu_get_libc_version
+        except (OSError, AttributeError):
+            pytest.skip("not glibc")
+        assert applied, "glibc's mallopt refused the settings"
+    else:
+        assert not applied
+    assert cpu.keep_freed_memory() == applied  # calling it again is harmless
+
+
+def test_keep_freed_memory_rejects_thresholds_that_are_not_a_c_int():
+    for bad in (0, -1, 2 ** 31, 2 ** 33):
+        with pytest.raises(ValueError, match="threshold_bytes"):
+            cpu.keep_freed_memory(bad)
+
+
+def one_step(arch, n=2, seed=0):
+    """A training step of the default-size model -> loss, pred, mask, cache, grads, optimizer."""
+    model = build_model(arch, {}, seed=seed)
+    rng = backend.host_rng(1)
+    cfg = model.config
+    imgs = backend.asarray(rng.standard_normal((n, 3, cfg.img_size, cfg.img_size)), dtype="float32")
+    noise = masking_noise(rng, n, cfg.num_patches)
+    loss, pred, mask, cache = model.forward(imgs, noise)
+    grads = model.backward(1.0, cache)
+    opt = FlatAdamW(model.params, lr=1e-3, no_decay=model.no_decay)
+    opt.step(grads)
+    return model, loss, pred, mask, cache, grads, opt
+
+
+def arrays_in(obj, path="step"):
+    """Every backend array inside nested tuples, lists and dicts, with where it was found."""
+    if hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        yield path, obj
+    elif isinstance(obj, (tuple, list)):
+        for i, item in enumerate(obj):
+            yield from arrays_in(item, f"{path}[{i}]")
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            yield from arrays_in(item, f"{path}[{key!r}]")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "vit"])
+def test_training_step_stays_float32(xp, arch):
+    model, loss, pred, mask, cache, grads, opt = one_step(arch)
+    everything = {"loss": loss, "pred": pred, "mask": mask, "cache": cache, "grads": grads,
+                  "params": model.params, "adamw.m": opt.m, "adamw.v": opt.v, "adamw.decay": opt.decay,
+                  "adamw.scale": opt.scale}
+    found = list(arrays_in(everything))
+    assert len(found) > 20
+    upcast = [(where, str(a.dtype)) for where, a in found if a.dtype.kind == "f" and a.dtype != xp.float32]
+    assert not upcast, f"float arrays that are not float32: {upcast[:10]}"
+
+
+def test_keep_freed_memory_changes_no_result():
+    before = one_step("vit")
+    cpu.keep_freed_memory()
+    after = one_step("vit")
+    assert float(before[1]) == float(after[1])
+    for name in before[5]:
+        np.testing.assert_array_equal(to_numpy(before[5][name]), to_numpy(after[5][name]), err_msg=name)
+
+# ----------------------------------------------------------------------------------------------
+# FlatAdamW against the reference AdamW
+
+def adamw_runs(optimizer_class, rng, steps=3, lr_scale=None):
+    """Three AdamW steps on a few parameters -> their values and the state_dict, on the host."""
+    shapes = {"w": (13, 11), "b": (11,), "token": (1, 1, 5)}
+    generator = np.random.default_rng(0)
+    params = {k: backend.asarray(generator.standard_normal(s), dtype="float32") for k, s in shapes.items()}
+    grads = [{k: backend.asarray(generator.standard_normal(s), dtype="float32") for k, s in shapes.items()}
+             for _ in range(steps)]
+    opt = optimizer_class(params, lr=0.01, no_decay=("b",), lr_scale=lr_scale)
+    for g in grads:
+        opt.step(g)
+    return ({k: to_numpy(v) for k, v in params.items()},
+            {k: to_numpy(v) for k, v in opt.state_dict().items()})
+
+
+@pytest.mark.parametrize("lr_scale", [None, {"w": 0.5, "token": 0.25}], ids=["plain", "layer-decay"])
+def test_flat_adamw_equals_the_reference_adamw(xp, rng, lr_scale):
+    ref_params, ref_state = adamw_runs(AdamW, rng, lr_scale=lr_scale)
+    flat_params, flat_state = adamw_runs(FlatAdamW, rng, lr_scale=lr_scale)
+    assert list(flat_state) == list(ref_state)  # the same checkpoint keys: t, m.<name>, v.<name>
+    for k in ref_params:
+        np.testing.assert_allclose(flat_params[k], ref_params[k], rtol=2e-6, atol=1e-7, err_msg=k)
+    for k in ref_state:
+        np.testing.assert_allclose(flat_state[k], ref_state[k], rtol=2e-6, atol=1e-7, err_msg=k)
+
+
+def test_flat_adamw_puts_the_parameters_in_one_buffer(xp):
+    model = build_model("vit", SMALL["vit"], seed=0)
+    before = {k: to_numpy(v) for k, v in model.params.items()}
+    opt = FlatAdamW(model.params, lr=1e-3, no_decay=model.no_decay)
+    assert opt.flat.size == sum(v.size for v in before.values())
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(to_numpy(value), before[name], err_msg=name)  # the same values ...
+        assert value.base is opt.flat or value.base is opt.flat.base  # ... now views into the buffer
+
+
+def test_flat_adamw_in_pieces_is_bit_identical_to_one_piece(xp, monkeypatch, rng):
+    results = []
+    for chunk in (7, 10 ** 9):
+        monkeypatch.setattr(fast_optim, "CHUNK", chunk)
+        results.append(adamw_runs(FlatAdamW, rng)[0])
+    for k in results[0]:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+def test_flat_adamw_state_loads_into_the_reference_and_back(xp, rng):
+    """Checkpoints keep their format: a FlatAdamW state continues in the reference AdamW and vice versa."""
+    params, state = adamw_runs(FlatAdamW, rng)
+    ref = AdamW({k: backend.asarray(v) for k, v in params.items()}, lr=0.01)
+    ref.load_state_dict({k: backend.asarray(v) for k, v in state.items()})
+    flat = FlatAdamW({k: backend.asarray(v) for k, v in params.items()}, lr=0.01)
+    flat.load_state_dict({k: backend.asarray(v) for k, v in ref.state_dict().items()})
+    for k, v in flat.state_dict().items():
+        np.testing.assert_array_equal(to_numpy(v), state[k], err_msg=k)
+
+
+def test_the_runner_is_data_parallel_on_the_cpu():
+    runner = fast.runner(build_model("vit", SMALL["vit"]), threads=2)
+    try:
+        assert isinstance(runner, cpu.DataParallel) and runner.describe() == ", 2 threads"
+    finally:
+        runner.close()
