@@ -60,6 +60,16 @@ def strict_unless_chosen(request, monkeypatch):
         use_backend("strict", monkeypatch)
 
 
+@pytest.fixture(autouse=True)
+def reference_kernels_after_each_test():
+    """A training run puts its backend's fast kernels in place (fast.runner); each test starts and ends
+    with the plain reference, so that no test depends on which ran before it."""
+    from tinymae import fast
+    fast.use_kernels(fast.REFERENCE)
+    yield
+    fast.use_kernels(fast.REFERENCE)
+
+
 @pytest.fixture
 def rng():
     return backend.host_rng(0)

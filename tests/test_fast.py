@@ -282,3 +282,86 @@ def test_the_runner_is_data_parallel_on_the_cpu():
         assert isinstance(runner, cpu.DataParallel) and runner.describe() == ", 2 threads"
     finally:
         runner.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the fast kernels against the reference functions they stand in for
+
+def kernel_inputs(name, rng, dtype):
+    """Arguments of the forward function behind kernel `name` (its forward and backward are checked together)."""
+    def randn(*shape):
+        return backend.asarray(rng.standard_normal(shape), dtype=dtype)
+    if name.startswith("linear"):
+        return (randn(2, 5, 8), randn(8, 6), randn(6))
+    if name.startswith("layernorm"):
+        return (randn(2, 5, 8) * 2.0 + 0.5, randn(8), randn(8))
+    if name.startswith("gelu"):
+        return (randn(3, 7) * 2.0,)
+    if name.startswith("softmax"):
+        return (randn(2, 3, 5) * 2.0,)
+    return (randn(2, 5, 8), randn(8, 24) * 0.5, randn(24) * 0.5, randn(8, 8) * 0.5, randn(8) * 0.5, 2)  # attention
+
+
+def forward_backward(kernels, name, inputs, dout_seed=3):
+    """Forward and backward of the function pair behind `name` with `kernels`' functions in place."""
+    fast.use_kernels(kernels)
+    from tinymae.model import attention as attention_module, layers as layers_module
+    family = name.rsplit("_", 1)[0]
+    module = attention_module if family in ("softmax", "attention") else layers_module
+    forward = kernels.get(f"{family}_forward", getattr(module, f"{family}_forward"))
+    backward = kernels[f"{family}_backward"]
+    out, cache = forward(*inputs)
+    dout = backend.asarray(backend.host_rng(dout_seed).standard_normal(out.shape), dtype=out.dtype)
+    grads = backward(dout, cache)
+    return [out, *(grads if isinstance(grads, tuple) else (grads,))]
+
+
+@pytest.mark.parametrize("name", sorted(fast.CPU_KERNELS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_kernel_equals_its_reference(xp, name, dtype):
+    inputs = kernel_inputs(name, backend.host_rng(1), dtype)
+    expected = forward_backward(fast.REFERENCE, name, inputs)
+    got = forward_backward(fast.CPU_KERNELS, name, inputs)
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a.dtype == b.dtype, (name, i)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=tol, atol=tol, err_msg=f"{name}: output {i}")
+
+
+def test_every_fast_kernel_stands_in_for_a_reference_function():
+    assert set(fast.CPU_KERNELS) == set(fast.REFERENCE)
+    for name, function in fast.REFERENCE.items():
+        assert function.__name__ == name and function.__module__.startswith("tinymae.model.")
+        assert fast.CPU_KERNELS[name].__name__ == name  # the same signature, under the same name
+
+
+def test_the_cpu_kernels_run_the_models_as_the_reference_does(xp):
+    """A whole training step of each model with the CPU kernels in place gives the reference's loss and
+    gradients (float32 rounding)."""
+    for arch in ("vit", "mlp"):
+        model = build_model(arch, SMALL[arch], seed=0)
+        imgs, noise = batch(6)
+        results = []
+        for kernels in (fast.REFERENCE, fast.CPU_KERNELS):
+            fast.use_kernels(kernels)
+            results.append(reference(model, imgs, noise))
+        assert float(results[1][0]) == pytest.approx(float(results[0][0]), rel=1e-6)
+        worst = max((max_rel_diff(results[1][1][k], results[0][1][k]), k) for k in results[0][1])
+        assert worst[0] < 1e-5, f"{arch} {worst[1]}: {worst[0]:.1e}"
+
+
+REFERENCE_FILES = ["layers.py", "attention.py", "transformer.py", "loss.py", "optim.py", "masking.py", "patches.py",
+                   "mae_vit.py", "mae_mlp.py", "models_vit.py", "ablations.py", "pos_embed.py", "build.py"]
+
+
+@pytest.mark.parametrize("filename", REFERENCE_FILES)
+def test_the_reference_is_plain(filename):
+    """The model's files hold the formulas: no branch on the backend, no chunking, no out= arguments, no
+    allocator settings (those belong to tinymae/fast/)."""
+    import pathlib
+    import re
+    source = (pathlib.Path(__file__).parent.parent / "tinymae" / "model" / filename).read_text()
+    code = "\n".join(line.split("#")[0] for line in source.splitlines())  # comments may talk about them
+    for pattern, what in ((r"backend\.name|\bcupy\b", "a branch on the backend"), (r"\bCHUNK\b|chunk", "chunking"),
+                          (r"\bout=", "an out= argument"), (r"mallopt|keep_freed_memory", "allocator settings")):
+        assert not re.search(pattern, code), f"{filename} contains {what}"

@@ -255,7 +255,6 @@ def train(cfg, header, arrays, mcfg):
     del mae, arrays
 
     optimizer = build_optimizer(model, cfg)
-    # Shards of the ViT's size: the classifier's step is the ViT encoder's, on all 1+L tokens.
     runner = fast.runner(model, cfg.threads)
     n_train = len(data.train_images)
     batch_size = min(cfg.batch_size, n_train)  # fewer labelled images than a batch: all of them

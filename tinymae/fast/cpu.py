@@ -50,7 +50,7 @@ from .optim import adamw_update
 # it in cache. The MLP is mostly large matrix products: one shard per core (of a batch of 256), each
 # core's products single-threaded, beats one batch whose products BLAS spreads over the cores, even with
 # the gradients of its 4.6 M weights to add up (benchmarks/README.md has the measurements).
-SHARD_IMAGES = {"mlp": 128, "vit": 32}
+SHARD_IMAGES = {"mlp": 128, "vit": 32, "vit_classifier": 32}  # the classifier: the ViT encoder on all 1+L tokens
 
 
 def cpu_count():

@@ -14,7 +14,7 @@ of head 1, ..., key of head 0, ... So torch's weights load by a transpose (ours 
 from typing import NamedTuple
 
 from ..backend import xp
-from .layers import linear_backward, linear_forward, sum_last_axis
+from .layers import linear_backward, linear_forward
 
 
 # ----------------------------------------------------------------------------------------------
@@ -24,9 +24,8 @@ def softmax_forward(x):
     """x: (..., T) -> out: (..., T), each row positive and summing to 1."""
     # softmax is unchanged by shifting a row; shifting by the row's max makes every exponent <= 0,
     # so exp never overflows (float32 overflows at exp(88.7)) and the largest term is exactly 1.
-    out = x - x.max(axis=-1, keepdims=True)  # (..., T)
-    xp.exp(out, out=out)
-    out /= sum_last_axis(out)  # out.sum(axis=-1, keepdims=True), in one BLAS call (layers.py)
+    e = xp.exp(x - x.max(axis=-1, keepdims=True))  # (..., T)
+    out = e / e.sum(axis=-1, keepdims=True)  # (..., T)
     cache = out  # backward needs only the output
     return out, cache
 
@@ -38,8 +37,7 @@ def softmax_backward(dout, cache):
     (With dout all ones that is exactly zero: never check this backward with a ones upstream gradient.)
     """
     y = cache
-    dx = dout * y  # (..., T)
-    dx -= y * sum_last_axis(dx)
+    dx = y * (dout - (dout * y).sum(axis=-1, keepdims=True))  # (..., T)
     return dx
 
 
@@ -89,17 +87,15 @@ def attention_backward(dout, cache):
     dheads = dmerged.reshape(N, T, H, d).transpose(0, 2, 1, 3)  # (N, H, T, d) split heads, a view
 
     # heads = attn @ v
-    dqkv = xp.empty((N, T, 3, H, d), dtype=dout.dtype)  # (N, T, 3, H, d) laid out as qkv
-    dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)  # (3, N, H, T, d) a view: writing into it fills dqkv
-    dqkv_heads[2] = attn.transpose(0, 1, 3, 2) @ dheads  # dv (N, H, T, d)
+    dv = attn.transpose(0, 1, 3, 2) @ dheads  # (N, H, T, d)
     dattn = dheads @ v.transpose(0, 1, 3, 2)  # (N, H, T, T)
 
     # attn = softmax((q * scale) @ k^T); the cached q is already scaled
     dscores = softmax_backward(dattn, attn)  # (N, H, T, T)
-    dq = dscores @ k  # (N, H, T, d) gradient for the scaled queries
-    dq *= scale
-    dqkv_heads[0] = dq
-    dqkv_heads[1] = dscores.transpose(0, 1, 3, 2) @ q  # dk (N, H, T, d)
+    dq = (dscores @ k) * scale  # (N, H, T, d) through the scaling of the queries
+    dk = dscores.transpose(0, 1, 3, 2) @ q  # (N, H, T, d)
 
-    dx, dqkv_w, dqkv_b = linear_backward(dqkv.reshape(N, T, 3 * H * d), cache.qkv)  # (N, T, D)
+    # the inverse of the forward's split: (3, N, H, T, d) -> (N, T, 3, H, d) -> (N, T, 3D), as qkv's columns
+    dqkv = xp.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(N, T, 3 * H * d)  # (N, T, 3D)
+    dx, dqkv_w, dqkv_b = linear_backward(dqkv, cache.qkv)  # (N, T, D)
     return dx, dqkv_w, dqkv_b, dproj_w, dproj_b

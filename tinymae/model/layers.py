@@ -8,6 +8,10 @@ Every layer is a pair of pure functions (the cs231n / llm.c habit):
 The cache is a plain tuple of whatever backward needs; backward returns fresh gradient arrays with
 the `d` prefix (dx, dw, db). Nothing is stored on objects and there is no graph.
 
+These are the reference: each formula as written, shape comments on every line. fast/ holds faster
+versions of some of them (same signatures, tested equal to these), and fast/__init__.py says which a run
+uses.
+
 Which arrays may be written in place, everywhere in tinymae (llm.c's discipline, stated once here):
   * a function writes in place only into arrays it created itself (its fresh outputs and temporaries),
     and only before it hands them on;
@@ -23,36 +27,14 @@ from ..backend import asarray, xp
 
 
 # ----------------------------------------------------------------------------------------------
-# Sums over one axis of a stack of short rows, as products with a vector of ones. NumPy's
-# x.sum(axis=-1) walks an (R, 64) array one short row at a time, and with rows that short the loop, not
-# the arithmetic, is the cost; BLAS does the same sums in one call, several times faster
-# (benchmarks/README.md). Linear (db), LayerNorm and softmax use them on the model's largest arrays.
-
-def sum_last_axis(x):
-    """x: (..., D) -> (..., 1), the same as x.sum(axis=-1, keepdims=True)."""
-    D = x.shape[-1]
-    ones = xp.ones((D, 1), dtype=x.dtype)  # (D, 1)
-    return (x.reshape(-1, D) @ ones).reshape(*x.shape[:-1], 1)  # (..., 1)
-
-
-def sum_leading_axes(x):
-    """x: (..., D) -> (D,), the same as x.reshape(-1, D).sum(axis=0)."""
-    D = x.shape[-1]
-    x2 = x.reshape(-1, D)  # (R, D)
-    ones = xp.ones(x2.shape[0], dtype=x.dtype)  # (R,)
-    return ones @ x2  # (D,)
-
-
-# ----------------------------------------------------------------------------------------------
 # Linear: out = x @ w + b, for inputs of any leading shape (..., D_in)
 
 def linear_forward(x, w, b):
     """x: (..., D_in), w: (D_in, D_out), b: (D_out,) -> out: (..., D_out)."""
     D_in, D_out = w.shape
-    # One (R, D_in) @ (D_in, D_out) product over all leading axes: a single large BLAS call is much
-    # faster than NumPy's loop of small ones for a stacked (N, L, D_in) @ (D_in, D_out).
-    out = x.reshape(-1, D_in) @ w  # (R, D_out)
-    out += b
+    # Fold every leading axis into one "row" axis R, as cs231n's affine_forward: one (R, D_in) @ (D_in, D_out)
+    # product, which is also one large BLAS call instead of a loop of small ones.
+    out = x.reshape(-1, D_in) @ w + b  # (R, D_out)
     out = out.reshape(*x.shape[:-1], D_out)  # (..., D_out)
     cache = (x, w)
     return out, cache
@@ -66,12 +48,11 @@ def linear_backward(dout, cache, need_dx=True):
     """
     x, w = cache
     D_in, D_out = w.shape
-    # Fold every leading axis into one "row" axis R: dw sums x^T dout over all rows.
     x2 = x.reshape(-1, D_in)  # (R, D_in)
     dout2 = dout.reshape(-1, D_out)  # (R, D_out)
     dx = (dout2 @ w.T).reshape(x.shape) if need_dx else None  # (..., D_in)
-    dw = x2.T @ dout2  # (D_in, D_out)
-    db = sum_leading_axes(dout2)  # (D_out,)
+    dw = x2.T @ dout2  # (D_in, D_out) summed over all rows
+    db = dout2.sum(axis=0)  # (D_out,)
     return dx, dw, db
 
 
@@ -99,14 +80,11 @@ def relu_backward(dout, cache):
 
 def layernorm_forward(x, w, b, eps=1e-6):
     """x: (..., D), w: (D,), b: (D,) -> out: (..., D)."""
-    D = w.shape[0]
-    mean = sum_last_axis(x) / D  # (..., 1)
-    xhat = x - mean  # (..., D) centred; normalised in place below
-    var = sum_last_axis(xhat * xhat) / D  # (..., 1)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # (..., 1) the biased variance
     rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1) reciprocal standard deviation
-    xhat *= rstd  # (..., D)
-    out = xhat * w  # (..., D)
-    out += b
+    xhat = (x - mean) * rstd  # (..., D) normalised
+    out = xhat * w + b  # (..., D)
     cache = (xhat, w, rstd)
     return out, cache
 
@@ -120,13 +98,11 @@ def layernorm_backward(dout, cache):
     """
     xhat, w, rstd = cache
     D = w.shape[0]
-    db = sum_leading_axes(dout)  # (D,)
-    dw = sum_leading_axes(dout * xhat)  # (D,)
+    db = dout.reshape(-1, D).sum(axis=0)  # (D,)
+    dw = (dout * xhat).reshape(-1, D).sum(axis=0)  # (D,)
     dxhat = dout * w  # (..., D)
-    dx = dxhat - sum_last_axis(dxhat) / D  # (..., D)
-    dxhat *= xhat  # (..., D) dxhat is not needed on its own any more
-    dx -= xhat * (sum_last_axis(dxhat) / D)
-    dx *= rstd
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))  # (..., D)
     return dx, dw, db
 
 
@@ -136,8 +112,6 @@ def layernorm_backward(dout, cache):
 # we use the paper's tanh approximation (Sec. 2), torch's gelu(approximate='tanh'):
 #     gelu(x) = x * s,   s = 0.5 * (1 + tanh(u)),   u = sqrt(2/pi) * (x + 0.044715 * x^3)
 # It differs from the exact GELU of timm's Mlp by at most 4.7e-4 (near |x| = 2.7).
-# These arrays are the largest of a block (N, T, 4D), and every pass over them is a trip through
-# memory, so both functions work in place on the few temporaries they create.
 
 GELU_C = math.sqrt(2.0 / math.pi)  # a Python float: keeps float32 arrays float32
 GELU_A = 0.044715
@@ -145,13 +119,7 @@ GELU_A = 0.044715
 
 def gelu_forward(x):
     """x: (...) -> out: (...)."""
-    s = x * x  # (...) x^2, turned into u and then s in place
-    s *= GELU_A * GELU_C
-    s += GELU_C
-    s *= x  # u = sqrt(2/pi) * (x + 0.044715 x^3)
-    xp.tanh(s, out=s)
-    s *= 0.5
-    s += 0.5  # s = 0.5 * (1 + tanh(u)), the tanh approximation of Phi(x)
+    s = 0.5 * (1.0 + xp.tanh(GELU_C * (x + GELU_A * x * x * x)))  # (...) the tanh approximation of Phi(x)
     out = x * s  # (...)
     cache = (x, s)
     return out, cache
@@ -162,18 +130,10 @@ def gelu_backward(dout, cache):
 
     d gelu / dx = s + x * ds/dx, and with 1 - tanh(u)^2 = 4 s (1 - s):
         ds/dx = 0.5 * (1 - tanh(u)^2) * du/dx = 2 s (1 - s) * sqrt(2/pi) * (1 + 3 * 0.044715 * x^2)
-    so  d gelu / dx = s + s (1 - s) * (2 sqrt(2/pi) x + 6 * 0.044715 * sqrt(2/pi) x^3).
     """
     x, s = cache
-    dx = x * x  # (...) x^2, turned into the local derivative in place
-    dx *= 6.0 * GELU_A * GELU_C
-    dx += 2.0 * GELU_C
-    dx *= x  # 2 x du/dx
-    spread = 1.0 - s  # (...)
-    spread *= s  # s (1 - s)
-    dx *= spread
-    dx += s  # d gelu / dx
-    dx *= dout  # (...)
+    dsdx = 2.0 * s * (1.0 - s) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)  # (...)
+    dx = dout * (s + x * dsdx)  # (...)
     return dx
 
 

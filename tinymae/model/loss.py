@@ -86,8 +86,7 @@ def softmax_cross_entropy_backward(dloss, cache):
     its gradient is p - q: the softmax minus the smoothed target."""
     log_probs, labels, smoothing = cache
     N, C = log_probs.shape
-    dlogits = xp.exp(log_probs)  # (N, C) softmax(z), fresh: turned into the gradient in place
-    dlogits -= smoothing / C
-    dlogits[xp.arange(N), labels] -= 1.0 - smoothing  # p - q
-    dlogits *= dloss / N
+    onehot = (xp.arange(C)[None, :] == labels[:, None]).astype(log_probs.dtype)  # (N, C)
+    target = (1.0 - smoothing) * onehot + smoothing / C  # (N, C) the smoothed target q
+    dlogits = (xp.exp(log_probs) - target) * (dloss / N)  # (N, C) softmax(z) - q, for the mean
     return dlogits
