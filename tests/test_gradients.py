@@ -10,18 +10,15 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.model import attention
-from tinymae.model import layers
-from tinymae.model import loss
-from tinymae.model import masking
-from tinymae.model import patches
-from tinymae.model import transformer
+from tinymae.fast import layers_cpu
+from tinymae.model import attention, layers, loss, mae_vit, masking, patches, transformer
 from tinymae.util.gradcheck import assert_backward_matches
 
 TOL = 1e-7  # max elementwise relative error; float64 centered differences reach ~1e-9 here
 # A whole Transformer block runs hundreds of float64 operations between input and output, so its finite
 # differences carry ~1e-10 of rounding noise: 2e-7 relative on its smallest gradient elements (measured).
-CASE_TOL = {"transformer.block_backward": 1e-6, "transformer.block_backward[drop_path]": 1e-6}
+CASE_TOL = {"transformer.block_backward": 1e-6, "transformer.block_backward[drop_path]": 1e-6,
+            "transformer.blocks_backward": 1e-6}
 
 
 def randn(rng, *shape, dtype="float64"):
@@ -175,6 +172,52 @@ def case_block(rng, dtype, drop_path=False):
     return forward, backward, inputs
 
 
+def case_blocks(rng, dtype):
+    """Two blocks as a stack (blocks_forward's loop and parameter names), the input's gradient checked; each
+    block's parameters are checked by case_block."""
+    N, T, D, H = 2, 3, 8, 2
+    params = {}
+    for i in range(2):
+        for name, value in transformer.init_block_params(rng, D, mlp_ratio=2.0).items():
+            params[f"blocks.{i}.{name}"] = randn(rng, *value.shape, dtype=dtype) * 0.5
+
+    def forward(x):
+        return transformer.blocks_forward(x, params, "blocks", 2, num_heads=H)
+
+    def backward(dout, caches):
+        return transformer.blocks_backward(dout, caches, "blocks")[0]
+
+    return forward, backward, {"x": randn(rng, N, T, D, dtype=dtype)}
+
+
+def case_embed_patches(rng, dtype):
+    pos_embed = randn(rng, 1, 1 + 4, 5, dtype=dtype)  # (1, 1+L, D): 4 patches of 2x2 in an image of 4x4
+
+    def forward(w, b):
+        return mae_vit.embed_patches(imgs, {"patch_embed.w": w, "patch_embed.b": b}, pos_embed, 2)
+
+    imgs = randn(rng, 2, 3, 4, 4, dtype=dtype)
+    return forward, mae_vit.embed_patches_backward, {"w": randn(rng, 12, 5, dtype=dtype), "b": randn(rng, 5, dtype=dtype)}
+
+
+def case_prepend_cls_token(rng, dtype):
+    pos_embed = randn(rng, 1, 1 + 4, 5, dtype=dtype)
+
+    def forward(x, cls_token):
+        return mae_vit.prepend_cls_token(x, cls_token, pos_embed), None
+
+    return (forward, lambda dout, cache: mae_vit.prepend_cls_token_backward(dout),
+            {"x": randn(rng, 2, 3, 5, dtype=dtype), "cls_token": randn(rng, 1, 1, 5, dtype=dtype)})
+
+
+def fast_case(case, **functions):
+    """A reference case with fast/layers_cpu.py's functions in place of the reference's (same inputs)."""
+    def build(rng, dtype):
+        forward, backward, inputs = case(rng, dtype)
+        return functions.get("forward", forward), functions["backward"], inputs
+    return build
+
+
 def case_bce_logits(rng, dtype):
     y = backend.asarray(rng.random(7) < 0.5, dtype=dtype)
     logits = randn(rng, 7, dtype=dtype) * 3  # includes confident logits, where the stable form matters
@@ -215,6 +258,19 @@ GRADIENT_CHECKS = {
     "transformer.block_backward": case_block,
     "transformer.block_backward[drop_path]": lambda rng, dtype: case_block(rng, dtype, drop_path=True),
     "layers.drop_path_backward": case_drop_path,
+    "transformer.blocks_backward": case_blocks,
+    "mae_vit.embed_patches_backward": case_embed_patches,
+    "mae_vit.prepend_cls_token_backward": case_prepend_cls_token,
+    # the fast CPU kernels (fast/layers_cpu.py) on the same cases
+    "layers_cpu.linear_backward": fast_case(case_linear, forward=layers_cpu.linear_forward,
+                                            backward=layers_cpu.linear_backward),
+    "layers_cpu.layernorm_backward": fast_case(case_layernorm, forward=layers_cpu.layernorm_forward,
+                                               backward=layers_cpu.layernorm_backward),
+    "layers_cpu.gelu_backward": fast_case(case_gelu, forward=layers_cpu.gelu_forward, backward=layers_cpu.gelu_backward),
+    "layers_cpu.softmax_backward": fast_case(case_softmax, forward=layers_cpu.softmax_forward,
+                                             backward=layers_cpu.softmax_backward),
+    "layers_cpu.attention_backward": fast_case(case_attention, backward=lambda dout, cache: (
+        lambda g: (g[0], g[1], qv_bias_grad(g[2]), g[3], g[4]))(layers_cpu.attention_backward(dout, cache))),
 }
 
 

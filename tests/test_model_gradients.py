@@ -98,8 +98,9 @@ def test_vit_mae_whole_model_gradients(xp, overrides):
 
 # Each model's backward, and the backward steps of its own that it calls, are checked as a whole.
 MODEL_GRADIENT_CHECKS = {
-    "mae_mlp.MaskedAutoencoderMLP.backward": test_mlp_mae_whole_model_gradients,
-    "mae_vit.MaskedAutoencoderViT.backward": test_vit_mae_whole_model_gradients,
+    "mae.MaskedAutoencoder.backward": test_vit_mae_whole_model_gradients,  # and the MLP's, below
+    "mae_mlp.MaskedAutoencoderMLP.backward_decoder": test_mlp_mae_whole_model_gradients,
+    "mae_mlp.MaskedAutoencoderMLP.backward_encoder": test_mlp_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.backward_decoder": test_vit_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.backward_encoder": test_vit_mae_whole_model_gradients,
     "mae_vit.MaskedAutoencoderViT.random_masking_backward": test_vit_mae_whole_model_gradients,

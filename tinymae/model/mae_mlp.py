@@ -30,10 +30,9 @@ from typing import NamedTuple
 from ..backend import host_rng
 from ..config import MLPConfig
 from .layers import linear_backward, linear_forward, relu_backward, relu_forward, xavier_uniform, zeros
-from .loss import mse_backward, mse_forward
+from .mae import MaskedAutoencoder
 from .masking import random_masking, random_masking_backward
 from .patches import patchify
-from .optim import one_dimensional
 from .pos_embed import get_2d_sincos_pos_embed
 
 
@@ -49,13 +48,7 @@ class DecoderCache(NamedTuple):
     decoder_pred: tuple
 
 
-class MAECache(NamedTuple):
-    encoder: EncoderCache
-    decoder: DecoderCache
-    loss: tuple  # mse_forward's cache
-
-
-class MaskedAutoencoderMLP:
+class MaskedAutoencoderMLP(MaskedAutoencoder):
     """Parameters live in `self.params` (name -> array); forward/backward are plain functions of them."""
 
     arch = "mlp"
@@ -84,14 +77,6 @@ class MaskedAutoencoderMLP:
         # Fixed 2-D sin-cos position embedding, as MAE (not learned, so not a parameter).
         self.pos_embed = get_2d_sincos_pos_embed(E, cfg.img_size // cfg.patch_size)  # (1, L, E)
 
-    @property
-    def no_decay(self):
-        """No weight decay on 1-D parameters (here: the biases), as MAE's main_pretrain.py."""
-        return one_dimensional(self.params)
-
-    def num_params(self):
-        return sum(int(v.size) for v in self.params.values())
-
     # ------------------------------------------------------------------------------------------
     def forward_encoder(self, imgs, noise):
         """imgs: (N, 3, H, W), noise: (N, L) -> latent (N, Z), mask (N, L), ids_restore (N, L), cache."""
@@ -115,8 +100,9 @@ class MaskedAutoencoderMLP:
             layer_caches.append((linear_cache, relu_cache))
         return h, mask, ids_restore, EncoderCache(embed_cache, masking_cache, x.shape, layer_caches)
 
-    def forward_decoder(self, latent):
-        """latent: (N, Z) -> pred: (N, L, P) pixel predictions for every patch, cache."""
+    def forward_decoder(self, latent, ids_restore=None):
+        """latent: (N, Z) -> pred: (N, L, P) pixel predictions for every patch, cache. (ids_restore, which the
+        ViT's decoder needs to put its mask tokens in place, is not used: see the module docstring.)"""
         cfg, params = self.config, self.params
         h = latent
         layer_caches = []
@@ -129,46 +115,30 @@ class MaskedAutoencoderMLP:
         pred = pred.reshape(h.shape[0], cfg.num_patches, cfg.patch_dim)  # (N, L, P)
         return pred, DecoderCache(layer_caches, pred_cache)
 
-    def forward_loss(self, imgs, pred, mask):
-        """imgs: (N, 3, H, W), pred: (N, L, P), mask: (N, L) -> scalar loss, cache."""
-        target = patchify(imgs, self.config.patch_size)  # (N, L, P)
-        weights = mask if self.config.loss_on == "masked" else None
-        return mse_forward(pred, target, weights, norm_pix_loss=self.config.norm_pix_loss)
-
-    def forward(self, imgs, noise):
-        """The training step's forward, as MaskedAutoencoderViT.forward -> loss, pred, mask, cache."""
-        latent, mask, ids_restore, encoder_cache = self.forward_encoder(imgs, noise)
-        pred, decoder_cache = self.forward_decoder(latent)
-        loss, loss_cache = self.forward_loss(imgs, pred, mask)
-        return loss, pred, mask, MAECache(encoder_cache, decoder_cache, loss_cache)
+    # forward_loss, forward and backward: mae.py (the same for both MAEs)
 
     # ------------------------------------------------------------------------------------------
-    def backward(self, dloss, cache):
-        """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients like
-        self.params. Every step of forward, last one first."""
-        cfg = self.config
+    def backward_decoder(self, dpred, cache):
+        """forward_decoder in reverse: dpred (N, L, P) -> dlatent (N, Z), the decoder's gradients."""
         grads = {}
-
-        # forward_loss
-        dpred = mse_backward(dloss, cache.loss)  # (N, L, P)
-
-        # forward_decoder, last layer first
-        dec = cache.decoder
         dh = dpred.reshape(dpred.shape[0], -1)  # (N, L*P)
-        dh, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dh, dec.decoder_pred)  # (N, D)
-        for i in reversed(range(len(cfg.decoder_dims))):
-            linear_cache, relu_cache = dec.layers[i]
+        dh, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dh, cache.decoder_pred)  # (N, D)
+        for i in reversed(range(len(self.config.decoder_dims))):
+            linear_cache, relu_cache = cache.layers[i]
             dh = relu_backward(dh, relu_cache)
             dh, grads[f"decoder.{i}.w"], grads[f"decoder.{i}.b"] = linear_backward(dh, linear_cache)
+        return dh, grads
 
-        # forward_encoder, last layer first
-        enc = cache.encoder
-        for i in reversed(range(len(cfg.encoder_dims))):
-            linear_cache, relu_cache = enc.layers[i]
+    def backward_encoder(self, dlatent, cache):
+        """forward_encoder in reverse: dlatent (N, Z) -> the encoder's gradients (the image needs none)."""
+        grads = {}
+        dh = dlatent
+        for i in reversed(range(len(self.config.encoder_dims))):
+            linear_cache, relu_cache = cache.layers[i]
             dh = relu_backward(dh, relu_cache)
             dh, grads[f"encoder.{i}.w"], grads[f"encoder.{i}.b"] = linear_backward(dh, linear_cache)
-        dx = dh.reshape(enc.visible_shape)  # (N, K, E) un-flatten
-        dx = random_masking_backward(dx, enc.masking)  # (N, L, E) zeros at removed patches
+        dx = dh.reshape(cache.visible_shape)  # (N, K, E) un-flatten
+        dx = random_masking_backward(dx, cache.masking)  # (N, L, E) zeros at removed patches
         # pos_embed is a constant: the gradient passes through the addition unchanged.
-        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, enc.patch_embed, need_dx=False)
-        return {name: grads[name] for name in self.params}
+        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, cache.patch_embed, need_dx=False)
+        return grads

@@ -28,14 +28,13 @@ from typing import NamedTuple
 
 from ..backend import host_rng, xp
 from ..config import ViTConfig
+from .mae import MaskedAutoencoder
 from .layers import (layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones,
                      xavier_uniform, zeros)
-from .loss import mse_backward, mse_forward
 from .masking import append_mask_tokens, append_mask_tokens_backward, random_masking, random_masking_backward
-from .optim import one_dimensional
 from .patches import patchify
 from .pos_embed import get_2d_sincos_pos_embed
-from .transformer import BLOCK_PARAM_NAMES, block_backward, block_forward, init_block_params
+from .transformer import blocks_backward, blocks_forward, init_block_params
 
 
 class EncoderCache(NamedTuple):
@@ -53,13 +52,7 @@ class DecoderCache(NamedTuple):
     decoder_pred: tuple
 
 
-class MAECache(NamedTuple):
-    encoder: EncoderCache
-    decoder: DecoderCache
-    loss: tuple  # mse_forward's cache
-
-
-class MaskedAutoencoderViT:
+class MaskedAutoencoderViT(MaskedAutoencoder):
     """Parameters live in `self.params` (name -> array); forward/backward are plain functions of them."""
 
     arch = "vit"
@@ -99,20 +92,6 @@ class MaskedAutoencoderViT:
         self.pos_embed = get_2d_sincos_pos_embed(D, grid, cls_token=True)  # (1, 1+L, D)
         self.decoder_pos_embed = get_2d_sincos_pos_embed(Dd, grid, cls_token=True)  # (1, 1+L, Dd)
 
-    @property
-    def no_decay(self):
-        """No weight decay on 1-D parameters (biases, LayerNorm weights and biases), exactly as MAE's
-        main_pretrain.py: timm's add_weight_decay skips 1-D tensors, and models_mae.py lists nothing in
-        no_weight_decay(), so the (1, 1, D) cls and mask tokens are decayed there and here."""
-        return one_dimensional(self.params)
-
-    def block_params(self, prefix):
-        """The parameters of one block ("blocks.{i}." or "decoder_blocks.{i}.") under timm's names."""
-        return {name: self.params[prefix + name] for name in BLOCK_PARAM_NAMES}
-
-    def num_params(self):
-        return sum(int(v.size) for v in self.params.values())
-
     # ------------------------------------------------------------------------------------------
     # The two steps that hide and restore patches, as methods (models_mae.py has random_masking as
     # one) so that the ablation in ablations.py can replace them and nothing else.
@@ -144,28 +123,18 @@ class MaskedAutoencoderViT:
         """
         cfg, params = self.config, self.params
         mask_ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
-        N = imgs.shape[0]
 
-        # embed patches
-        x = patchify(imgs, cfg.patch_size)  # (N, L, P)
-        x, embed_cache = linear_forward(x, params["patch_embed.w"], params["patch_embed.b"])  # (N, L, D)
-
-        # add pos embed w/o cls token
-        x = x + self.pos_embed[:, 1:]  # (N, L, D)
+        # embed patches, add pos embed w/o cls token
+        x, embed_cache = embed_patches(imgs, params, self.pos_embed, cfg.patch_size)  # (N, L, D)
 
         # masking: length -> length * (1 - mask_ratio)
         x, mask, ids_restore, masking_cache = self.random_masking(x, mask_ratio, noise)  # (N, K, D)
 
         # append cls token
-        cls_token = params["cls_token"] + self.pos_embed[:, :1]  # (1, 1, D)
-        cls_tokens = xp.broadcast_to(cls_token, (N, 1, cfg.embed_dim))  # (N, 1, D) expand, no copy
-        x = xp.concatenate([cls_tokens, x], axis=1)  # (N, 1+K, D)
+        x = prepend_cls_token(x, params["cls_token"], self.pos_embed)  # (N, 1+K, D)
 
         # apply Transformer blocks
-        block_caches = []
-        for i in range(cfg.depth):
-            x, block_cache = block_forward(x, self.block_params(f"blocks.{i}."), cfg.num_heads)  # (N, 1+K, D)
-            block_caches.append(block_cache)
+        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads)  # (N, 1+K, D)
         latent, norm_cache = layernorm_forward(x, params["norm.w"], params["norm.b"])  # (N, 1+K, D)
 
         return latent, mask, ids_restore, EncoderCache(embed_cache, masking_cache, block_caches, norm_cache)
@@ -184,11 +153,8 @@ class MaskedAutoencoderViT:
         x = x + self.decoder_pos_embed  # (N, 1+L, Dd)
 
         # apply Transformer blocks
-        block_caches = []
-        for i in range(cfg.decoder_depth):
-            x, block_cache = block_forward(x, self.block_params(f"decoder_blocks.{i}."),
-                                           cfg.decoder_num_heads)  # (N, 1+L, Dd)
-            block_caches.append(block_cache)
+        x, block_caches = blocks_forward(x, params, "decoder_blocks", cfg.decoder_depth,
+                                         cfg.decoder_num_heads)  # (N, 1+L, Dd)
         x, norm_cache = layernorm_forward(x, params["decoder_norm.w"], params["decoder_norm.b"])  # (N, 1+L, Dd)
 
         # predictor projection
@@ -199,41 +165,19 @@ class MaskedAutoencoderViT:
 
         return pred, DecoderCache(embed_cache, mask_tokens_cache, block_caches, norm_cache, pred_cache)
 
-    def forward_loss(self, imgs, pred, mask):
-        """imgs: (N, 3, H, W), pred: (N, L, P), mask: (N, L) -> scalar loss, cache."""
-        target = patchify(imgs, self.config.patch_size)  # (N, L, P)
-        weights = mask if self.config.loss_on == "masked" else None
-        return mse_forward(pred, target, weights, norm_pix_loss=self.config.norm_pix_loss)
-
-    def forward(self, imgs, noise):
-        """The training step's forward, as MaskedAutoencoderViT.forward -> loss, pred, mask, cache."""
-        latent, mask, ids_restore, encoder_cache = self.forward_encoder(imgs, noise)
-        pred, decoder_cache = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*3]
-        loss, loss_cache = self.forward_loss(imgs, pred, mask)
-        return loss, pred, mask, MAECache(encoder_cache, decoder_cache, loss_cache)
+    # forward_loss, forward and backward: mae.py (the same for both MAEs)
 
     # ------------------------------------------------------------------------------------------
-    def backward(self, dloss, cache):
-        """dloss: the upstream gradient of the loss (1.0 for the loss itself) -> a dict of gradients like
-        self.params. Every step of forward, last one first."""
-        dpred = mse_backward(dloss, cache.loss)  # (N, L, P) forward_loss
-        dlatent, grads = self.backward_decoder(dpred, cache.decoder)  # (N, 1+K, D)
-        grads.update(self.backward_encoder(dlatent, cache.encoder))
-        return {name: grads[name] for name in self.params}
-
     def backward_decoder(self, dpred, cache):
         """forward_decoder in reverse: dpred (N, L, P) -> dlatent (N, 1+K, D), the decoder's gradients."""
-        cfg = self.config
         grads = {}
         N, L, P = dpred.shape
         dx = xp.zeros((N, 1 + L, P), dtype=dpred.dtype)  # (N, 1+L, P) the cls token's prediction was
         dx[:, 1:] = dpred  # dropped: it gets zero gradient
         dx, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dx, cache.decoder_pred)  # (N, 1+L, Dd)
         dx, grads["decoder_norm.w"], grads["decoder_norm.b"] = layernorm_backward(dx, cache.decoder_norm)
-        for i in reversed(range(cfg.decoder_depth)):
-            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+L, Dd)
-            for name, g in block_grads.items():
-                grads[f"decoder_blocks.{i}.{name}"] = g
+        dx, block_grads = blocks_backward(dx, cache.blocks, "decoder_blocks")  # (N, 1+L, Dd)
+        grads.update(block_grads)
         # decoder_pos_embed is a constant: the gradient passes through the addition unchanged.
         dx, step_grads = self.append_mask_tokens_backward(dx, cache.mask_tokens)  # (N, 1+K, Dd)
         grads.update(step_grads)
@@ -242,17 +186,45 @@ class MaskedAutoencoderViT:
 
     def backward_encoder(self, dlatent, cache):
         """forward_encoder in reverse: dlatent (N, 1+K, D) -> the encoder's gradients (the image needs none)."""
-        cfg = self.config
         grads = {}
         dx, grads["norm.w"], grads["norm.b"] = layernorm_backward(dlatent, cache.norm)  # (N, 1+K, D)
-        for i in reversed(range(cfg.depth)):
-            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+K, D)
-            for name, g in block_grads.items():
-                grads[f"blocks.{i}.{name}"] = g
-        # The one cls token was expanded to every image (a fan-out): its gradient is the sum over them.
-        grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, D)
-        dx, step_grads = self.random_masking_backward(dx[:, 1:], cache.masking)  # (N, L, D) zeros at removed patches
+        dx, block_grads = blocks_backward(dx, cache.blocks, "blocks")  # (N, 1+K, D)
+        grads.update(block_grads)
+        dx, grads["cls_token"] = prepend_cls_token_backward(dx)  # (N, K, D)
+        dx, step_grads = self.random_masking_backward(dx, cache.masking)  # (N, L, D) zeros at removed patches
         grads.update(step_grads)
-        # pos_embed is a constant: the gradient passes through the addition unchanged.
-        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx, cache.patch_embed, need_dx=False)
+        grads["patch_embed.w"], grads["patch_embed.b"] = embed_patches_backward(dx, cache.patch_embed)
         return grads
+
+
+# ----------------------------------------------------------------------------------------------
+# The encoder's first steps, which the fine-tuned classifier (models_vit.py) takes over as they are.
+
+def embed_patches(imgs, params, pos_embed, patch_size):
+    """patchify -> patch_embed (a Linear per patch) -> + pos_embed without its cls slot.
+    imgs: (N, 3, H, W), params: patch_embed.w (P, D) and .b (D,), pos_embed: (1, 1+L, D) -> x (N, L, D), cache."""
+    x = patchify(imgs, patch_size)  # (N, L, P)
+    x, cache = linear_forward(x, params["patch_embed.w"], params["patch_embed.b"])  # (N, L, D)
+    x = x + pos_embed[:, 1:]  # (N, L, D)
+    return x, cache
+
+
+def embed_patches_backward(dx, cache):
+    """dx: (N, L, D) -> dpatch_embed.w (P, D), dpatch_embed.b (D,). The position table is a constant, and
+    the image needs no gradient."""
+    _, dw, db = linear_backward(dx, cache, need_dx=False)
+    return dw, db
+
+
+def prepend_cls_token(x, cls_token, pos_embed):
+    """x: (N, K, D), cls_token: (1, 1, D), pos_embed: (1, 1+L, D) -> (N, 1+K, D), the cls token (plus its
+    position, the table's slot 0) in front of every image's tokens."""
+    N, _, D = x.shape
+    cls_tokens = xp.broadcast_to(cls_token + pos_embed[:, :1], (N, 1, D))  # (N, 1, D) expand, no copy
+    return xp.concatenate([cls_tokens, x], axis=1)  # (N, 1+K, D)
+
+
+def prepend_cls_token_backward(dx):
+    """dx: (N, 1+K, D) -> dx (N, K, D) for the tokens, dcls_token (1, 1, D). The one cls token was expanded
+    to every image (a fan-out): its gradient is the sum over them."""
+    return dx[:, 1:], dx[:, :1].sum(axis=0, keepdims=True)

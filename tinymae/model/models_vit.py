@@ -44,8 +44,8 @@ import numpy  # host-side: the drop-path factors are drawn there
 from ..backend import host_rng, xp
 from .layers import layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones, zeros
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from .patches import patchify
-from .transformer import BLOCK_PARAM_NAMES, block_backward, block_forward
+from .mae_vit import embed_patches, embed_patches_backward, prepend_cls_token, prepend_cls_token_backward
+from .transformer import BLOCK_PARAM_NAMES, blocks_backward, blocks_forward
 
 
 def encoder_param_names(config):
@@ -102,10 +102,6 @@ class ViTClassifier:
         self.params = params
         self.pos_embed = mae.pos_embed  # (1, 1+L, D) the fixed sin-cos table, a constant (read-only)
 
-    def block_params(self, i):
-        """Block i's parameters under timm's names (transformer.py)."""
-        return {name: self.params[f"blocks.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
-
     @property
     def trainable(self):
         """The names of the parameters that train (and that backward returns gradients for)."""
@@ -123,24 +119,15 @@ class ViTClassifier:
         """imgs: (N, 3, H, W) -> tokens (N, 1+L, D) after the last block (no final norm), cache.
         keep: None, or (N, depth, 2) drop-path factors (drop_path_keep) while training."""
         cfg, params = self.config, self.params
-        N = imgs.shape[0]
 
-        # embed patches, add pos embed w/o cls token
-        x = patchify(imgs, cfg.patch_size)  # (N, L, P)
-        x, embed_cache = linear_forward(x, params["patch_embed.w"], params["patch_embed.b"])  # (N, L, D)
-        x = x + self.pos_embed[:, 1:]  # (N, L, D)
+        # embed patches, add pos embed w/o cls token (the MAE's own steps, mae_vit.py)
+        x, embed_cache = embed_patches(imgs, params, self.pos_embed, cfg.patch_size)  # (N, L, D)
 
         # append cls token
-        cls_token = params["cls_token"] + self.pos_embed[:, :1]  # (1, 1, D)
-        cls_tokens = xp.broadcast_to(cls_token, (N, 1, cfg.embed_dim))  # (N, 1, D) expand, no copy
-        x = xp.concatenate([cls_tokens, x], axis=1)  # (N, 1+L, D)
+        x = prepend_cls_token(x, params["cls_token"], self.pos_embed)  # (N, 1+L, D)
 
         # apply Transformer blocks
-        block_caches = []
-        for i in range(cfg.depth):
-            block_keep = None if keep is None else keep[:, i]  # (N, 2)
-            x, block_cache = block_forward(x, self.block_params(i), cfg.num_heads, block_keep)  # (N, 1+L, D)
-            block_caches.append(block_cache)
+        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads, keep)  # (N, 1+L, D)
         return x, ClassifierEncoderCache(embed_cache, block_caches)
 
     def forward_features(self, imgs, keep=None):
@@ -190,18 +177,11 @@ class ViTClassifier:
     def backward_encoder(self, dx, cache):
         """forward_encoder in reverse: dx (N, 1+L, D) -> the encoder's gradients (the image needs none);
         with frozen blocks, only those of the blocks after them."""
-        grads = {}
-        for i in reversed(range(self.frozen_blocks, self.config.depth)):
-            dx, block_grads = block_backward(dx, cache.blocks[i])  # (N, 1+L, D)
-            for name, g in block_grads.items():
-                grads[f"blocks.{i}.{name}"] = g
+        dx, grads = blocks_backward(dx, cache.blocks, "blocks", first=self.frozen_blocks)  # (N, 1+L, D)
         if self.frozen_blocks > 0:
             return grads  # nothing below the first frozen block trains
-        # The one cls token was expanded to every image (a fan-out): its gradient is the sum over them.
-        grads["cls_token"] = dx[:, :1].sum(axis=0, keepdims=True)  # (1, 1, D)
-        # pos_embed is a constant: the gradient passes through the addition unchanged.
-        _, grads["patch_embed.w"], grads["patch_embed.b"] = linear_backward(dx[:, 1:], cache.patch_embed,
-                                                                            need_dx=False)
+        dx, grads["cls_token"] = prepend_cls_token_backward(dx)  # (N, L, D)
+        grads["patch_embed.w"], grads["patch_embed.b"] = embed_patches_backward(dx, cache.patch_embed)
         return grads
 
 
