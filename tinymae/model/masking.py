@@ -33,22 +33,32 @@ def masking_noise(rng, N, L, dtype="float32"):
     return asarray(rng.random((N, L), dtype=dtype))
 
 
-def random_masking(x, mask_ratio, noise, keep_order=False):
-    """x: (N, L, D), noise: (N, L) -> x_masked (N, K, D), mask (N, L), ids_restore (N, L), cache.
+def masking_indices(noise, len_keep, keep_order=False):
+    """noise: (N, L) -> ids_shuffle (N, L), ids_restore (N, L), ids_keep (N, K): random_masking's index arrays.
 
-    keep_order: list the kept tokens in raster order instead of the random shuffle order. A ViT does
-    not care (attention is permutation-equivariant); the MLP, which flattens the visible tokens into
-    one vector, learns far better when slot k always holds the k-th visible patch. The set of kept
-    patches is the same either way.
+    keep_order: list the kept patches in raster order instead of the random shuffle order. A ViT does not
+    care (attention is permutation-equivariant); the MLP, which flattens the visible tokens into one
+    vector, learns far better when slot k always holds the k-th visible patch. The set of kept patches is
+    the same either way.
     """
-    N, L, D = x.shape
-    len_keep = int(L * (1 - mask_ratio))
-
     ids_shuffle = xp.argsort(noise, axis=1)  # (N, L) ascend: small noise is keep, large is remove
     if keep_order:
         ids_shuffle = xp.concatenate([xp.sort(ids_shuffle[:, :len_keep], axis=1), ids_shuffle[:, len_keep:]], axis=1)
     ids_restore = xp.argsort(ids_shuffle, axis=1)  # (N, L)
     ids_keep = ids_shuffle[:, :len_keep]  # (N, K)
+    return ids_shuffle, ids_restore, ids_keep
+
+
+def random_masking(x, mask_ratio, noise, keep_order=False):
+    """x: (N, L, D), noise: (N, L) -> x_masked (N, K, D), mask (N, L), ids_restore (N, L), cache.
+
+    As models_mae.random_masking (which returns the first three); the index arrays behind them come from
+    masking_indices, and keep_order is explained there.
+    """
+    N, L, D = x.shape
+    len_keep = int(L * (1 - mask_ratio))
+
+    ids_shuffle, ids_restore, ids_keep = masking_indices(noise, len_keep, keep_order)  # (N, L), (N, L), (N, K)
     x_masked = gather_tokens(x, ids_keep)  # (N, K, D)
 
     # The binary mask, 0 is keep, 1 is remove. models_mae builds it as ones, zeros in the first K
