@@ -30,7 +30,17 @@ import sys
 import time
 
 from runs import DEFAULT_DATA, SweepError, finetune_variant, pretrain_variant, probe_variant
-from tinymae.config import MODEL_CONFIGS, PretrainConfig, flag_name
+from tinymae.config import MODEL_CONFIGS, PretrainConfig, ViTConfig, flag_name
+from tinymae.data import PretrainData
+from tinymae.finetune import FinetuneError
+from tinymae.pretrain import TrainingError
+from tinymae.util.checkpoint import CheckpointError
+from tinymae.util.datasets import DataError
+from tinymae.util.files import FolderBusy
+from tinymae.util.resume import ResumeError
+
+# Every error a run can end with, shown as one line.
+RUN_ERRORS = (SweepError, DataError, TrainingError, ResumeError, FinetuneError, CheckpointError, FolderBusy)
 
 SEEDS = (0, 1, 2)
 EPOCHS = 50
@@ -66,13 +76,13 @@ def schedule_variant(factor, args):
 
 
 def pretrain_settings(variant, seed, args):
-    """The settings of a pre-training run: {name: value}, as its command line would give them."""
-    if variant.startswith("base-ep"):
-        settings = {"arch": "vit", "epochs": int(variant[len("base-ep"):])}
-    else:
-        settings = {"arch": "vit", "epochs": args.epochs, **ABLATIONS.get(variant, {})}
-    settings.update(seed=seed, per_class=args.per_class)
-    return {**settings, **model_flags(args.model, settings["arch"])}
+    """The settings of a pre-training run: {name: value}, as its command line would give them (the variant's
+    own settings win over --model's)."""
+    variant_settings = {} if variant.startswith("base") else ABLATIONS[variant]
+    arch = variant_settings.get("arch", "vit")
+    epochs = int(variant[len("base-ep"):]) if variant.startswith("base-ep") else args.epochs
+    return {"arch": arch, "epochs": epochs, **model_flags(args.model, arch), **variant_settings, "seed": seed,
+            "per_class": args.per_class}
 
 
 def batch_for(labels):
@@ -236,6 +246,19 @@ def parse_args(argv=None):
     return args
 
 
+def check_labels(args):
+    """Refuse labels per class that the training split cannot give, before any training: the photos are
+    decoded (or read from the cache) and split as the base runs split them."""
+    cfg = PretrainConfig(data=args.data, per_class=args.per_class, seed=0, arch="vit", progress=False)
+    model = ViTConfig(**{k: v for k, v in model_flags(args.model, "vit").items() if k in ViTConfig.__dataclass_fields__})
+    data = PretrainData(cfg, model.img_size, model.patch_size)
+    fewest = min(int((data.train_labels == label).sum()) for label in (0, 1))
+    too_many = [n for n in args.labels[:-1] if n > fewest]
+    if too_many:
+        raise SweepError(f"--labels {too_many[0]} asks for more labelled photos than the training split has: "
+                         f"{fewest} training photos of each class at most; choose at most {fewest}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     command = "python research/experiments.py" + "".join(" " + shlex.quote(a) for a in
@@ -243,12 +266,16 @@ def main(argv=None):
     jobs = plan(args)
     try:
         if args.part != "report":
+            check_labels(args)
             run_jobs(jobs, args)
         if not args.no_report:
             from report import write_report
             write_report(jobs, args, command)
-    except SweepError as e:
+    except RUN_ERRORS as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk or a folder that became read-only
+        sys.exit(f"error: {e.strerror or e} ({e.filename or 'an output file'}); free some space or fix the "
+                 "permissions, then run the same command again: finished runs are kept")
     except KeyboardInterrupt:
         print("\ninterrupted. Finished runs are kept; start the same command again to continue where it stopped.",
               file=sys.stderr)

@@ -1,7 +1,7 @@
 """Which details of the ViT MAE's pre-training recipe matter on 48-pixel Cats & Dogs: one factor at a time.
 
-    python examples/recipe.py                      # every variant, 50 epochs each; writes docs/recipe.md
-    python examples/recipe.py --only b128-w2.5     # some of them (the page shows every finished one)
+    python research/recipe.py --data data/catsdogs                   # every variant, 50 epochs each: docs/recipe.md
+    python research/recipe.py --data data/catsdogs --only b128-w2.5  # some of them (the page shows every finished one)
 
 Every variant is the ViT MAE of tinymae.config (4 blocks of width 128, 4 heads; decoder 2 blocks of 64;
 mask ratio 0.75; AdamW lr 0.005, betas 0.9 / 0.95, weight decay 0.05; 50 epochs; a 48-pixel crop of the
@@ -16,14 +16,16 @@ and once with torch's exact one. They need PyTorch (the test extra); without it 
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
-import time
 
-from sweep import DEFAULT_DATA, ROOT, pretrain_variant, probe_row, probe_variant
+from experiments import RUN_ERRORS
+from runs import DEFAULT_DATA, pretrain_variant, probe_row, probe_variant, read_json, write_text
+
+TRAIN_TORCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "train_torch.py")
 
 EPOCHS = 50
 # Each variant: name, what changed (in words), the row it is compared to, and its settings (flag names).
@@ -57,7 +59,7 @@ NO_CROP = {"b128-w2.5-nocrop", "b32-w2.5-nocrop"}  # their validation images are
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python research/recipe.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=DEFAULT_DATA, help="the photo folder")
     p.add_argument("--out", default=os.path.join("runs", "recipe"), help="one sub-folder per variant")
@@ -66,7 +68,15 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of every variant")
     p.add_argument("--seed", type=int, default=0, help="seed of every variant")
     p.add_argument("--per-class", type=int, default=None, help="only the first N images of each class (a quick try)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, least in (("epochs", 1), ("seed", 0), ("per_class", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            p.error(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    for name in ("out", "docs"):
+        if os.path.isfile(getattr(args, name)):
+            p.error(f"--{name} {getattr(args, name)} is a file; give a folder")
+    return args
 
 
 def settings_of(name, args):
@@ -78,21 +88,21 @@ def run_torch(name, args, run_dir):
     """A PyTorch row: benchmarks/train_torch.py, its result cached as torch.json. -> the result, or None
     when PyTorch is not installed."""
     path = os.path.join(run_dir, "torch.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+    result = read_json(path)
+    if result is not None:
+        return result
     if importlib.util.find_spec("torch") is None:
         print(f"    {name}: PyTorch is not installed (pip install -e '.[test]'); not run")
         return None
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import train_torch
     s = settings_of(name, args)
     os.makedirs(run_dir, exist_ok=True)
     argv = ["--data", args.data, "--arch", "vit", "--epochs", str(s["epochs"]), "--batch-size", str(s["batch_size"]),
             "--seed", str(s["seed"]), "--gelu", s["gelu"], "--json", path]
-    train_torch.main(argv + (["--per-class", str(s["per_class"])] if s["per_class"] else []))
-    with open(path) as f:
-        return json.load(f)
+    argv += ["--per-class", str(s["per_class"])] if s["per_class"] else []
+    done = subprocess.run([sys.executable, TRAIN_TORCH, *argv])  # a benchmark script, run as a user runs it
+    if done.returncode != 0:
+        raise SystemExit(f"error: {TRAIN_TORCH} failed for {name} (exit status {done.returncode}); see above")
+    return read_json(path)
 
 
 def run_ratio(result):
@@ -161,7 +171,7 @@ def findings(results):
     return lines
 
 
-def write_page(args, results, command, seconds):
+def write_page(args, results, command):
     first = next((results[n] for n in NAMES if n in results and "final_validation" in results[n][0]), None)
     random_row = probe_row(first[1], "random init", "mean") if first else None
     random_init = random_row["linear_probe_mean"] if random_row else float("nan")
@@ -169,15 +179,13 @@ def write_page(args, results, command, seconds):
     machine = platform.processor() or platform.machine()
     lines = [
         "# The ViT MAE's recipe: what each detail is worth", "",
-        "<!-- Generated by examples/recipe.py from its run folders; do not edit by hand, rerun it. -->", "",
-        f"Generated by `python examples/recipe.py` on {datetime.date.today()} ({machine}, {os.cpu_count()} CPUs; "
-        f"the last invocation, `{command}`, took {seconds / 60:.0f} min: finished runs are read back, not trained "
-        "again). "
+        "<!-- Generated by research/recipe.py from its run folders; do not edit by hand, rerun it. -->", "",
+        f"Generated by `{command}` on {datetime.date.today()} ({machine}, {os.cpu_count()} CPUs). "
         f"Each row is one pre-training run of the ViT MAE (seed {args.seed}, {args.epochs} epochs) with one setting "
         "changed from the row named in *compared to*.", "",
         f"*× mean patch*: masked-patch MSE on the {n_val:,} validation images, in pixels, over the mean-patch "
         "baseline (lower is better). *Linear probe*: cat vs dog from the frozen encoder's mean patch token, "
-        "mean ± std over 3 probe seeds, and in brackets the gain over a randomly initialised encoder of the same "
+        "mean ± std over the probe seeds, and in brackets the gain over a randomly initialised encoder of the same "
         f"shape ({100 * random_init:.1f}%). *Minutes*: the run's epochs, training and validation, on this machine "
         "(other work on it slows them).", "",
         "| variant | what changed (compared to) | × mean patch | change | PSNR (dB) | linear probe (%) | minutes |",
@@ -190,35 +198,38 @@ def write_page(args, results, command, seconds):
     lines += ["", "tinymae's ViT recipe is the b32-w2.5 row: batch 32, a warm-up of 2.5 epochs, everything else as "
                   "the paper's pre-training (config.ARCH_RECIPE; the MLP keeps batches of 256). docs/results.md "
                   "repeats it with three seeds."]
-    os.makedirs(args.docs, exist_ok=True)
-    with open(os.path.join(args.docs, "recipe.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(args.docs, "recipe.md"), "\n".join(lines) + "\n")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    command = "python examples/recipe.py" + "".join(f" {a}" for a in map(shlex.quote, argv or sys.argv[1:]))
-    t0 = time.perf_counter()
+    command = "python research/recipe.py" + "".join(f" {a}" for a in map(shlex.quote, argv or sys.argv[1:]))
     names = args.only or NAMES
     results = {}
-    for i, name in enumerate(NAMES):
-        run_dir = os.path.join(args.out, name)
-        finished = os.path.exists(os.path.join(run_dir, "metrics.json")) or os.path.exists(
-            os.path.join(run_dir, "torch.json"))
-        if name not in names and not finished:
-            continue
-        settings = settings_of(name, args)
-        print(f"[{i + 1}/{len(NAMES)}] {name}: {settings}", flush=True)
-        if settings.get("engine") == "torch":
-            result = run_torch(name, args, run_dir)
-            if result is not None:
-                results[name] = (result, None)
-            continue
-        metrics, _ = pretrain_variant(run_dir, args.data, settings)
-        report = probe_variant(run_dir, args.data, baselines=name == NAMES[0], per_class=args.per_class)
-        results[name] = (metrics, report)
-        print(f"    {name}: {metrics['final_validation']['ratio_to_mean_patch']:.3f}x mean patch", flush=True)
-    write_page(args, results, command, time.perf_counter() - t0)
+    try:
+        for i, name in enumerate(NAMES):
+            run_dir = os.path.join(args.out, name)
+            finished = os.path.exists(os.path.join(run_dir, "metrics.json")) or os.path.exists(
+                os.path.join(run_dir, "torch.json"))
+            if name not in names and not finished:
+                continue
+            settings = settings_of(name, args)
+            print(f"[{i + 1}/{len(NAMES)}] {name}: {settings}", flush=True)
+            if settings.get("engine") == "torch":
+                result = run_torch(name, args, run_dir)
+                if result is not None:
+                    results[name] = (result, None)
+                continue
+            metrics, _ = pretrain_variant(run_dir, args.data, settings)
+            report = probe_variant(run_dir, args.data, baselines=name == NAMES[0], per_class=args.per_class)
+            results[name] = (metrics, report)
+            print(f"    {name}: {metrics['final_validation']['ratio_to_mean_patch']:.3f}x mean patch", flush=True)
+        write_page(args, results, command)
+    except RUN_ERRORS as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted. Finished runs are kept; run the same command again to continue.", file=sys.stderr)
+        return 130
     print(f"wrote {os.path.join(args.docs, 'recipe.md')}")
     return 0
 

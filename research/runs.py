@@ -11,9 +11,10 @@ The scripts import tinymae as installed (pip install -e .), like any other user 
 """
 import json
 import os
+import statistics
 import time
 
-from tinymae.util.checkpoint import read_checkpoint
+from tinymae.util.checkpoint import load_checkpoint, read_checkpoint
 from tinymae.config import FinetuneConfig, PretrainConfig, model_config, split_settings
 from tinymae.util.files import write_atomically
 from tinymae.finetune import default_out, finetune
@@ -36,6 +37,11 @@ def read_json(path):
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def write_text(path, text):
+    """Write a page atomically (files.write_atomically)."""
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path, value):
@@ -150,3 +156,47 @@ def finetune_variant(checkpoint, data, settings, progress=False):
     cfg.out, cfg.overwrite = finetune_out(checkpoint, data, settings), True  # holds at most an interrupted run
     finetune(cfg)
     return read_json(os.path.join(cfg.out, "result.json")), True
+
+
+TIMING_ROUNDS = 5  # training steps per model, taking turns, for the side-by-side speed measurement
+
+
+def step_times(out, runs):
+    """Seconds per training step of each finished run's model, measured side by side (kept in
+    <out>/step_times.json).
+
+    A run's own epoch times depend on whatever else the machine was doing when it trained. Here the
+    models take turns, one step each (forward, backward and AdamW on random images of the run's batch size,
+    as training runs them), for TIMING_ROUNDS rounds after one warm-up round, so every model meets the same
+    load; the median step is reported."""
+    cache_path = os.path.join(out, "step_times.json")
+    cached = read_json(cache_path)
+    if cached is not None and cached.get("runs") == runs and cached.get("rounds") == TIMING_ROUNDS:
+        return cached["times"]
+    from tinymae import fast
+    from tinymae.backend import asarray, host_rng, to_numpy
+    from tinymae.model.masking import masking_noise
+    models = {}
+    for run in runs:
+        model, header, _ = load_checkpoint(os.path.join(out, run, "checkpoint.npz"))
+        # lr 0: the arithmetic of a real step, without changing the (throw-away) copy of the weights
+        optimizer = fast.AdamW(model.params, lr=0.0, no_decay=model.no_decay)
+        models[run] = (model, optimizer, fast.runner(model), header["settings"]["batch_size"])
+    rng = host_rng(0)
+    seconds = {run: [] for run in runs}
+    for round_index in range(TIMING_ROUNDS + 1):
+        for run, (model, optimizer, runner, batch) in models.items():
+            cfg = model.config
+            imgs = asarray(rng.standard_normal((batch, 3, cfg.img_size, cfg.img_size)), dtype="float32")
+            noise = masking_noise(rng, batch, cfg.num_patches)  # (batch, L)
+            t0 = time.perf_counter()
+            loss, grads = runner.loss_and_grads(imgs, noise)
+            runner.optimizer_step(optimizer, grads)
+            to_numpy(loss)  # a copy to the host waits until a GPU has finished the step
+            if round_index > 0:  # round 0 warms up: first-call allocations
+                seconds[run].append(time.perf_counter() - t0)
+    for _, _, runner, _ in models.values():
+        runner.close()
+    times = {run: {"batch": models[run][3], "step_s": statistics.median(seconds[run])} for run in runs}
+    write_json(cache_path, {"runs": runs, "rounds": TIMING_ROUNDS, "times": times})
+    return times

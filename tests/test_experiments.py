@@ -1,5 +1,6 @@
-"""examples/experiments.py and examples/recipe.py end to end on a tiny synthetic photo set: every run trains,
-is probed and fine-tuned, the pages and their figures are written, a second invocation redoes nothing."""
+"""research/experiments.py and research/recipe.py end to end on a tiny synthetic photo set: every run trains,
+is probed and fine-tuned, the pages and their figures are written, a second invocation redoes nothing, and
+bad input is one line."""
 import importlib.util
 import json
 import sys
@@ -10,13 +11,14 @@ import pytest
 from conftest import make_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("--embed-dim 16 --depth 1 --num-heads 2 --decoder-embed-dim 8 --decoder-depth 1 --decoder-num-heads 2 "
+TINY_MODELS = ("--embed-dim 16 --depth 2 --num-heads 2 --decoder-embed-dim 8 --decoder-depth 1 --decoder-num-heads 2 "
                "--encoder-dims 32,16 --decoder-dims 32 --batch-size 8")
 
 
 def load_script(name):
-    sys.path.insert(0, str(ROOT / "examples"))  # the scripts import their shared helpers (sweep.py)
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    """A research script as a module; its folder on sys.path, as when it is run (it imports runs.py)."""
+    sys.path.insert(0, str(ROOT / "research"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "research" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -34,55 +36,94 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
             "--labels", "4", "all", "--model", TINY_MODELS]
     assert script.main(argv) == 0
 
-    for name in script.PRETRAIN:
-        for file in ("metrics.json", "checkpoint.npz", "probe.json"):
-            assert (out / name / file).exists(), f"{name}/{file}"
-    for seed in script.SEEDS:
-        for folder in (f"finetune-N4-seed{seed}", f"finetune-scratch-N4-seed{seed}"):
-            assert (out / f"base-seed{seed}" / folder / "result.json").exists(), folder
-    # every label: seed 0 alone
-    for folder in ("finetune-seed0", "finetune-scratch-seed0"):
-        assert (out / "base-seed0" / folder / "result.json").exists(), folder
-    assert not (out / "base-seed1" / "finetune-seed1").exists()
-    assert (out / "mask0.25" / "finetune-N4-seed0" / "result.json").exists()
-    metrics = json.loads((out / "encoder-mask-tokens" / "metrics.json").read_text())
-    assert metrics["config"]["encoder_mask_tokens"] and metrics["settings"]["epochs"] == 1
+    jobs = script.plan(script.parse_args(argv))
+    for _, kind, run, *_ in jobs:
+        assert (out / run / {"pretrain": "metrics.json", "probe": "probe.json", "finetune": "checkpoint.npz"}[kind]).exists()
+    for folder in ("finetune-N4-seed1", "finetune-scratch-N4-seed1", "finetune-seed2", "finetune-scratch-seed2"):
+        assert (out / "base-seed1" / folder / "result.json").exists() or folder.endswith("seed2")
+    for folder in ("finetune-blocks0-seed0", "finetune-blocks2-seed0", "finetune-droppath0.1-seed1", "finetune-seed2"):
+        assert (out / "base-ep8-seed0" / folder / "result.json").exists(), folder
+    metrics = json.loads((out / "decoder-width32-seed2" / "metrics.json").read_text())
+    assert metrics["config"]["decoder_embed_dim"] == 32 and metrics["settings"]["epochs"] == 1  # the variant wins
+    assert json.loads((out / "base-ep4-seed0" / "metrics.json").read_text())["settings"]["epochs"] == 4
 
     report = (docs / "results.md").read_text()
-    for heading in ("## 1. Fine-tuning", "## 2. Linear probe", "## 3. The ablations at 1 epochs", "## The runs"):
+    for heading in ("## 1. Fine-tuning", "## 2. Longer pre-training", "## 3. Fine-tuning only the last blocks",
+                    "## 4. With every label", "## 5. Linear probe", "## 6. The ablations at 1 epochs", "## The runs"):
         assert heading in report, heading
-    assert "| 4 | 32 |" in report and "| all | 128 |" in report  # both rows of the fine-tuning table
-    assert "(one seed; the other rows' seed std is up to" in report and "(seed std up to" in report
-    finding = next(line for line in report.splitlines() if "Measured, mask0.25 against the base run" in line)
-    assert any(v in finding for v in ("**Reproduced.**", "**Not reproduced: the opposite.**", "**Mixed",
-                                      "**Not resolved at this scale**")), finding
+    assert "sample standard deviation" in report and "2·√(s₁²/n₁ + s₂²/n₂)" in report  # the one rule, stated
+    assert "| 4 | " in report and "| all | " in report and "| 8 | " in report  # labels rows, the 8x schedule
+    finding = next(line for line in report.splitlines() if line.startswith("- Table 1a: 4 decoder blocks"))
+    assert any(v in finding for v in ("Reproduced.", "The opposite", "Mixed", "Not resolved")), finding
     assert "not run yet" not in report
-    for png in ("mask_ratio.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
+    for png in ("mask_ratio.png", "schedule.png", "partial.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
         assert (docs / png).stat().st_size > 0, png
         assert f"]({png})" in report, png
-    for name in script.PRETRAIN:
-        assert f"| {name} | " in report, name
 
-    # a second invocation reads everything back
-    capsys.readouterr()
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
-    timings = json.loads((out / "timings.json").read_text())
-    assert list(timings) == ["all"] and f"`--part all` took " in report
+    # a second invocation reads everything back, trains nothing and rewrites the same page
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "step_times.json"}
     assert script.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("finished earlier: read back") == len(script.PRETRAIN)
-    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
-    assert json.loads((out / "timings.json").read_text()) == timings  # reading back measured nothing
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "step_times.json"}
 
 
-def test_experiments_refuse_a_run_trained_with_other_settings(tiny_photos, tmp_path):
+def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
+    script = load_script("experiments")
+    docs = tmp_path / "docs"
+    argv = ["--data", str(tiny_photos), "--out", str(tmp_path / "runs"), "--docs", str(docs), "--epochs", "1",
+            "--probe-seeds", "1", "--labels", "4", "all", "--model", TINY_MODELS]
+    assert script.main([*argv, "--part", "report"]) == 0  # nothing trained: the page says so, no number invented
+    report = (docs / "results.md").read_text()
+    assert "| base | not run yet |" in report and "| from scratch | — |" in report
+    assert "| all | — | — | — |" in report  # the fine-tuning table's every-label row: no number invented
+
+
+def test_experiments_refuse_a_run_trained_with_other_settings(tiny_photos, tmp_path, capsys):
     script = load_script("experiments")
     out = tmp_path / "runs"
     argv = ["--data", str(tiny_photos), "--out", str(out), "--docs", str(tmp_path / "docs"), "--probe-seeds", "1",
-            "--labels", "4", "--model", TINY_MODELS, "--part", "finetune"]
-    assert script.main([*argv, "--epochs", "1"]) == 0
+            "--labels", "4", "all", "--model", TINY_MODELS, "--no-report"]
+    first = script.parse_args([*argv, "--epochs", "1"])
+    script.run_jobs(script.plan(first)[:1], first)  # base-seed0, pre-trained for 1 epoch
     with pytest.raises(SystemExit, match="trained with other settings: epochs 1 \\(now 2\\)"):
-        script.main([*argv, "--epochs", "2"])
+        script.main([*argv, "--epochs", "2", "--part", "finetune"])
+
+
+def test_more_labels_than_photos_are_refused_before_any_training(tiny_photos, tmp_path):
+    script = load_script("experiments")
+    with pytest.raises(SystemExit, match="--labels 1000 .* 19 training photos of each class"):
+        script.main(["--data", str(tiny_photos), "--out", str(tmp_path / "runs"), "--labels", "1000", "all"])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--probe-seeds", "0"], "--probe-seeds must be at least 1"),
+    (["--per-class", "0"], "--per-class must be at least 1"),
+    (["--labels", "foo"], "--labels takes whole numbers"),
+    (["--labels", "50"], "then 'all' last"),
+    (["--labels", "0", "all"], "then 'all' last"),
+    (["--model", "embed-dim 3"], "--model takes flag-value pairs"),
+    (["--model", "--bogus 3"], "--bogus is not a setting"),
+    (["--model", "--embed-dim x"], "is not a int"),
+    (["--out", "a-file"], "--out a-file is a file"),
+    (["--epochs", "two"], "invalid int value"),
+])
+def test_bad_flags_are_one_line_errors(flags, message, tmp_path, monkeypatch, capsys):
+    script = load_script("experiments")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--data", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_a_missing_data_folder_is_one_line(tmp_path, capsys):
+    script = load_script("experiments")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "runs"), "--part", "finetune"])
+    assert str(exit_info.value.code).startswith("error: ") and "nowhere" in str(exit_info.value.code)
 
 
 def test_recipe_writes_its_table(tiny_photos, tmp_path):
