@@ -1,64 +1,32 @@
-"""Time full training steps of tinymae's MAEs, check them against PyTorch eager, and compare.
+"""Time tinymae's training step against the same model in PyTorch eager, after checking that both agree.
 
-    python benchmarks/bench_step.py                       # both models, batch 256, 30 timed steps each
-    python benchmarks/bench_step.py --arch vit --steps 50
-    TINYMAE_BACKEND=cupy python benchmarks/bench_step.py  # on a GPU: against PyTorch on CUDA
+    python benchmarks/bench_step.py                       # both models at their training batch (MLP 256, ViT 32)
+    python benchmarks/bench_step.py --arch vit --repeats 20 --kernels fast
+    TINYMAE_BACKEND=cupy python benchmarks/bench_step.py  # on a GPU: against PyTorch on CUDA (fused AdamW)
 
-A training step is what examples/train_catsdogs.py does per batch: forward, backward, AdamW step, and
-the loss read back to the host (which also waits for a GPU to finish). For each model (`--arch`), at
-its default size and the training batch size, the script
+A step is what engine.train_one_epoch does per batch: fast.runner's forward and backward (on the CPU, the
+batch in shards, one worker thread per core), fast.AdamW's update, and the loss read back to the host
+(which waits for a GPU to finish). For each model (--arch) the script prints, in this order:
 
-1. checks correctness: builds the PyTorch twin from tinymae's own weights (benchmarks/torch_models.py),
-   runs one step on each side with the same batch and the same mask noise, and prints how far apart the
-   loss, the prediction and every gradient are, and the parameters after one AdamW step from the same
-   gradients (each as max |ours - torch| / max |torch| over the array); it fails loudly beyond float32
-   tolerances;
-2. times both steps alternating in one process, in blocks of consecutive steps as a training run takes
-   them (--block steps of tinymae, then of torch, then of torch, then of tinymae, ...: the order flips
-   every repetition, so drift and background load hit both alike). The first steps of each block are not
-   counted (--settle): the two libraries' thread pools keep spinning for a while after their last
-   operation and would slow the other's first steps. It reports the median milliseconds per step, images
-   per second, and the speed of tinymae relative to torch (torch ms / tinymae ms: 1.0 is parity, above 1
-   tinymae is faster) as the median of the per-repetition ratios of the blocks' median steps;
-3. measures peak memory of each framework alone, in a fresh subprocess that runs a few steps: the
-   process's resident-set high-water mark, and in brackets that peak minus the resident size just before
-   the first step, i.e. what the training step itself adds on top of the interpreter, the libraries, the
-   weights and the batch. A subprocess, so that torch's own ~200 MB of libraries never count against
-   tinymae (its subprocess does not import torch), nor the other way round. On a GPU: the device memory
-   high-water mark instead (what CuPy's pool and torch's caching allocator hold);
-4. divides the analytic FLOP count of the step (below) by the time: achieved GFLOP/s, printed next to
-   the machine's own measured float32 matmul rate (a 2048^3 product, 4096^3 on a GPU, best of 5, in both
-   NumPy/CuPy and torch), so you see how far from the hardware limit each model runs.
+  correctness  the PyTorch twin (torch_models.py) built from tinymae's weights, fed the same batch and
+               mask noise: loss, mask, prediction, every gradient and one AdamW step, each compared as
+               max |ours - torch| / max |torch|; beyond float32 tolerances the script ends in an error
+  timing       the contestants (tinymae with its fast layers, with the reference ones (--kernels), torch)
+               take turns in blocks of --block steps (steps.time_steps): ms/step, img/s, speed ratios
+  launches     on a GPU, the kernels each launches per step (measure.kernel_launches); on a CPU, n/a
+  the loop     engine.train_one_epoch over pretrain.training_batches (prefetched), against the step alone
+  memory       each framework alone, in a fresh subprocess (so torch's libraries never count against tinymae)
+  GFLOP/s      the step's matmul FLOPs (measure.step_flops) over its time, against the machine's matmul rate
 
-As the training script, the script first calls tinymae.speed.keep_freed_memory() (see there; process-wide,
-so torch's steps get it as well; --default-malloc leaves glibc as it is).
-
-FLOPs of a step (matmuls only; elementwise work, softmax, LayerNorm, AdamW are not counted):
-  A Linear on R rows, D_in -> D_out: forward 2 R D_in D_out; backward 2x that (dx and dw), or 1x where
-  dx is not needed (the patch embedding, whose input is the image). So 6 R D_in D_out per step.
-  Attention over T tokens of width D (all heads together): q k^T and attn v are 2 N T^2 D each forward;
-  backward has four such products (dattn, dv, dq, dk). So 12 N T^2 D per block per step.
-  MLP MAE (L patches of P values, E per token, K visible):
-      4 N L P E (patch embedding)  +  6 N sum(D_in D_out) over the encoder, decoder and decoder_pred
-  ViT MAE (encoder T = 1+K tokens of width D, decoder T' = 1+L tokens of width D', MLP ratio 4):
-      4 N L P D  +  depth x (6 N T 12 D^2 + 12 N T^2 D)  +  6 N T D D'  (decoder_embed)
-      + decoder_depth x (6 N T' 12 D'^2 + 12 N T'^2 D')  +  6 N T' D' P  (decoder_pred)
-
-Without torch the comparison is skipped (said so) and tinymae is still timed. --threads N sets the
-thread count of NumPy's BLAS and of torch alike (default: each library's own default, all cores).
+benchmarks/README.md explains every figure and keeps measured tables. On the CPU, fast.runner tells glibc's
+malloc to keep freed memory, as in training; that is process-wide, so torch's steps get it too. Without
+torch, tinymae is timed alone.
 """
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
-import time
-from pathlib import Path
-from types import SimpleNamespace
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def apply_thread_setting(argv):
@@ -67,28 +35,24 @@ def apply_thread_setting(argv):
     for i, arg in enumerate(argv):
         value = arg.split("=", 1)[1] if arg.startswith("--threads=") else (
             argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None)
-        if value is not None:
+        if value is not None and value.isdigit() and int(value) > 0:  # a bad value: parse_args says so
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = value
 
 
 if __name__ == "__main__":
     apply_thread_setting(sys.argv[1:])
-    sys.path.insert(0, str(ROOT))  # run from a fresh clone without installing tinymae
 
 import numpy as np  # noqa: E402
 
-from tinymae import backend, speed  # noqa: E402
-from tinymae.backend import asarray, host_rng, to_numpy  # noqa: E402
-from tinymae.model.masking import masking_noise  # noqa: E402
-from tinymae.model.build import build_model  # noqa: E402
-from tinymae.config import PretrainConfig  # noqa: E402
-from tinymae.model.optim import AdamW  # noqa: E402
-from tinymae.parallel import DataParallel  # noqa: E402
-from tinymae.pretrain import train_one_epoch  # noqa: E402
+import measure  # noqa: E402  (benchmarks/measure.py and steps.py, next to this script)
+import steps  # noqa: E402
+from cli import ArgumentParser, non_negative, positive  # noqa: E402
+from measure import on_gpu, sync  # noqa: E402
+from tinymae import backend, fast  # noqa: E402
+from tinymae.backend import to_numpy  # noqa: E402
 
-# --no-torch does not even import torch: the tinymae memory subprocess uses it, so that torch's own
-# ~200 MB of libraries never count against tinymae.
+# --no-torch does not even import torch: the tinymae memory subprocess uses it.
 torch, torch_models, TORCH_MISSING = None, None, "not imported (--no-torch)"
 if not (__name__ == "__main__" and "--no-torch" in sys.argv):
     try:
@@ -97,327 +61,117 @@ if not (__name__ == "__main__" and "--no-torch" in sys.argv):
     except ImportError as e:
         torch, torch_models, TORCH_MISSING = None, None, f"{type(e).__name__}: {e}"
 
-ARCH_SETTINGS = {"mlp": {}, "vit": {}}  # the default sizes of MLPConfig and ViTConfig
-LR = 1.5e-4  # a small constant learning rate: many timed steps on one batch must not diverge
-WEIGHT_DECAY = 0.05
-
-# float32 agreement we require: measured at batch 256 on the defaults, the worst gradient is ~3e-6 of its
-# array's largest value, the loss ~1e-7 relative; a wrong gradient is off by far more (it is O(1)).
+# float32 agreement we require: measured on the defaults, the worst gradient is ~1e-6 of its array's
+# largest value, the loss ~1e-7 relative; a wrong gradient is off by far more (it is O(1)).
 GRAD_TOL = 1e-4
 LOSS_RTOL = 1e-5
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
-    p.add_argument("--repeats", type=int, default=10, help="blocks per framework, taking turns (after warm-up)")
-    p.add_argument("--block", type=int, default=6, help="consecutive steps per block")
-    p.add_argument("--settle", type=int, default=2,
-                   help="steps at the start of each block that are not counted: OpenBLAS's threads spin for "
-                        "~0.1 s after a matmul, OpenMP's for a while after a torch op, so right after the other "
-                        "library the two thread pools fight over the cores; a training run has only one")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per framework first")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--repeats", type=positive, default=10, help="blocks per contestant, taking turns (after warm-up)")
+    p.add_argument("--block", type=positive, default=6, help="consecutive steps per block")
+    p.add_argument("--settle", type=non_negative, default=2,
+                   help="steps at the start of each block that are not counted: right after another library, "
+                        "its thread pool still spins on the cores for a while (a training run has only one)")
+    p.add_argument("--warmup", type=non_negative, default=3, help="untimed steps per contestant first")
+    p.add_argument("--batch-size", type=positive, default=None,
                    help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
-    p.add_argument("--loop-steps", type=int, default=10,
+    p.add_argument("--loop-steps", type=positive, default=10,
                    help="steps of the training loop itself (train_one_epoch on random photos), timed as a whole")
-    p.add_argument("--threads", type=int, default=None,
-                   help="BLAS/OpenMP threads for NumPy and torch (default: the libraries' own, all cores)")
+    p.add_argument("--kernels", choices=("both", "fast", "reference"), default="both",
+                   help="tinymae's layers: the fast ones a training run uses (fast.CPU_KERNELS on NumPy), the "
+                        "plain reference formulas (fast.REFERENCE), or both, taking turns")
+    p.add_argument("--threads", type=positive, default=None,
+                   help="BLAS/OpenMP threads for NumPy and torch, and tinymae's worker threads (default: all cores)")
     p.add_argument("--no-torch", action="store_true", help="time tinymae only (torch is not imported)")
     p.add_argument("--torch-sdpa", action="store_true",
                    help="torch's ViT uses F.scaled_dot_product_attention (current timm) instead of timm "
                         "0.3.2's explicit softmax(q k^T) v, which is what tinymae computes")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc's malloc as it is; by default the script calls tinymae.speed.keep_freed_memory() "
-                        "as the training script does (process-wide: torch's steps get it too)")
-    p.add_argument("--memory-worker", choices=("tinymae", "torch"), help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    p.add_argument("--memory-worker", choices=("tinymae", "torch"), help=argparse.SUPPRESS)  # bench_step.py runs itself with it
+    args = p.parse_args(argv)
+    if args.settle >= args.block:
+        p.error(f"--settle {args.settle} leaves no counted step of a --block of {args.block}: make it smaller")
+    return args
 
 
 # ----------------------------------------------------------------------------------------------
-# Devices, synchronisation, the batch
+# correctness
 
-def on_gpu():
-    return backend.name == "cupy"
-
-
-def torch_device():
-    """'cpu' with NumPy; 'cuda' with CuPy, or None when this torch has no CUDA (the comparison is skipped)."""
-    if not on_gpu():
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else None
-
-
-def sync():
-    """Wait for the GPU (if any) to finish: CuPy and torch both queue work asynchronously."""
-    if on_gpu():
-        backend.xp.cuda.Device().synchronize()  # backend.xp is cupy here; no other CuPy import
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-
-def make_batch(arch, batch_size, seed=0):
-    """A tinymae model at its default size, a batch of standard-normal images (as normalised photos are),
-    and the masks' noise drawn as the training script draws it."""
-    model = build_model(arch, ARCH_SETTINGS[arch], seed=seed)
-    rng = host_rng(seed + 1)
-    cfg = model.config
-    imgs = asarray(rng.standard_normal((batch_size, cfg.in_chans, cfg.img_size, cfg.img_size)), dtype="float32")
-    noise = masking_noise(rng, batch_size, cfg.num_patches)  # (N, L)
-    return model, imgs, noise
-
-
-def tinymae_optimizer(model):
-    return AdamW(model.params, lr=LR, betas=(0.9, 0.95), weight_decay=WEIGHT_DECAY, no_decay=model.no_decay)
-
-
-def torch_optimizer(twin, model):
-    """torch.optim.AdamW with its defaults (on the CPU that is the for-loop implementation, as a user gets)."""
-    groups = torch_models.no_decay_param_groups(twin, model.no_decay, WEIGHT_DECAY)
-    return torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.95), eps=1e-8)
-
-
-def tinymae_step(runner, optimizer, imgs, noise):
-    """One training step, as tinymae.pretrain.train_one_epoch takes it: forward and backward (on shards
-    on every core for the NumPy ViT: tinymae/parallel.py), AdamW; float(loss) waits for the GPU."""
-    loss, grads = runner.loss_and_grads(imgs, noise)
-    runner.optimizer_step(optimizer, grads)
-    return float(loss)
-
-
-def torch_step(twin, optimizer, imgs, noise):
-    optimizer.zero_grad(set_to_none=True)
-    loss, pred, mask = twin(imgs, noise)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-
-def torch_inputs(imgs, noise, device):
-    return (torch.tensor(to_numpy(imgs), device=device), torch.tensor(to_numpy(noise), device=device))
-
-
-# ----------------------------------------------------------------------------------------------
-# FLOPs (see the module docstring)
-
-def step_flops(model, N):
-    """Matmul FLOPs of one training step (forward + backward) of a default-layout tinymae model."""
-    cfg = model.config
-    L, P = cfg.num_patches, cfg.patch_dim
-    if model.arch == "mlp":
-        flops = 4 * N * L * P * cfg.embed_dim  # patch embedding: forward + dw (no dx)
-        dims = [cfg.len_keep * cfg.embed_dim, *cfg.encoder_dims, *cfg.decoder_dims, L * P]
-        flops += sum(6 * N * d_in * d_out for d_in, d_out in zip(dims[:-1], dims[1:]))
-        return flops
-
-    def block(T, D):
-        hidden = int(D * cfg.mlp_ratio)
-        linears = 6 * N * T * (3 * D * D + D * D + 2 * D * hidden)  # qkv, proj, fc1, fc2
-        attention = 12 * N * T * T * D  # q k^T and attn v, forward and backward
-        return linears + attention
-
-    T, Td = 1 + cfg.len_keep, 1 + L  # the cls token and the K visible (encoder) or all L (decoder) tokens
-    D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
-    flops = 4 * N * L * P * D  # patch embedding: forward + dw (no dx)
-    flops += cfg.depth * block(T, D)
-    flops += 6 * N * T * D * Dd  # decoder_embed
-    flops += cfg.decoder_depth * block(Td, Dd)
-    flops += 6 * N * Td * Dd * P  # decoder_pred
-    return flops
-
-
-def matmul_rate(n=2048, repeats=5):
-    """The machine's float32 matmul rate in GFLOP/s: an (n, n) @ (n, n) product, best of `repeats`,
-    with tinymae's array library and (if present) with torch -> {library: GFLOP/s}."""
-    xp = backend.xp
-    a = asarray(host_rng(0).standard_normal((n, n)), dtype="float32")
-    rates = {f"{xp.__name__} ({blas_name()})": 2 * n ** 3 / best_matmul_seconds(a, repeats) / 1e9}
-    device = torch_device() if torch is not None else None
-    if device is not None:
-        ta = torch.tensor(to_numpy(a), device=device)
-        rates[f"torch ({'cuBLAS' if device == 'cuda' else 'MKL'})"] = 2 * n ** 3 / best_matmul_seconds(ta, repeats) / 1e9
-    return rates
-
-
-def best_matmul_seconds(a, repeats):
-    """Best time of a @ a over `repeats` runs, after one warm-up (thread pool start, GPU kernel load)."""
-    best = float("inf")
-    for _ in range(repeats + 1):
-        sync()
-        t0 = time.perf_counter()
-        a @ a
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def blas_name():
-    if on_gpu():
-        return "cuBLAS"
-    try:
-        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{info['name']} {info.get('version', '')}".strip()
-    except Exception:  # older NumPy: no dict mode
-        return "BLAS"
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. correctness
-
-def check_correctness(arch, batch_size, device, sdpa):
-    """One step on each side from the same weights, batch and noise; print the agreement; True if within tolerance."""
-    model, imgs, noise = make_batch(arch, batch_size)
+def check_correctness(arch, batch_size, device, sdpa, kernels, threads):
+    """One step on each side from the same weights, batch and noise, with `kernels` in place; print the
+    agreement; True if within tolerance."""
+    model, imgs, noise = steps.make_batch(arch, batch_size)
     twin = torch_models.from_tinymae(model, device=device, fused_attn=sdpa)
-    r = torch_models.compare_step(model, twin, imgs, noise)
-
-    # AdamW on its own: both optimisers get the very same gradients (tinymae's, copied into torch's .grad),
-    # so this compares the update rules, not the float32 noise of two backward passes. (From the zero
-    # initial biases, a first Adam step moves each parameter by about lr * sign(g): a gradient that is zero
-    # in theory, as the key bias's, would make a comparison after independent backward passes a coin toss.)
-    grads = model.backward(1.0, model.forward(imgs, noise)[3])
-    torch_models.load_tinymae_grads(twin, model.params, grads)
-    tinymae_optimizer(model).step(grads)
-    torch_optimizer(twin, model).step()
-    theirs = torch_models.tinymae_params(twin, model.params)
-    param_diff = {name: torch_models.max_rel_diff(to_numpy(v), theirs[name]) for name, v in model.params.items()}
+    runner = fast.runner(model, threads)
+    fast.use_kernels(kernels)  # after fast.runner, which puts the backend's fast kernels in place
+    try:
+        r = torch_models.compare_step(model, twin, imgs, noise)  # model.forward and model.backward
+        theirs = torch_models.tinymae_grads(twin, model.params)  # torch's gradients of that step
+        # The step as it is timed: fast.runner's gradients (on the CPU, shards added up in float32), then
+        # fast.AdamW. Both optimisers get the very same gradients (the runner's, copied into torch's .grad),
+        # so this compares the update rules, not the float32 noise of two backward passes. (From the zero
+        # initial biases, a first Adam step moves each parameter by about lr * sign(g): a gradient that is
+        # zero in theory, as the key bias's, would make a comparison after two backward passes a coin toss.)
+        loss, grads = runner.loss_and_grads(imgs, noise)
+        runner_diff = {name: torch_models.max_rel_diff(to_numpy(g), theirs[name]) for name, g in grads.items()}
+        torch_models.load_tinymae_grads(twin, model.params, grads)
+        runner.optimizer_step(steps.tinymae_optimizer(model), grads)
+        topt = steps.torch_optimizer(twin, model)
+        topt.step()
+    finally:
+        runner.close()
+    after = torch_models.tinymae_params(twin, model.params)
+    param_diff = {name: torch_models.max_rel_diff(to_numpy(v), after[name]) for name, v in model.params.items()}
 
     ours, theirs_loss = r["loss"]
-    loss_rel = abs(ours - theirs_loss) / abs(theirs_loss)
-    worst = max(r["grads"], key=r["grads"].get)
-    worst_p = max(param_diff, key=param_diff.get)
-    ok = (r["mask_equal"] and loss_rel <= LOSS_RTOL and r["grads"][worst] <= GRAD_TOL
-          and r["pred"] <= GRAD_TOL and param_diff[worst_p] <= GRAD_TOL)
-    print(f"  loss           tinymae {ours:.7f}   torch {theirs_loss:.7f}   rel diff {loss_rel:.1e}")
+    loss_rel = max(abs(ours - theirs_loss), abs(float(loss) - theirs_loss)) / abs(theirs_loss)
+    worst, worst_r, worst_p = (max(d, key=d.get) for d in (r["grads"], runner_diff, param_diff))
+    ok = (r["mask_equal"] and loss_rel <= LOSS_RTOL and r["pred"] <= GRAD_TOL
+          and max(r["grads"][worst], runner_diff[worst_r], param_diff[worst_p]) <= GRAD_TOL)
+    adamw = "fused=True" if topt.defaults.get("fused") else "default"
+    print(f"  loss           tinymae {ours:.7f} (fast.runner {float(loss):.7f})   torch {theirs_loss:.7f}   "
+          f"rel diff {loss_rel:.1e}")
     print(f"  mask           {'identical' if r['mask_equal'] else 'DIFFERENT'}")
     print(f"  pred           max rel diff {r['pred']:.1e}")
     print(f"  gradients      max rel diff {r['grads'][worst]:.1e} (worst: {worst}; "
           f"median over {len(r['grads'])} arrays {np.median(list(r['grads'].values())):.1e})")
-    print(f"  AdamW step     max rel diff {param_diff[worst_p]:.1e} (worst: {worst_p})")
+    print(f"  fast.runner    max rel diff {runner_diff[worst_r]:.1e} (worst: {worst_r}){runner.describe()}")
+    print(f"  AdamW step     max rel diff {param_diff[worst_p]:.1e} (worst: {worst_p}; fast.AdamW against "
+          f"torch.optim.AdamW, {adamw})")
     print(f"  -> {'PASS' if ok else 'FAIL'} (tolerance: loss {LOSS_RTOL:g} relative, arrays {GRAD_TOL:g} "
           f"of their largest value)")
     return ok
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. interleaved timing
+# peak memory, one framework per fresh process
 
-def time_steps(arch, batch_size, repeats, block, settle, warmup, device, sdpa, threads=0):
-    """-> {"tinymae": [ms per block...], "torch": [...] or absent, "ratio": [torch/tinymae per repetition]}:
-    each block's median step."""
-    model, imgs, noise = make_batch(arch, batch_size)
-    optimizer = tinymae_optimizer(model)
-    runner = DataParallel(model, threads)
-    runners = {"tinymae": lambda: tinymae_step(runner, optimizer, imgs, noise)}
-    if device is not None:
-        twin = torch_models.from_tinymae(model, device=device, fused_attn=sdpa)
-        topt = torch_optimizer(twin, model)
-        timgs, tnoise = torch_inputs(imgs, noise, device)
-        runners["torch"] = lambda: torch_step(twin, topt, timgs, tnoise)
-
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times = {name: [] for name in runners}
-    order = list(runners)
-    for rep in range(repeats):
-        for name in (order if rep % 2 == 0 else order[::-1]):
-            steps = []
-            for _ in range(block):
-                sync()
-                t0 = time.perf_counter()
-                runners[name]()  # ends with the loss on the host: the GPU has finished
-                steps.append((time.perf_counter() - t0) * 1e3)
-            times[name].append(median(steps[settle:]))  # see --settle
-    if "torch" in times:
-        times["ratio"] = [t / o for o, t in zip(times["tinymae"], times["torch"])]
-    return times
-
-
-def time_training_loop(arch, batch_size, steps, threads=0):
-    """The training loop itself, tinymae.pretrain.train_one_epoch, on `steps` batches of random uint8 photos
-    -> its stats: images/s, and waiting_for_data_s, the time the step waited for its batch (the host-side
-    work: crop, flip, normalisation and mask noise, prepared on a background thread, and the copy to the
-    device). On a GPU, host work that the step waits for is what keeps the loop below the step's speed."""
-    model = build_model(arch, ARCH_SETTINGS[arch], seed=0)
-    cfg = model.config
-    rng = host_rng(0)
-    load = cfg.img_size * 9 // 8  # the training script's default load size
-    data = SimpleNamespace(train_images=rng.integers(0, 256, (steps * batch_size, load, load, 3), dtype=np.uint8),
-                           mean=np.full(3, 0.5, dtype=np.float32), std=np.full(3, 0.25, dtype=np.float32))
-    recipe = PretrainConfig(arch=arch, batch_size=batch_size, epochs=1)
-    optimizer = tinymae_optimizer(model)
-    runner = DataParallel(model, threads)
-    try:
-        train_one_epoch(model, optimizer, runner, data, recipe, 0, rng, lambda step: LR, progress=False)  # warm-up
-        return train_one_epoch(model, optimizer, runner, data, recipe, 0, rng, lambda step: LR, progress=False)
-    finally:
-        runner.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. peak memory, one framework per fresh process
-
-def current_rss_mb():
-    """Resident set size now (Linux /proc; None elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except OSError:
-        return None
-
-
-def peak_rss_mb():
-    """The process's resident-set high-water mark.
-
-    Linux: VmHWM from /proc/self/status, which belongs to this program's memory map. Not ru_maxrss: Linux
-    carries that across fork + exec, so a child started by a big parent would report the parent's peak.
-    Elsewhere ru_maxrss (KiB, bytes on macOS), with that caveat.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2 ** 10
-    except (OSError, StopIteration):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
-
-
-def memory_worker(framework, arch, batch_size, steps=3, threads=0):
-    """Runs in its own process: a few training steps of one framework, then prints its memory as JSON.
-    minor_faults_per_step: page faults the kernel served per step (fresh memory it had to zero)."""
-    model, imgs, noise = make_batch(arch, batch_size)
+def memory_worker(framework, arch, batch_size, kernels, threads):
+    """Runs in its own process: a few training steps of one framework, then prints its memory as JSON."""
+    model, imgs, noise = steps.make_batch(arch, batch_size)
     if framework == "tinymae":
-        optimizer = tinymae_optimizer(model)
-        runner = DataParallel(model, threads)
-        run = lambda: tinymae_step(runner, optimizer, imgs, noise)  # noqa: E731
+        runner = fast.runner(model, threads)
+        fast.use_kernels(steps.kernel_sets(kernels)[kernels])  # kernels: 'fast' or 'reference'
+        optimizer = steps.tinymae_optimizer(model)
+        step = lambda: steps.tinymae_step(runner, optimizer, imgs, noise)  # noqa: E731
     else:
-        device = torch_device()
+        device = steps.torch_device()
         twin = torch_models.from_tinymae(model, device=device)
-        topt = torch_optimizer(twin, model)
-        timgs, tnoise = torch_inputs(imgs, noise, device)
+        topt = steps.torch_optimizer(twin, model)
+        timgs, tnoise = steps.torch_inputs(imgs, noise, device)
         del model, imgs, noise  # only torch's own arrays stay: tinymae's weights are not torch's memory
-        run = lambda: torch_step(twin, topt, timgs, tnoise)  # noqa: E731
-    before = current_rss_mb()
-    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(steps):
-        run()
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps
-    result = {"peak_mb": peak_rss_mb(), "before_mb": before, "minor_faults_per_step": faults}
-    if on_gpu():
-        if framework == "tinymae":
-            result["device_peak_mb"] = backend.xp.get_default_memory_pool().total_bytes() / 2 ** 20
-        else:
-            result["device_peak_mb"] = torch.cuda.max_memory_reserved() / 2 ** 20  # held by its cache, as CuPy's pool
-    print(json.dumps(result))
+        step = lambda: steps.torch_step(twin, topt, timgs, tnoise)  # noqa: E731
+    print(json.dumps(measure.memory_of(step, framework)))
 
 
-def measure_memory(framework, arch, batch_size, default_malloc, threads=None):
+def measure_memory(framework, args, arch, batch_size, kernels):
     """Run memory_worker in a fresh Python process (same environment) -> its dict, or None on failure."""
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", framework, "--arch", arch,
-           "--batch-size", str(batch_size)] + (["--no-torch"] if framework == "tinymae" else [])
-    cmd += ["--threads", str(threads)] if threads else []
-    cmd += ["--default-malloc"] if default_malloc else []
+           "--batch-size", str(batch_size), "--kernels", kernels] + (["--no-torch"] if framework == "tinymae" else [])
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if done.returncode != 0:
         print(f"  (memory of {framework} not measured: {done.stderr.strip().splitlines()[-1:]})")
@@ -425,48 +179,105 @@ def measure_memory(framework, arch, batch_size, default_malloc, threads=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# ----------------------------------------------------------------------------------------------
-# the report
-
-def describe_machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines = [f"machine   {cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}",
-             f"tinymae   backend {backend.name}, NumPy {np.__version__} ({blas_name()})"]
-    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "library default"
-    lines[-1] += f", BLAS threads: {threads}"
+def memory_text(mem):
+    if mem is None:
+        return "-"
     if on_gpu():
-        props = backend.xp.cuda.runtime.getDeviceProperties(backend.xp.cuda.Device().id)
-        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        lines.append(f"GPU       {name}")
-    if torch is not None:
-        lines.append(f"torch     {torch.__version__}, {torch.get_num_threads()} intra-op threads"
-                     + (f", CUDA {torch.version.cuda}" if on_gpu() and torch.cuda.is_available() else ""))
-    return lines
+        return f"{mem['device_peak_mb']:.0f}"
+    return f"{mem['peak_mb']:.0f} ({mem['peak_mb'] - mem['before_mb']:.0f})"
 
 
 def median(values):
     return float(np.median(values))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    malloc_tuned = False if args.default_malloc else speed.keep_freed_memory()
-    if args.memory_worker:
-        memory_worker(args.memory_worker, args.arch, args.batch_size or PretrainConfig(arch=args.arch).batch_size,
-                      threads=args.threads or 0)
-        return
-    if args.threads:
-        if torch is not None:
-            torch.set_num_threads(args.threads)
-    archs = ("mlp", "vit") if args.arch == "both" else (args.arch,)
+# ----------------------------------------------------------------------------------------------
+# One model, and the report
 
-    print("\n".join(describe_machine()))
-    use_torch = torch is not None and not args.no_torch
+def bench_model(arch, args, device, peak):
+    """Check, time and measure one model -> (its lines of the table, whether every correctness check passed)."""
+    batch = args.batch_size or steps.training_batch(arch)
+    kernels = steps.kernel_sets(args.kernels)
+    model, imgs, noise = steps.make_batch(arch, batch)
+    flops = measure.step_flops(model, batch)
+    print(f"\n== {arch}: {model.num_params():,} parameters, batch {batch}, {flops / 1e9:.2f} GFLOP per step (matmuls) ==")
+    ok = True
+    for label, k in kernels.items() if device is not None else ():
+        print(f"correctness ({label} kernels against torch: same weights, batch and mask, one step, float32):")
+        ok &= check_correctness(arch, batch, device, args.torch_sdpa, k, args.threads or 0)
+
+    # The contestants: tinymae with each set of kernels (one model, its kernels switched), and torch.
+    runner = fast.runner(model, args.threads or 0)
+    optimizer = steps.tinymae_optimizer(model)
+    contestants = {f"tinymae/{backend.name} {label}": steps.Contestant(
+        lambda: steps.tinymae_step(runner, optimizer, imgs, noise), k) for label, k in kernels.items()}
+    ours_label = next(iter(kernels))  # fast, unless --kernels reference
+    ours, theirs = f"tinymae/{backend.name} {ours_label}", None
+    if device is not None:
+        theirs = f"torch {torch.__version__.split('+')[0]} eager"
+        twin = torch_models.from_tinymae(model, device=device, fused_attn=args.torch_sdpa)
+        topt = steps.torch_optimizer(twin, model)
+        timgs, tnoise = steps.torch_inputs(imgs, noise, device)
+        contestants[theirs] = steps.Contestant(lambda: steps.torch_step(twin, topt, timgs, tnoise), None)
+    times = steps.time_steps(contestants, args.repeats, args.block, args.settle, args.warmup)
+
+    launches = {}
+    if not on_gpu():
+        print("launches: n/a (CPU)")
+    elif device is None:
+        print("launches: n/a (counting GPU kernels needs torch.profiler, with CUDA)")
+    else:
+        for name, contestant in contestants.items():
+            launches[name] = measure.kernel_launches(lambda: steps.run(contestant))
+        print("launches: " + ", ".join(f"{name} {n:.0f}" for name, n in launches.items())
+              + " GPU kernels per step (torch.profiler)")
+
+    fast.use_kernels(kernels[ours_label])
+    loop = steps.time_training_loop(model, runner, optimizer, batch, args.loop_steps)
+    runner.close()
+    step_rate = batch / median(times[ours]) * 1e3
+    print(f"training loop (engine.train_one_epoch, {args.loop_steps} steps): {loop['train_images_per_s']:.0f} img/s, "
+          f"{100 * loop['train_images_per_s'] / step_rate:.0f}% of the step alone ({step_rate:.0f} img/s); "
+          f"host-side work the step waited for: {1e3 * loop['waiting_for_data_s'] / args.loop_steps:.1f} ms per step")
+
+    memory = {}
+    if not args.no_memory:
+        memory[ours] = measure_memory("tinymae", args, arch, batch, ours_label)
+        if device is not None:
+            memory[theirs] = measure_memory("torch", args, arch, batch, ours_label)
+
+    lines = []
+    for name in contestants:
+        ms = median(times[name])
+        line = (f"{arch}/{batch:<7} {name:26} {ms:9.1f} {batch / ms * 1e3:8.0f} {flops / ms / 1e6:8.1f} "
+                f"{100 * flops / ms / 1e6 / peak:8.1f}% {memory_text(memory.get(name)):>20}")
+        lines.append(line + (f" {launches[name]:14.0f}" if name in launches else ""))
+    pairs = [("speed tinymae/torch", ours, theirs, "torch ms / tinymae ms")] if device is not None else []
+    if len(kernels) == 2:
+        pairs.append(("speed fast/reference", f"tinymae/{backend.name} fast", f"tinymae/{backend.name} reference",
+                      "reference kernels' ms / fast kernels' ms"))
+    for what, faster, slower, meaning in pairs:
+        ratios = [b / a for a, b in zip(times[faster], times[slower])]  # per repetition
+        q1, q3 = np.percentile(ratios, [25, 75])
+        lines.append(f"{arch}/{batch:<7} {what:26} {median(ratios):9.2f}   ({meaning}, median of the repetitions' "
+                     f"ratios; interquartile {q1:.2f} to {q3:.2f})")
+    return lines, ok
+
+
+def kernels_text(kernels):
+    if kernels is fast.REFERENCE:
+        return "fast.REFERENCE, the plain formulas of tinymae/model/" + (
+            " (what training uses on CuPy unless TINYMAE_CUDA_KERNELS=1)" if on_gpu() else "")
+    if kernels is fast.CPU_KERNELS:
+        return "fast.CPU_KERNELS (tinymae/fast/layers_cpu.py), what training uses"
+    return "fast.backend_kernels(), what training uses (TINYMAE_CUDA_KERNELS=1: the fused CUDA kernels)"
+
+
+def benchmark(args):
+    """The whole report -> 0, or 1 when tinymae and torch disagree."""
+    if args.threads and torch is not None:
+        torch.set_num_threads(args.threads)
+    print("\n".join(measure.describe_machine()))
     device = None
     if args.no_torch:
         print("torch     comparison skipped (--no-torch)")
@@ -474,73 +285,62 @@ def main(argv=None):
         print(f"torch     not installed ({TORCH_MISSING}): the PyTorch comparison is skipped; "
               "pip install torch==2.13.0 to add it")
     else:
-        device = torch_device()
+        device = steps.torch_device()
+        print(f"torch     {torch.__version__}, {torch.get_num_threads()} intra-op threads"
+              + (f", CUDA {torch.version.cuda}" if device == "cuda" else ""))
         if device is None:
             print("torch     has no CUDA here: the PyTorch-on-GPU comparison is skipped")
-            use_torch = False
         elif device == "cuda":
             # Full float32 on both sides: cuDNN's convolutions (the patch embedding) default to TF32, with a
             # 10-bit mantissa; CuPy's matmuls are plain float32 unless CUPY_TF32 is set.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-    print("malloc    " + ("tinymae.speed.keep_freed_memory(): big freed blocks are reused (as in training)"
-                          if malloc_tuned else "glibc defaults" if args.default_malloc else
-                          "keep_freed_memory() does not apply here (not Linux/glibc)"))
-    rates = matmul_rate(4096 if on_gpu() else 2048)
+    for label, kernels in steps.kernel_sets(args.kernels).items():
+        print(f"kernels   {label}: {kernels_text(kernels)}")
+    if not on_gpu():
+        kept = fast.keep_freed_memory()  # fast.runner does it too, as in training
+        print("malloc    " + ("fast.cpu.keep_freed_memory(): big freed blocks are reused (as in training)" if kept
+                              else "keep_freed_memory() does not apply here (not Linux/glibc)"))
+    n = 4096 if on_gpu() else 2048
+    rates = measure.matmul_rate(n, device)
     peak = max(rates.values())
-    print(f"float32 matmul ({4096 if on_gpu() else 2048}^3, best of 5): "
-          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
+    print(f"float32 matmul ({n}^3, best of 5): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
 
-    rows, all_ok = [], True
-    for arch in archs:
-        batch = args.batch_size or PretrainConfig(arch=arch).batch_size  # the training batch by default
-        model, _, _ = make_batch(arch, 1)
-        flops = step_flops(model, batch)
-        print(f"\n== {arch}: {model.num_params():,} parameters, batch {batch}, "
-              f"{flops / 1e9:.2f} GFLOP per step (matmuls) ==")
-        if use_torch:
-            print("correctness (tinymae vs torch, same weights, batch and mask, one step, float32):")
-            all_ok &= check_correctness(arch, batch, device, args.torch_sdpa)
-        times = time_steps(arch, batch, args.repeats, args.block, args.settle, args.warmup,
-                           device if use_torch else None, args.torch_sdpa, threads=args.threads or 0)
-        memory = {}
-        if not args.no_memory:
-            for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
-                memory[fw] = measure_memory(fw, arch, batch, args.default_malloc, args.threads)
-        loop = time_training_loop(arch, batch, args.loop_steps, threads=args.threads or 0)
-        step_rate = batch / median(times["tinymae"]) * 1e3
-        print(f"training loop (tinymae.pretrain.train_one_epoch, {args.loop_steps} steps): "
-              f"{loop['train_images_per_s']:.0f} img/s, {100 * loop['train_images_per_s'] / step_rate:.0f}% of the "
-              f"step alone ({step_rate:.0f} img/s); host-side work the step waited for: "
-              f"{1e3 * loop['waiting_for_data_s'] / args.loop_steps:.1f} ms per step")
-        for fw in ("tinymae", "torch") if use_torch else ("tinymae",):
-            ms = median(times[fw])
-            rows.append((f"{arch}/{batch}", fw, ms, batch / ms * 1e3, flops / ms / 1e6, memory.get(fw)))
-        if use_torch:
-            q1, q3 = np.percentile(times["ratio"], [25, 75])
-            rows.append((f"{arch}/{batch}", "ratio", median(times["ratio"]), q1, q3, None))
+    table, all_ok = [], True
+    for arch in ("mlp", "vit") if args.arch == "both" else (args.arch,):
+        lines, ok = bench_model(arch, args, device, peak)
+        table += lines
+        all_ok &= ok
 
-    # the table
     mem_head = "device MB" if on_gpu() else "peak RSS MB (step)"
-    print(f"\n{'model/batch':11} {'framework':22} {'ms/step':>9} {'img/s':>8} {'GFLOP/s':>8} {'% matmul':>9} {mem_head:>20}")
-    for arch, fw, a, b, c, mem in rows:
-        if fw == "ratio":
-            print(f"{arch:11} {'speed tinymae/torch':22} {a:9.2f}   (torch ms / tinymae ms, median of the "
-                  f"repetitions' ratios; interquartile {b:.2f} to {c:.2f}; >= 1: tinymae as fast or faster)")
-            continue
-        name = f"tinymae/{backend.name}" if fw == "tinymae" else f"torch {torch.__version__.split('+')[0]} eager"
-        if mem is None:
-            mem_text = "-"
-        elif on_gpu():
-            mem_text = f"{mem['device_peak_mb']:.0f}"
-        else:
-            mem_text = f"{mem['peak_mb']:.0f} ({mem['peak_mb'] - mem['before_mb']:.0f})"
-        print(f"{arch:11} {name:22} {a:9.1f} {b:8.0f} {c:8.1f} {100 * c / peak:8.1f}% {mem_text:>20}")
-    print(f"(median of {args.repeats} blocks of {args.block - args.settle} counted steps, after {args.warmup} warm-up; % matmul: of the best measured float32 "
-          f"matmul rate, {peak:.0f} GFLOP/s)")
+    print(f"\n{'model/batch':11} {'contestant':26} {'ms/step':>9} {'img/s':>8} {'GFLOP/s':>8} {'% matmul':>9} "
+          f"{mem_head:>20}" + (f" {'launches/step':>14}" if on_gpu() and device is not None else ""))
+    print("\n".join(table))
+    print(f"(median of {args.repeats} blocks of {args.block - args.settle} counted steps, after {args.warmup} "
+          f"warm-up; % matmul: of the best measured float32 matmul rate, {peak:.0f} GFLOP/s; a speed above 1: "
+          "the first named is faster)")
     if not all_ok:
-        sys.exit("correctness check FAILED: tinymae and torch disagree beyond float32 tolerance (see above)")
+        print("error: the correctness check FAILED: tinymae and torch disagree beyond float32 tolerance (see above)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.memory_worker:
+            arch = "vit" if args.arch == "both" else args.arch
+            memory_worker(args.memory_worker, arch, args.batch_size or steps.training_batch(arch),
+                          "fast" if args.kernels == "both" else args.kernels, args.threads or 0)
+            return 0
+        return benchmark(args)
+    except MemoryError:
+        sys.exit(f"error: out of memory at --batch-size {args.batch_size or 'of the training recipe'}: "
+                 "try a smaller --batch-size")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

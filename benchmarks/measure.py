@@ -3,7 +3,7 @@
     on_gpu, sync                   tinymae runs on CuPy; wait for the GPU before reading a clock
     step_flops(model, N)           the matmul FLOPs of one training step (the formula below)
     matmul_rate(n, torch_device)   the float32 (n, n) @ (n, n) rate in GFLOP/s, NumPy/CuPy and torch
-    current_rss_mb, peak_rss_mb    the process's resident memory now, and its high-water mark
+    memory_of(step, framework)     the memory a few calls of step() take: resident set, or the GPU's
     kernel_launches(step)          GPU kernels launched per call of step(), by any library in the process
     describe_machine()             the report's first lines: CPU, GPU, NumPy and its BLAS
 
@@ -138,6 +138,22 @@ def peak_rss_mb():
     except (OSError, StopIteration):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
+
+
+def memory_of(step, framework, count=3):
+    """Run step() `count` times -> {peak_mb, before_mb} (the resident set's high-water mark, and its size
+    before the first step), and on a GPU device_peak_mb: what CuPy's memory pool (framework 'tinymae') or
+    torch's caching allocator ('torch') holds, the device memory the library keeps for itself."""
+    before = current_rss_mb()
+    for _ in range(count):
+        step()
+    result = {"peak_mb": peak_rss_mb(), "before_mb": before}
+    if on_gpu() and framework == "tinymae":
+        result["device_peak_mb"] = backend.xp.get_default_memory_pool().total_bytes() / 2 ** 20
+    elif on_gpu():
+        import torch
+        result["device_peak_mb"] = torch.cuda.max_memory_reserved() / 2 ** 20
+    return result
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Where a training step of each tinymae model spends its time: cProfile of a few steps, top costs per step.
 
-    python benchmarks/profile_step.py                    # both models, batch 256, 5 profiled steps each
+    python benchmarks/profile_step.py                    # both models at their training batch, 5 steps each
     python benchmarks/profile_step.py --arch vit --top 20 --torch
+    python benchmarks/profile_step.py --kernels reference   # the plain layers of tinymae/model/ instead
 
 cProfile sees Python functions. Each of tinymae's layers is one Python function around a few NumPy calls,
 and NumPy's operators (x @ w, x * y) and ufuncs run inside the function that calls them, so a layer's
@@ -10,31 +11,36 @@ list. "cumulative" adds what a function calls (attention_backward includes its l
 Both are in milliseconds per step, with the share of the whole step. cProfile adds a small overhead per
 Python call (tinymae makes a few hundred per step, so well under 1%).
 
+cProfile sees only the thread it runs on, so this profiles the plain step on one thread (fast.runner with
+threads=1: model.forward, model.backward, fast.AdamW; BLAS still uses every core), with the fast layers in
+place (--kernels fast, the default) or the reference ones. A training run computes the same functions on
+shards of the batch, one worker thread per core (fast/cpu.py).
+
 --torch also profiles the PyTorch twin (benchmarks/torch_models.py) with torch.profiler and lists its
 top operators by self CPU time, for comparing the two breakdowns.
 """
-import argparse
 import cProfile
 import pstats
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # run from a fresh clone without installing tinymae
-
-from bench_step import make_batch, sync, tinymae_optimizer, tinymae_step  # noqa: E402  (next to this file)
-from tinymae import speed  # noqa: E402
+from cli import ArgumentParser, positive  # benchmarks/cli.py, steps.py and measure.py, next to this file
+from measure import sync
+from steps import (kernel_sets, make_batch, tinymae_optimizer, tinymae_step, torch_device, torch_inputs,
+                   torch_optimizer, torch_step, training_batch)
+from tinymae import fast
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(__doc__.split("\n\n")[0])
     p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both")
-    p.add_argument("--steps", type=int, default=5, help="profiled steps (after 2 warm-up steps)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--top", type=int, default=15, help="rows per table")
+    p.add_argument("--steps", type=positive, default=5, help="profiled steps (after 2 warm-up steps)")
+    p.add_argument("--batch-size", type=positive, default=None,
+                   help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
+    p.add_argument("--top", type=positive, default=15, help="rows per table")
+    p.add_argument("--kernels", choices=("fast", "reference"), default="fast",
+                   help="tinymae's layers: the fast ones a training run uses, or the plain reference formulas")
     p.add_argument("--torch", action="store_true", help="also profile the PyTorch twin with torch.profiler")
     return p.parse_args(argv)
 
@@ -63,29 +69,31 @@ def print_table(stats, sort_index, title, steps, step_ms, top, only_tinymae=Fals
               f"{cum:8.1f} {100 * cum / step_ms:5.1f}%")
 
 
-def profile_tinymae(arch, batch_size, steps, top):
+def profile_tinymae(arch, batch_size, steps, top, kernels):
     model, imgs, noise = make_batch(arch, batch_size)
+    runner = fast.runner(model, threads=1)  # the plain step: cProfile sees only the thread it runs on
+    fast.use_kernels(kernel_sets(kernels)[kernels])  # after fast.runner, which puts the fast kernels in place
     optimizer = tinymae_optimizer(model)
     for _ in range(2):
-        tinymae_step(model, optimizer, imgs, noise)
+        tinymae_step(runner, optimizer, imgs, noise)
     profiler = cProfile.Profile()
     sync()
     t0 = time.perf_counter()
     profiler.enable()
     for _ in range(steps):
-        tinymae_step(model, optimizer, imgs, noise)
+        tinymae_step(runner, optimizer, imgs, noise)
     profiler.disable()
     step_ms = (time.perf_counter() - t0) / steps * 1e3
     stats = pstats.Stats(profiler)
-    print(f"\n=== tinymae {arch}: {step_ms:.0f} ms per step under cProfile (batch {batch_size}, {steps} steps) ===")
+    print(f"\n=== tinymae {arch}, {kernels} kernels: {step_ms:.0f} ms per step under cProfile (batch {batch_size}, "
+          f"{steps} steps, one thread) ===")
     print_table(stats, 2, "by own time (tottime)", steps, step_ms, top)
     print_table(stats, 3, "by cumulative time (tinymae functions)", steps, step_ms, top, only_tinymae=True)
 
 
 def profile_torch(arch, batch_size, steps, top):
     import torch
-    import torch_models
-    from bench_step import torch_device, torch_inputs, torch_optimizer, torch_step
+    import torch_models  # benchmarks/torch_models.py
 
     model, imgs, noise = make_batch(arch, batch_size)
     device = torch_device()
@@ -109,12 +117,22 @@ def profile_torch(arch, batch_size, steps, top):
 
 def main(argv=None):
     args = parse_args(argv)
-    speed.keep_freed_memory()  # as the training script and bench_step.py do
-    for arch in ("mlp", "vit") if args.arch == "both" else (args.arch,):
-        profile_tinymae(arch, args.batch_size, args.steps, args.top)
-        if args.torch:
-            profile_torch(arch, args.batch_size, args.steps, args.top)
+    if args.torch:
+        try:
+            import torch  # noqa: F401  (profile_torch imports it; here only to say early that it is missing)
+        except ImportError as e:
+            sys.exit(f"error: --torch needs PyTorch ({e}); pip install torch==2.13.0")
+    try:
+        for arch in ("mlp", "vit") if args.arch == "both" else (args.arch,):
+            batch = args.batch_size or training_batch(arch)
+            profile_tinymae(arch, batch, args.steps, args.top, args.kernels)
+            if args.torch:
+                profile_torch(arch, batch, args.steps, args.top)
+    except MemoryError:
+        sys.exit(f"error: out of memory at --batch-size {args.batch_size or 'of the training recipe'}: "
+                 "try a smaller --batch-size")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,18 +8,29 @@
     torch_optimizer(twin, model)          torch.optim.AdamW with tinymae's two parameter groups
     torch_inputs(imgs, noise, device)     the same batch and noise as torch tensors
     torch_step(twin, optimizer, ...)      the same step in PyTorch eager
+    kernel_sets(choice)                   tinymae's layers to time: the fast ones, the reference ones, or both
+    Contestant, time_steps(contestants)   steps of several contestants timed in blocks, taking turns
+    time_training_loop(...)               engine.train_one_epoch itself, on random photos
 
 A step ends with the loss read back to the host, as the training loop does; on a GPU that also waits for
 the step's kernels to finish. torch is imported only inside the torch functions, when they run:
 bench_step.py's tinymae memory worker must not load it (its ~200 MB of libraries would count against tinymae).
 """
+import time
+from types import SimpleNamespace
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
 from tinymae import fast
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.config import PretrainConfig
+from tinymae.engine import prefetched, train_one_epoch
 from tinymae.model.build import build_model
 from tinymae.model.masking import masking_noise
+from tinymae.pretrain import training_batches
 
-from measure import on_gpu  # benchmarks/measure.py, next to this file
+from measure import on_gpu, sync  # benchmarks/measure.py, next to this file
 
 ARCH_SETTINGS = {"mlp": {}, "vit": {}}  # the default sizes of MLPConfig and ViTConfig
 LR = 1.5e-4  # a small constant learning rate: many timed steps on one batch must not diverge
@@ -84,3 +95,73 @@ def torch_step(twin, optimizer, imgs, noise):
     loss.backward()
     optimizer.step()
     return loss.item()  # waits for the GPU, as float(loss) does on tinymae's side
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing, taking turns
+
+def kernel_sets(choice):
+    """'fast', 'reference' or 'both' -> {label: kernels}: "fast" the backend's layers a training run uses
+    (fast.backend_kernels(): fast.CPU_KERNELS on NumPy), "reference" the plain formulas (fast.REFERENCE)."""
+    sets = {"fast": fast.backend_kernels(), "reference": fast.REFERENCE}
+    if choice == "both" and sets["fast"] is fast.REFERENCE:  # CuPy without TINYMAE_CUDA_KERNELS=1: no faster set
+        return {"fast": sets["fast"]}
+    return sets if choice == "both" else {choice: sets[choice]}
+
+
+class Contestant(NamedTuple):
+    step: Callable[[], float]  # one training step; returns the loss
+    kernels: Optional[dict]  # tinymae: the layer functions put in place before its steps; torch: None
+
+
+def run(contestant):
+    if contestant.kernels is not None:
+        fast.use_kernels(contestant.kernels)  # a few setattrs: tinymae's contestants may share one model
+    return contestant.step()
+
+
+def time_steps(contestants, repeats, block, settle, warmup):
+    """{name: Contestant} -> {name: [each block's median ms per step]}.
+
+    First `warmup` untimed steps of each; then `repeats` rounds in which each contestant runs `block`
+    consecutive steps, the order flipping every round so that drift and background load hit all alike.
+    The first `settle` steps of a block are not counted: each library's thread pool keeps spinning for a
+    while after its last operation and would slow the next contestant's first steps."""
+    for contestant in contestants.values():
+        for _ in range(warmup):
+            run(contestant)
+    times = {name: [] for name in contestants}
+    order = list(contestants)
+    for rep in range(repeats):
+        for name in (order if rep % 2 == 0 else order[::-1]):
+            ms = []
+            for _ in range(block):
+                sync()
+                t0 = time.perf_counter()
+                run(contestants[name])  # ends with the loss on the host: the GPU has finished
+                ms.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(float(np.median(ms[settle:])))
+    return times
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+
+def time_training_loop(model, runner, optimizer, batch_size, loop_steps):
+    """The training loop itself, engine.train_one_epoch over pretrain.training_batches (prefetched on a
+    background thread), on `loop_steps` batches of random uint8 photos -> its stats: images/s, and
+    waiting_for_data_s, the time the step waited for its batch (crop, flip, normalisation and mask noise,
+    and the copy to the device). On a GPU, host work the step waits for keeps the loop below the step."""
+    cfg = model.config
+    rng = host_rng(0)
+    load = cfg.img_size * 9 // 8  # the training recipe's default load size
+    n = loop_steps * batch_size
+    data = SimpleNamespace(train_images=rng.integers(0, 256, (n, load, load, 3), dtype=np.uint8),
+                           mean=np.full(3, 0.5, dtype=np.float32), std=np.full(3, 0.25, dtype=np.float32))
+
+    def epoch():
+        batches = prefetched(training_batches(data, rng.permutation(n), batch_size, cfg.img_size, cfg.num_patches, rng))
+        return train_one_epoch(runner, optimizer, batches, loop_steps, 0, lambda step: LR, "loop", progress=False)
+
+    epoch()  # warm-up
+    return epoch()

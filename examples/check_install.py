@@ -1,7 +1,7 @@
 """Check that tinymae works on this machine's GPU (or CPU): the engine's tests, a parity check, a short training.
 
     python examples/check_install.py                         # the GPU: TINYMAE_BACKEND=cupy
-    python examples/check_install.py --data ../shared/data/catsdogs
+    python examples/check_install.py --data data/catsdogs
     python examples/check_install.py --backend numpy         # the same checks on the CPU
 
 Run it from a clone after `pip install -e ".[cuda12,test]"` (or `.[cuda13,test]`: see the README). In order:
@@ -32,15 +32,26 @@ GRAD_TOL = 1e-3  # of each gradient array's largest value
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python examples/check_install.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backend", choices=("cupy", "numpy"), default="cupy", help="the backend to check")
     p.add_argument("--data", default=None, help="a photo folder for the training run (default: synthetic photos)")
     p.add_argument("--pytest-args", default="-q tests",
                    help="what to pass to pytest in step 2 ('-n 8' spreads it over 8 processes with pytest-xdist; "
                         "'none' skips the tests)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs of the training run")
-    return p.parse_args(argv)
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the training run (at least 2: the check is that "
+                                                         "its loss falls from the first epoch to the last)")
+    args = p.parse_args(argv)
+    if args.epochs < 2:
+        p.error(f"--epochs must be at least 2 (the check compares the first epoch's loss with the last's), "
+                f"got {args.epochs}")
+    if args.data is not None:  # a typo here should cost a second, not the tests' minute first
+        from tinymae.util.datasets import DataError, find_images
+        try:
+            find_images(args.data)
+        except DataError as e:
+            p.error(f"--data: {str(e).splitlines()[0]}")
+    return args
 
 
 def run(cmd, env, what):

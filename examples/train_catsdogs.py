@@ -1,11 +1,15 @@
 """Train a masked autoencoder on Cats & Dogs photos, from a fresh start or from the last checkpoint.
 
-    python examples/train_catsdogs.py --data ../shared/data/catsdogs                 # the MLP MAE, 50 epochs
-    python examples/train_catsdogs.py --data ../shared/data/catsdogs --arch vit      # the paper's ViT MAE
-    python examples/train_catsdogs.py --data data/catsdogs --download                # fetch the archive first
-    python examples/train_catsdogs.py --data ../shared/data/catsdogs --resume        # continue after a stop
-    TINYMAE_BACKEND=cupy python examples/train_catsdogs.py ...                       # on a GPU
-    python examples/train_catsdogs.py --help                                         # every setting
+    python examples/train_catsdogs.py --download                # fetch the photos into data/catsdogs, then train the MLP MAE
+    python examples/train_catsdogs.py --arch vit                # the paper's ViT MAE (photos already in data/catsdogs)
+    python examples/train_catsdogs.py --data ~/photos/catsdogs  # photos already elsewhere on disk
+    python examples/train_catsdogs.py --resume                  # continue after a stop
+    TINYMAE_BACKEND=cupy python examples/train_catsdogs.py ...  # on a GPU
+    python examples/train_catsdogs.py --help                    # every setting
+
+--download fetches Microsoft's Cats and Dogs archive (about 800 MB; the photos are Microsoft Research's, for
+non-commercial research, not to be redistributed, which is why this repository holds none) when the data
+folder holds no photos yet, and then trains.
 
 The recipe, as the paper's pre-training (He et al. 2022, Table 8), scaled to small photos: 48 x 48 RGB
 images in 6 x 6 patches (64 per image), 75% of them removed at random; the loss on the removed patches
@@ -18,8 +22,9 @@ loss.png and reconstructions.png. Then evaluate the checkpoint on any folder of 
 `python -m tinymae.evaluate`, probe what its encoder learned with `python -m tinymae.probe`, and
 fine-tune the ViT's encoder with `python -m tinymae.finetune`.
 
-The loop itself lives in the package, where the tests and experiments use it too: tinymae/pretrain.py
-(`pretrain`, `train_one_epoch`), with every setting declared once in tinymae/config.py.
+The run lives in the package, where the tests and the research scripts use it too: tinymae/pretrain.py
+(as main_pretrain.py) and tinymae/engine.py (train_one_epoch, as engine_pretrain.py), with every setting
+declared once in tinymae/config.py.
 """
 import sys
 

@@ -312,7 +312,7 @@ def lr_decay_blocks(seed=0):
     lines = [f"lr_scale, no_decay = param_groups_lrd(ViTClassifier(...).params, depth={model.config.depth}, "
              f"layer_decay={finetune.layer_decay}):",
              "each layer learns at layer_decay times the rate of the layer above it.", "",
-             "  layer  parameters                lr factor   lr at the peak"]
+             f"  layer  parameters                lr factor   lr at the peak of {finetune.lr}"]
     for layer, factor in reversed(list(enumerate(sorted(groups)))):
         lines.append(f"  {layer:5d}  {', '.join(groups[factor]):<25} {factor:9.4f}   {factor * finetune.lr:14.6f}")
     lines.append(f"No weight decay on {len(no_decay)} parameters: every bias and LayerNorm, and cls_token.")

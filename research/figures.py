@@ -1,6 +1,6 @@
 """Draw the figures of docs/walkthrough.md from a trained ViT MAE checkpoint: one command for all three.
 
-    python examples/figures.py --checkpoint runs/vit/checkpoint.npz --data ../shared/data/catsdogs
+    python research/figures.py --checkpoint runs/vit/checkpoint.npz --data data/catsdogs
 
 writes, into --out (default docs/):
 
@@ -155,7 +155,7 @@ def save_pipeline(path, model, imgs, noise, img_pix, mean, std, dpi=90):
     per_patch = to_numpy((diff * diff).mean(axis=-1))[0]  # (L,) each patch's MSE, normalised pixels
     if abs(float((per_patch * to_numpy(weight)[0]).sum()) - float(loss)) > 1e-4 * max(1.0, abs(float(loss))):
         raise RuntimeError("the per-patch errors drawn do not add up to the engine's loss: loss.py changed; "
-                           "update save_pipeline in examples/figures.py")
+                           "update save_pipeline in research/figures.py")
     target_norm = patchify(imgs, p) if cfg.norm_pix_loss else None
     pred_pix = to_numpy(pred_to_pixels(pred, target_norm, asarray(mean, dtype=pred.dtype), asarray(std, dtype=pred.dtype),
                                        cfg.norm_pix_loss))[0]  # (L, P) pixels
@@ -277,6 +277,7 @@ def save_pipeline(path, model, imgs, noise, img_pix, mean, std, dpi=90):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
+        prog="python research/figures.py",
         description="Draw docs/pipeline.png, docs/mask_grid.png and docs/attention.png from a ViT MAE checkpoint "
                     "and the photos it was trained on.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint.npz of python -m tinymae.pretrain --arch vit")
@@ -303,7 +304,12 @@ def main(argv=None):
     if not -cfg.depth <= args.block < cfg.depth:
         sys.exit(f"error: --block {args.block}: the encoder has blocks 0 to {cfg.depth - 1}")
     block = args.block % cfg.depth
-    os.makedirs(args.out, exist_ok=True)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        sys.exit(f"error: --out {args.out} is a file; give the folder the PNGs go into")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"error: --out {args.out} cannot be made ({e.strerror or e})")
     seed = header["settings"]["seed"]
     picks = pick_images(len(run_data.val_images), args.images)
     imgs, noise, imgs_pix = validation_batch(model, run_data, seed, picks)

@@ -1,18 +1,20 @@
 """docs/walkthrough.md cannot drift from the code: its trace tables are exactly what examples/walkthrough.py
 prints, in the same order, every file:function they name exists, its value blocks are exactly what
-`examples/walkthrough.py --values` prints, and the live gradient check passes.
+`examples/walkthrough.py --values` prints (examples/walkthrough_values.py), the live gradient check
+(examples/walkthrough_gradcheck.py) passes, and a bad --data or --seed is one line, not a traceback.
 
 The doc's conventions:
 - a trace row is a Markdown table row whose three cells are
-      | stage | `tinymae/file.py:function` | `(8, 64, 108)` |
+      | stage | `tinymae/model/file.py:function` | `(8, 64, 108)` |
   (the shape in backticks, written as Python writes a tuple). Any other table (no backticked shape in the
   third cell) is free prose. Every backticked numeric tuple anywhere in the doc must also be a shape the
   script prints, so prose cannot quote a stale shape either.
 - a value block is a fenced ```text block right after a line `<!-- walkthrough --values: NAME -->`;
   `python examples/walkthrough.py --values --markdown` prints every block in that form.
 """
-import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,12 @@ DOC = ROOT / "docs" / "walkthrough.md"
 SHAPE = r"`\((?:\d+(?:, \d+)*,?)?\)`"  # `(8, 64, 108)`, `(3,)`, `()`
 VALUE_BLOCK = r"<!-- walkthrough --values: (\w+) -->\n```text\n(.*?)\n```"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("walkthrough", ROOT / "examples" / "walkthrough.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The walkthrough's three files are scripts in examples/, not a package: import them as
+# `python examples/walkthrough.py` does, with examples/ first on the path.
+sys.path.insert(0, str(ROOT / "examples"))
+import walkthrough  # noqa: E402
+import walkthrough_gradcheck  # noqa: E402
+import walkthrough_values  # noqa: E402
 
 
 def doc_rows():
@@ -47,10 +49,8 @@ def doc_rows():
 
 @pytest.fixture(scope="module")
 def traced():
-    script = load_script()
-    stages, results = script.walkthrough(seed=0)  # synthetic images: no data needed
-    stages += script.mlp_walkthrough(seed=0)
-    return [(stage, where, script.format_shape(shape)) for _, stage, where, shape in stages], results
+    stages, results = walkthrough.walkthrough(walkthrough.the_batch(seed=0))  # synthetic images: no data needed
+    return [(stage, where, walkthrough.format_shape(shape)) for _, stage, where, shape in stages], results
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +90,58 @@ def test_every_location_exists(script_rows):
 
 
 def test_live_gradient_check_passes():
-    rows = load_script().gradient_check(seed=0)
-    assert len(rows) == 4 * 3 + 1
-    worst = max(rows, key=lambda row: row[3])
-    assert worst[3] < 1e-6, f"{worst[0]}: analytic {worst[1]:.8e}, numeric {worst[2]:.8e}, rel error {worst[3]:.1e}"
+    reports = walkthrough_gradcheck.gradient_check(seed=0)
+    assert [r.name for r in reports] == [*walkthrough_gradcheck.CHECKED, "every parameter"]
+    worst = max(reports, key=lambda r: r.rel_error)
+    assert worst.rel_error <= walkthrough_gradcheck.TOLERANCE, str(worst)
+
+
+def test_live_gradient_check_catches_a_wrong_backward(monkeypatch):
+    """The check is not vacuous: a backward that is 0.1% off in one parameter fails it, there only."""
+    model_class = walkthrough_gradcheck.MaskedAutoencoderViT
+    backward = model_class.backward
+
+    def wrong_backward(self, dloss, cache):
+        grads = backward(self, dloss, cache)
+        grads["cls_token"] = grads["cls_token"] * 1.001
+        return grads
+
+    monkeypatch.setattr(model_class, "backward", wrong_backward)
+    reports = {r.name: r.rel_error for r in walkthrough_gradcheck.gradient_check(seed=0, names=("cls_token",))}
+    assert reports["cls_token"] > 1e-4 > walkthrough_gradcheck.TOLERANCE
 
 
 def test_script_runs_and_reports_ok(capsys):
-    assert load_script().main([]) == 0
+    assert walkthrough.main([]) == 0
     out = capsys.readouterr().out
-    assert "(8, 17, 128)" in out and ": OK (tolerance 1e-6)" in out
+    assert "(8, 17, 128)" in out and ": OK (tolerance 1e-07)" in out
+
+
+# ---- bad input: one line, no traceback ------------------------------------------------------------
+
+def test_a_missing_data_folder_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "no-photos-here"
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "walkthrough.py"), "--data", str(missing)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0], run.stderr
+
+
+def test_a_folder_without_both_classes_is_an_error(tmp_path, capsys):
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        walkthrough.main(["--data", str(tmp_path), "--values"])
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+
+
+def test_a_negative_seed_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        walkthrough.main(["--seed", "-1"])
+    assert exit_.value.code == 2  # argparse's usage error
+    assert "argument --seed: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 # ---- the value blocks (--values) ------------------------------------------------------------------
@@ -111,7 +153,7 @@ def doc_value_blocks():
 
 @pytest.fixture(scope="module")
 def script_values():
-    return load_script().values(seed=0)  # synthetic images: no data needed
+    return walkthrough_values.value_blocks(walkthrough.the_batch(seed=0))  # synthetic images: no data needed
 
 
 def test_doc_values_are_the_script_values(script_values):
@@ -130,13 +172,13 @@ def test_doc_values_are_the_script_values(script_values):
 
 
 def test_values_markdown_is_what_the_doc_quotes(script_values, capsys):
-    assert load_script().main(["--values", "--markdown"]) == 0
+    assert walkthrough.main(["--values", "--markdown"]) == 0
     printed = capsys.readouterr().out
     assert [(name, text.split("\n")) for name, text in re.findall(VALUE_BLOCK, printed, re.S)] == script_values
 
 
 def test_worked_example_is_the_engines_masking():
-    ex = load_script().masking_example(seed=0)
+    ex = walkthrough_values.masking_example(seed=0)
     L, K = ex["L"], ex["K"]
     assert (L, K) == (8, 2)
     kept = ex["mask"] == 0  # (L,)
@@ -159,12 +201,10 @@ def numbers_and_words(lines):
     return np.array([float(v) for v in re.findall(r"-?\d+\.\d+", text)]), re.sub(r"-?\d+\.\d+", "#", text)
 
 
-def test_values_are_the_same_on_every_backend(xp, monkeypatch, script_values):
+def test_values_are_the_same_on_every_backend(xp, script_values):
     """The value blocks do not depend on the backend: the masks come from the host generator, and the
     arithmetic is the same. (CuPy may round a float differently in the last printed digit.)"""
-    script = load_script()
-    monkeypatch.setattr(script, "xp", xp)
-    blocks = script.values(seed=0)
+    blocks = walkthrough_values.value_blocks(walkthrough.the_batch(seed=0))  # the batch on this backend
     assert [name for name, _ in blocks] == [name for name, _ in script_values]
     for (name, lines), (_, expected) in zip(blocks, script_values):
         if backend.name == "cupy" and name in ("attention", "loss_on"):

@@ -28,6 +28,11 @@ def setting(default, help, choices=None, on_resume="kept", flag=True):
 # ----------------------------------------------------------------------------------------------
 # the models
 
+# Sizes beyond these are refused before anything is allocated: tinymae trains small models on small photos,
+# and a typo (an image side of 100000) should be one line, not a MemoryError or a machine out of memory.
+MAX_IMG_SIZE = 512  # pixels on a side
+MAX_PARAMS = 200_000_000  # parameters of a model (x 4 bytes, x 3 with AdamW's moments)
+
 @dataclass
 class MAEConfig:
     img_size: int = setting(48, "image side in pixels")
@@ -55,9 +60,13 @@ class MAEConfig:
 
     def validate(self):
         """Raise ValueError, naming the setting, for settings no MAE here can be built with."""
+        check_finite(self)
         for name in ("img_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.img_size > MAX_IMG_SIZE:
+            raise ValueError(f"img_size must be at most {MAX_IMG_SIZE} pixels (tinymae trains on small photos), "
+                             f"got {self.img_size}")
         for f in fields(self):  # every setting declared with its choices (loss_on, qkv_init, ...)
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
             if choices is not None and value not in choices:
@@ -89,6 +98,13 @@ class MLPConfig(MAEConfig):
                 raise ValueError(f"{name} must be positive widths, got {widths}")
         if not self.encoder_dims:
             raise ValueError("encoder_dims needs at least one layer (its last width is the latent)")
+        check_size(self, self.param_count())
+
+    def param_count(self):
+        """The number of parameters MaskedAutoencoderMLP builds from these settings (tested equal)."""
+        E, L, P = self.embed_dim, self.num_patches, self.patch_dim
+        dims = [self.len_keep * E, *self.encoder_dims, *self.decoder_dims, L * P]
+        return P * E + E + sum(a * b + b for a, b in zip(dims, dims[1:]))
 
 
 @dataclass
@@ -118,8 +134,20 @@ class ViTConfig(MAEConfig):
                 raise ValueError(f"{width_name}={width} must be divisible by {heads_name}={heads} (the head width)")
             if width % 4:
                 raise ValueError(f"{width_name}={width} must be divisible by 4 (the 2-D sin-cos position embedding)")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if not 0.25 <= self.mlp_ratio <= 16:
+            raise ValueError(f"mlp_ratio must be between 0.25 and 16 (the MLP's hidden width relative to the block's; "
+                             f"the paper's is 4), got {self.mlp_ratio}")
+        check_size(self, self.param_count())
+
+    def param_count(self):
+        """The number of parameters MaskedAutoencoderViT builds from these settings (tested equal)."""
+        def blocks(dim, depth):
+            hidden = int(dim * self.mlp_ratio)
+            return depth * (4 * dim + 3 * dim * dim + 3 * dim + dim * dim + dim + 2 * dim * hidden + hidden + dim)
+        D, Dd, P = self.embed_dim, self.decoder_embed_dim, self.patch_dim
+        encoder = P * D + D + D + blocks(D, self.depth) + 2 * D  # patch_embed, cls_token, blocks, norm
+        decoder = D * Dd + Dd + Dd + blocks(Dd, self.decoder_depth) + 2 * Dd + Dd * P + P
+        return encoder + decoder + (D - Dd if self.encoder_mask_tokens else 0)  # the ablation's [M] is the encoder's
 
 
 MODEL_CONFIGS = {"mlp": MLPConfig, "vit": ViTConfig}
@@ -204,6 +232,11 @@ class PretrainConfig:
             raise ValueError(f"--figure-images must be 0 (no figure) or more, got {self.figure_images}")
         if not 0.0 < self.beta2 < 1.0:
             raise ValueError(f"--beta2 must be between 0 and 1, got {self.beta2}")
+        if self.load_size is not None and not 1 <= self.load_size <= 2 * MAX_IMG_SIZE:
+            raise ValueError(f"--load-size must be between 1 and {2 * MAX_IMG_SIZE} pixels (the photos are decoded "
+                             f"at this size and kept in memory), got {self.load_size}")
+        if self.figure_images > 64:
+            raise ValueError(f"--figure-images must be at most 64 (rows of one figure), got {self.figure_images}")
 
 
 @dataclass
@@ -258,8 +291,24 @@ class FinetuneConfig:
             raise ValueError(f"--eval-every must be at least 1, got {self.eval_every}")
 
 
+def check_finite(cfg):
+    """ValueError naming the setting for a float setting that is not a finite number (nan, inf)."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{flag_name(f.name)} must be a finite number, got {value}")
+
+
+def check_size(cfg, params):
+    """ValueError for a model too big for this engine (MAX_PARAMS), before anything is allocated."""
+    if params > MAX_PARAMS:
+        raise ValueError(f"these model settings make {params:,} parameters ({12 * params / 2 ** 30:.1f} GB with "
+                         f"AdamW's moments); tinymae builds at most {MAX_PARAMS:,}: choose smaller widths or sizes")
+
+
 def check_recipe(cfg):
     """The optimisation settings both recipes share: ValueError naming the flag for nonsense values."""
+    check_finite(cfg)
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{flag_name(name)} must be at least 1, got {getattr(cfg, name)}")
@@ -276,6 +325,9 @@ def check_recipe(cfg):
         raise ValueError(f"--seed must be 0 or more (NumPy's generators take no negative seed), got {cfg.seed}")
     if cfg.threads < 0:
         raise ValueError(f"--threads must be 0 (one per core) or more, got {cfg.threads}")
+    if cfg.epochs > 100_000 or cfg.batch_size > 65_536 or cfg.threads > 1024:
+        raise ValueError(f"--epochs (at most 100000), --batch-size (at most 65536) or --threads (at most 1024) is "
+                         f"out of range: {cfg.epochs}, {cfg.batch_size}, {cfg.threads}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: masked-patch error in pixel space against simple baselines.
 
-    python -m tinymae.evaluate --checkpoint runs/mlp/checkpoint.npz --data ../shared/data/catsdogs
+    python -m tinymae.evaluate --checkpoint runs/mlp/checkpoint.npz --data data/catsdogs
 
 Every readable image in --data (any supported layout, no split) is resized and centre-cropped as in
 validation, masked with a fixed seed, and reconstructed. Prints one JSON object: n_images,
@@ -155,10 +155,11 @@ def parse_args(argv=None):
     parser.add_argument("--figure", default=None, help="also save the four-column reconstruction figure here")
     parser.add_argument("--figure-images", type=at_least_one, default=8,
                         help="rows in the figure, images spread evenly over the folder (default: 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --figure file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     args = parser.parse_args(argv)
     if args.figure is not None:
-        problem = output_file_problem(args.figure, figure_extensions())
+        problem = output_file_problem(args.figure, figure_extensions(), overwrite=args.overwrite)
         if problem:
             parser.error(f"argument --figure: {args.figure} {problem}")
     return args

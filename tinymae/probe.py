@@ -1,6 +1,6 @@
 """How well do the learned features separate cats from dogs? A linear probe and a k-NN classifier.
 
-    python -m tinymae.probe --checkpoint runs/vit/checkpoint.npz --data ../shared/data/catsdogs
+    python -m tinymae.probe --checkpoint runs/vit/checkpoint.npz --data data/catsdogs
 
 The encoder is frozen. Features are extracted once, without masking where the architecture allows:
   * ViT: every patch is visible (mask ratio 0); features are the mean of the encoded patch tokens after
@@ -253,11 +253,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=at_least_one, default=3, help="probe repetitions for mean +- std (default: 3)")
     parser.add_argument("--per-class", type=at_least_one, default=None, help="only the first N images of each class")
     parser.add_argument("--json", default=None, help="also write the full report to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel and random-encoder rows")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     args = parser.parse_args(argv)
     if args.json is not None:  # before any work: a typo here must not cost the whole computation
-        problem = output_file_problem(args.json)
+        problem = output_file_problem(args.json, overwrite=args.overwrite)
         if problem:
             parser.error(f"argument --json: {args.json} {problem}")
     try:

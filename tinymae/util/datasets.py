@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .files import write_atomically
+from .files import InterruptBetweenSteps, write_atomically
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # compared case-insensitively
 OFFICIAL_URL = ("https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
@@ -271,6 +271,7 @@ def load_dataset(root, size=54, per_class=None, cache_dir=None, progress=True):
         cache_dir = os.environ.get("TINYMAE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tinymae")
     cache_path = _cache_path(cache_dir, root, paths, labels, size, per_class)
 
+    _check_memory(len(paths), size)
     dataset = _read_cache(cache_path, paths, labels, size)
     if dataset is None:
         dataset = _decode_all(paths, labels, size, progress)
@@ -282,15 +283,31 @@ def load_dataset(root, size=54, per_class=None, cache_dir=None, progress=True):
     return dataset
 
 
+def _check_memory(n_images, size):
+    """DataError before decoding when the decoded photos (uint8, n x size x size x 3, twice over while they are
+    split) would not fit in the memory this machine has free."""
+    needed = 2 * n_images * size * size * 3
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not Linux: no cheap way to ask, so no check
+        return
+    if needed > free:
+        raise DataError(f"{n_images} photos decoded at {size} x {size} pixels need about {needed / 2**30:.1f} GB of "
+                        f"memory, and this machine has {free / 2**30:.1f} GB free; choose a smaller --load-size "
+                        "(or --per-class)")
+
+
 def _decode_all(paths, labels, size, progress):
     """Decode every file; keep the readable ones in order and list the rest as skipped."""
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)  # (N, S, S, 3)
     ok = np.zeros(len(paths), dtype=bool)  # (N,)
-    for i, path in enumerate(tqdm(paths, desc="decoding images", unit="img", disable=not progress)):
-        image = load_image(path, size)
-        if image is not None:
-            images[i] = image
-            ok[i] = True
+    with InterruptBetweenSteps() as interrupt:
+        for i, path in enumerate(tqdm(paths, desc="decoding images", unit="img", disable=not progress)):
+            interrupt.check()
+            image = load_image(path, size)
+            if image is not None:
+                images[i] = image
+                ok[i] = True
     return Dataset(images=images[ok], labels=labels[ok],
                    paths=[p for p, good in zip(paths, ok) if good],
                    skipped=[p for p, good in zip(paths, ok) if not good])
@@ -299,12 +316,28 @@ def _decode_all(paths, labels, size, progress):
 def _warn_skipped(dataset, n_files, per_class):
     if not dataset.skipped:
         return
-    shown = ", ".join(dataset.skipped[:5]) + (", ..." if len(dataset.skipped) > 5 else "")
-    message = (f"skipped {len(dataset.skipped)} of {n_files} image files that could not be read or are smaller "
-               f"than {MIN_SIDE} px: {shown}")
+    shown = ", ".join(f"{path} ({skip_reason(path)})" for path in dataset.skipped[:5])
+    shown += ", ..." if len(dataset.skipped) > 5 else ""
+    message = f"skipped {len(dataset.skipped)} of {n_files} image files: {shown}"
     if per_class is not None:
         message += f" (so some classes have fewer than per_class={per_class} images)"
     warnings.warn(message, stacklevel=3)
+
+
+def skip_reason(path):
+    """Why load_image skipped `path`, in a few words (asked again only for the files a warning names)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min(img.size) < MIN_SIDE:
+                    return f"{img.size[0]} x {img.size[1]} px, smaller than {MIN_SIDE} px"
+                img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"larger than Pillow's safety limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
+    except Exception as e:
+        return f"not a readable image: {type(e).__name__}"
+    return "not a readable image"
 
 
 def _check_decoded(dataset, root):

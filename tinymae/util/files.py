@@ -4,8 +4,10 @@ folder written by one process at a time (host-side, no array backend)."""
 import datetime
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 
 
 def write_atomically(path, write):
@@ -170,4 +172,39 @@ class RunLock:
         if self.file is not None:
             self.file.close()  # closing the file releases the flock
             self.file = None
+        return False
+
+
+class InterruptBetweenSteps:
+    """Ctrl-C in a loop of many short steps (decoding photos, a download) takes effect between two steps:
+
+        with InterruptBetweenSteps() as interrupt:
+            for item in items:
+                interrupt.check()   # raises KeyboardInterrupt here if Ctrl-C came during the last step
+                ...
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, and where that is inside a
+    finaliser (a progress bar's weakref callback, say) it is printed and dropped, and the loop runs on to a
+    normal exit. Here the signal only sets a flag, and the loop raises the interrupt itself. Only in the
+    main thread (the only one that receives signals); elsewhere it changes nothing."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind, value, traceback):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.requested and kind is None:  # Ctrl-C during the last step
+            raise KeyboardInterrupt
         return False
