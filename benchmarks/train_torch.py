@@ -1,57 +1,57 @@
 """The whole pre-training run in PyTorch, for the same model on the same data: quality and wall time side by side.
 
-    python benchmarks/train_torch.py --data ../shared/data/catsdogs --arch vit     # then compare with:
-    python examples/train_catsdogs.py --data ../shared/data/catsdogs --arch vit --out runs/vit
+    python benchmarks/train_torch.py --data data/catsdogs --download --arch vit    # then compare with:
+    python -m tinymae.pretrain --data data/catsdogs --arch vit --out runs/vit
 
 Everything but the engine is tinymae's, so that the two runs differ in the engine alone: the recipe
 (tinymae.config.PretrainConfig's defaults and the flags given here), the images, split and statistics
-(tinymae.pretrain.PretrainData), every batch's crops, flips and mask noise from the same seeded
-generator in the same order (tinymae.pretrain.training_batches), the initial weights (a tinymae model
-built with the same seed, copied into the PyTorch twin of benchmarks/torch_models.py), the learning-rate
-schedule (tinymae.optim.cosine_lr), and the validation metric: after every epoch the twin's weights are
+(tinymae.data.PretrainData), every batch's crops, flips and mask noise from the same seeded generator in
+the same order (tinymae.pretrain.training_batches), the initial weights (a tinymae model built with the
+same seed, copied into the PyTorch twin of benchmarks/torch_models.py), the learning-rate schedule
+(tinymae.model.optim.cosine_lr), and the validation metric: after every epoch the twin's weights are
 copied back into the tinymae model and measured by tinymae.evaluate.reconstruction_metrics, exactly as a
-tinymae run measures itself (on every core, as there). The batches are prepared on a background thread,
-as in tinymae's loop (a PyTorch DataLoader worker would do the same). PyTorch does the forward and backward passes and the AdamW step
-(torch.optim.AdamW with the same two parameter groups), eager, on all the cores it uses by default.
+tinymae run measures itself (on every core, with fast.runner, as there). The batches are prepared on a
+background thread by tinymae.engine.prefetched, as in tinymae's loop (a PyTorch DataLoader worker would do
+the same). PyTorch does the forward and backward passes and the AdamW step (torch.optim.AdamW with the
+same two parameter groups), eager, on all the cores it uses by default.
 
 It prints one line per epoch and, at the end, the validation ratio to the mean-patch baseline and the
 wall time of the epochs (training and validation, as tinymae's metrics.json counts it); --json writes
 them. --gelu exact trains torch's exact (erf) GELU, as timm's ViT has it, instead of the tanh form that
 tinymae computes.
 """
-import argparse
 import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-import torch_models  # noqa: E402 (benchmarks/torch_models.py, next to this script)
-from tinymae import speed  # noqa: E402
-from tinymae.backend import host_rng  # noqa: E402
-from tinymae.config import PretrainConfig  # noqa: E402
-from tinymae.evaluate import reconstruction_metrics  # noqa: E402
-from tinymae.model.build import build_model  # noqa: E402
-from tinymae.model.optim import cosine_lr  # noqa: E402
-from tinymae.parallel import DataParallel  # noqa: E402
-from tinymae.pretrain import PretrainData, prefetched, training_batches  # noqa: E402
+import torch_models  # benchmarks/torch_models.py and cli.py, next to this script
+from cli import ArgumentParser, positive, whole_number
+from tinymae import fast
+from tinymae.backend import host_rng
+from tinymae.config import PretrainConfig
+from tinymae.data import PretrainData
+from tinymae.engine import prefetched
+from tinymae.evaluate import reconstruction_metrics
+from tinymae.model.build import build_model
+from tinymae.model.optim import cosine_lr
+from tinymae.pretrain import training_batches
+from tinymae.util.datasets import DataError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=os.path.join("..", "shared", "data", "catsdogs"), help="the photo folder")
+    p = ArgumentParser(__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=os.path.join("data", "catsdogs"),
+                   help="the photo folder (a Cat and a Dog folder of photos, or PetImages/ with them)")
+    p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
     p.add_argument("--arch", choices=("mlp", "vit"), default="vit")
-    p.add_argument("--epochs", type=int, default=None, help="default: tinymae's recipe")
-    p.add_argument("--batch-size", type=int, default=None, help="default: tinymae's recipe for --arch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-class", type=int, default=None, help="only the first N photos of each class")
+    p.add_argument("--epochs", type=positive, default=None, help="default: tinymae's recipe")
+    p.add_argument("--batch-size", type=positive, default=None, help="default: tinymae's recipe for --arch")
+    p.add_argument("--seed", type=whole_number, default=0)
+    p.add_argument("--per-class", type=positive, default=None, help="only the first N photos of each class")
     p.add_argument("--gelu", choices=("tanh", "exact"), default="tanh",
                    help="tanh: the GELU tinymae computes; exact: torch's erf GELU, as timm's ViT")
     p.add_argument("--json", default=None, help="also write the result here")
@@ -59,14 +59,23 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """The command line: a mistake the user can make (flags, the photo folder) is one line, "error: ..."."""
     args = parse_args(argv)
-    speed.keep_freed_memory()  # as tinymae's run does (process-wide: it applies to torch's allocations too)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    cfg = PretrainConfig(data=args.data, arch=args.arch, seed=args.seed, per_class=args.per_class, progress=False,
-                         **overrides)
-    model = build_model(cfg.arch, {}, seed=cfg.seed)  # the initial weights, as tinymae's run draws them
+    try:
+        cfg = PretrainConfig(data=args.data, download=args.download, arch=args.arch, seed=args.seed,
+                             per_class=args.per_class, progress=False, **overrides)
+        cfg.validate()
+        model = build_model(cfg.arch, {}, seed=cfg.seed)  # the initial weights, as tinymae's run draws them
+        data = PretrainData(cfg, model.config.img_size, model.config.patch_size)
+    except (ValueError, DataError, OSError) as e:
+        sys.exit(f"error: {e}")
+    return train(args, cfg, model, data)
+
+
+def train(args, cfg, model, data):
+    """The run: the twin trains, tinymae measures it after every epoch -> 0."""
     mcfg = model.config
-    data = PretrainData(cfg, mcfg.img_size, mcfg.patch_size)
     twin = torch_models.from_tinymae(model, gelu="none" if args.gelu == "exact" else "tanh")
     groups = torch_models.no_decay_param_groups(twin, model.no_decay, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-8)
@@ -78,7 +87,9 @@ def main(argv=None):
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), {cfg.arch}, {cfg.epochs} epochs of "
           f"{steps} steps of {batch_size}, lr {cfg.lr}, warm-up {cfg.warmup_epochs}, GELU {args.gelu}", flush=True)
 
-    evaluation = DataParallel(model)  # tinymae's validation, spread over the cores as in its own runs
+    # tinymae's validation, spread over the cores with its fast kernels as in its own runs. (fast.runner also
+    # tells glibc's malloc to keep freed memory, process-wide: torch's allocations get it too, as in bench_step.)
+    evaluation = fast.runner(model)
     baseline = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
                                       mean_patch=data.mean_patch, runner=evaluation)["baselines"]["mean_patch"]["masked_mse"]
     wall_time, history = 0.0, []
@@ -98,7 +109,8 @@ def main(argv=None):
             loss_sum += loss.item()
             if not math.isfinite(loss_sum):
                 batches.close()
-                sys.exit(f"the loss became {loss_sum} at epoch {epoch + 1}, step {i + 1}")
+                evaluation.close()
+                sys.exit(f"error: the loss became {loss_sum} at epoch {epoch + 1}, step {i + 1}")
         train_time = time.perf_counter() - t0
         # validation with tinymae's own metric on the twin's weights
         model.params.update(torch_models.tinymae_params(twin, model.params))
@@ -110,14 +122,18 @@ def main(argv=None):
         print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {loss_sum / steps:.4f}  val masked MSE "
               f"{val['masked_mse']:.5f} ({val['masked_mse'] / baseline:.3f}x mean patch)  {train_time:.1f} s, "
               f"{steps * batch_size / train_time:.0f} img/s", flush=True)
+    evaluation.close()
     result = {"framework": f"torch {torch.__version__}", "arch": cfg.arch, "gelu": args.gelu, "epochs": cfg.epochs,
               "batch_size": batch_size, "wall_time_s": wall_time, "val_masked_mse": history[-1]["val_masked_mse"],
               "ratio_to_mean_patch": history[-1]["val_masked_mse"] / baseline, "history": history}
     print(f"done: {wall_time:.0f} s of epochs; validation {result['ratio_to_mean_patch']:.3f}x mean patch")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        except OSError as e:
+            sys.exit(f"error: could not write --json {args.json} ({e.strerror or e})")
     return 0
 
 

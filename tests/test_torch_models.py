@@ -1,9 +1,11 @@
-"""The benchmark's PyTorch twins (benchmarks/torch_models.py) against tinymae, end to end (skipped without torch).
+"""The PyTorch twins (benchmarks/torch_models.py) against tinymae, end to end (skipped without torch).
 
-benchmarks/bench_step.py times tinymae against these twins, so first they must compute the same thing:
-for both models at their default sizes (a small batch), built from tinymae's own weights and fed the same
-images and mask noise, the loss, the prediction and every gradient agree, and one AdamW step from the
-same gradients lands on the same parameters. In float32 (what the benchmark times) and in float64.
+benchmarks/bench_step.py times tinymae against these twins, and tests/test_torch_oracle_vit.py checks the
+ViT layer by layer against the same transcription, so first they must compute the same thing: for both
+models at their default sizes (a small batch), built from tinymae's own weights and fed the same images
+and mask noise, the loss, the prediction and every gradient agree, and AdamW steps from the same
+gradients land on the same parameters, with tinymae's plain AdamW (model/optim.py) and with the flat one
+the training runs use (fast.AdamW). In float32 (what the benchmark times) and in float64.
 
 Tolerances, each as max |ours - torch| / max |torch| over one array (benchmarks' `max_rel_diff`), the
 loss relative: measured worst in float32 7e-7 (gradients, prediction) and 7e-8 (loss), asserted 1e-4
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinymae import backend
+from tinymae import backend, fast
 from tinymae.backend import to_numpy
 from tinymae.model.masking import masking_noise
 from tinymae.model.build import build_model
@@ -32,7 +34,7 @@ def load_benchmark_module(name):
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # bench_step imports torch_models under this name
+        sys.modules[name] = module  # so that a benchmark module importing `name` finds this one
         spec.loader.exec_module(module)
     return sys.modules[name]
 
@@ -73,13 +75,15 @@ def test_torch_twin_gives_same_loss_and_gradients(xp, arch, dtype):
     assert r["grads"][worst] <= tol["arrays"], f"gradient of {worst} differs by {r['grads'][worst]:.2e} of its scale"
 
 
+@pytest.mark.parametrize("optimizer", [AdamW, fast.AdamW], ids=["AdamW", "fast.AdamW"])
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
-def test_torch_adamw_step_matches_tinymae_adamw(xp, arch):
-    """Two optimiser steps from the same gradients (float64): tinymae's AdamW is torch's, groups included."""
+def test_torch_adamw_step_matches_tinymae_adamw(xp, arch, optimizer):
+    """Two optimiser steps from the same gradients (float64): tinymae's AdamW is torch's, groups included,
+    both the plain one and the flat-buffer one (which puts views of its buffer into model.params)."""
     model, imgs, noise = model_and_batch(arch, "float64")
     twin = torch_models.from_tinymae(model, dtype=torch.float64)
     grads = model.backward(1.0, model.forward(imgs, noise)[3])
-    ours = AdamW(model.params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, no_decay=model.no_decay)
+    ours = optimizer(model.params, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05, no_decay=model.no_decay)
     theirs = torch.optim.AdamW(torch_models.no_decay_param_groups(twin, model.no_decay, 0.05),
                                lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     for _ in range(2):
@@ -93,17 +97,17 @@ def test_torch_adamw_step_matches_tinymae_adamw(xp, arch):
 
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_benchmark_flop_count_matches_torch_flop_counter(arch):
-    """bench_step's analytic FLOPs of a step (its docstring's formula) = torch's own count of the twin's
-    matmuls and convolutions, forward and backward."""
+    """The benchmarks' analytic FLOPs of a step (benchmarks/measure.py's formula) = torch's own count of the
+    twin's matmuls and convolutions, forward and backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    bench_step = load_benchmark_module("bench_step")
+    measure = load_benchmark_module("measure")
     model, imgs, noise = model_and_batch(arch, "float32", n=8)
     twin = torch_models.from_tinymae(model)
     with FlopCounterMode(display=False) as counter:
         loss, _, _ = twin(torch.tensor(to_numpy(imgs)), torch.tensor(to_numpy(noise)))
         loss.backward()
-    assert bench_step.step_flops(model, 8) == counter.get_total_flops()
+    assert measure.step_flops(model, 8) == counter.get_total_flops()
 
 
 def test_torch_names_and_layouts_round_trip():

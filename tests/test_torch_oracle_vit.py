@@ -1,10 +1,11 @@
 """The ViT passes against PyTorch: forward values and every gradient, in float64 (skipped without torch).
 
-torch is an oracle here only: LayerNorm, GELU and softmax against torch.nn.functional; attention, the
-block and the whole model against direct transcriptions of timm's Attention / Block and of
-MaskedAutoencoderViT.forward in models_mae.py, loaded with our weights and fed the same noise (so the
-same ids_shuffle). Our Linear weights are (D_in, D_out); torch's are (D_out, D_in), so each transcription
-uses w.T, and the leaves that autograd differentiates are in our layout: their .grad compares directly.
+torch is an oracle here only: LayerNorm, GELU and softmax against torch.nn.functional; attention, the block
+and the whole model against the one PyTorch transcription of timm's Attention / Block and of models_mae.py's
+MaskedAutoencoderViT that the benchmarks time too (benchmarks/torch_models.py), loaded with our weights
+and fed the same noise (so the same ids_shuffle). The transcription's modules hold torch's layouts (a
+Linear weight (D_out, D_in), the patch embedding a Conv2d kernel); torch_models.tinymae_grads turns their
+gradients back into ours by transposes and reshapes alone, which change no number.
 
 Tolerances: both sides compute in float64 and differ only in the order of their sums. Measured worst:
 the losses agree to 2e-16 (one rounding), no element of any array is off by more than 3e-15 of that
@@ -27,12 +28,16 @@ from tinymae.model.masking import masking_noise
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")
 F = torch.nn.functional
 
+from test_torch_models import torch_models  # noqa: E402  (benchmarks/torch_models.py, loaded there)
+
 RTOL = 1e-10
 
 
 def assert_close(ours, theirs, what=""):
-    """ours: a backend array, theirs: a torch tensor; rtol RTOL, atol 1e-12 of the largest |value|."""
-    theirs = theirs.detach().numpy()
+    """ours: a backend array, theirs: a torch tensor or a NumPy array; rtol RTOL, atol 1e-12 of the largest
+    |value|."""
+    if isinstance(theirs, torch.Tensor):
+        theirs = theirs.detach().numpy()
     atol = 1e-12 * max(1.0, float(np.abs(theirs).max()))
     np.testing.assert_allclose(to_numpy(ours), theirs, rtol=RTOL, atol=atol, err_msg=what)
 
@@ -89,55 +94,36 @@ def test_softmax_matches_torch(xp, rng):
 
 
 # ----------------------------------------------------------------------------------------------
-# timm's Attention and Block (timm 0.3.2, as pinned by the MAE repository), transcribed
+# timm's Attention and Block (timm 0.3.2, as pinned by the MAE repository): torch_models.Attention and .Block
 
-def timm_attention(x, qkv_w, qkv_b, proj_w, proj_b, num_heads):
-    """timm.models.vision_transformer.Attention.forward, with our (D_in, D_out) weights."""
-    B, N, C = x.shape
-    scale = (C // num_heads) ** -0.5
-    qkv = F.linear(x, qkv_w.T, qkv_b).reshape(B, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    attn = (q @ k.transpose(-2, -1)) * scale
-    attn = attn.softmax(dim=-1)
-    x = (attn @ v).transpose(1, 2).reshape(B, N, C)
-    return F.linear(x, proj_w.T, proj_b)
+def twin_of(module, arrays):
+    """`module` (a torch_models piece) in float64 holding `arrays` (our names and layouts) -> (module, our params)."""
+    params = {name: ours(a) for name, a in arrays.items()}
+    module = module.double()
+    torch_models.load_tinymae_params(module, params)  # checks that the names match, both ways
+    return module, params
 
 
-def sdpa_attention(x, qkv_w, qkv_b, proj_w, proj_b, num_heads):
-    """The same attention through torch's fused scaled_dot_product_attention (default scale d**-0.5)."""
-    B, N, C = x.shape
-    qkv = F.linear(x, qkv_w.T, qkv_b).reshape(B, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, N, C)
-    return F.linear(x, proj_w.T, proj_b)
-
-
-def timm_block(x, p, num_heads):
-    """timm Block.forward: x + attn(norm1(x)), then x + mlp(norm2(x)); GELU in its tanh form (see layers.py)."""
-    D = x.shape[-1]
-    h = F.layer_norm(x, (D,), p["norm1.w"], p["norm1.b"], eps=1e-6)
-    x = x + timm_attention(h, p["attn.qkv.w"], p["attn.qkv.b"], p["attn.proj.w"], p["attn.proj.b"], num_heads)
-    h = F.layer_norm(x, (D,), p["norm2.w"], p["norm2.b"], eps=1e-6)
-    h = F.linear(F.gelu(F.linear(h, p["mlp.fc1.w"].T, p["mlp.fc1.b"]), approximate="tanh"), p["mlp.fc2.w"].T,
-                 p["mlp.fc2.b"])
-    return x + h
-
-
-@pytest.mark.parametrize("reference", [timm_attention, sdpa_attention], ids=["timm", "sdpa"])
-def test_attention_matches_torch(xp, rng, reference):
+@pytest.mark.parametrize("fused", [False, True], ids=["timm", "sdpa"])
+def test_attention_matches_torch(xp, rng, fused):
+    """fused=False: timm's softmax(q k^T * scale) v; fused=True: torch's scaled_dot_product_attention."""
     N, T, D, H = 2, 5, 12, 3
-    arrays = {"x": rng.standard_normal((N, T, D)), "qkv_w": rng.standard_normal((D, 3 * D)) * 0.4,
-              "qkv_b": rng.standard_normal(3 * D) * 0.4, "proj_w": rng.standard_normal((D, D)) * 0.4,
-              "proj_b": rng.standard_normal(D)}
+    x = rng.standard_normal((N, T, D))
+    arrays = {"qkv.w": rng.standard_normal((D, 3 * D)) * 0.4, "qkv.b": rng.standard_normal(3 * D) * 0.4,
+              "proj.w": rng.standard_normal((D, D)) * 0.4, "proj.b": rng.standard_normal(D)}
     dout = rng.standard_normal((N, T, D))
-    out, cache = attention.attention_forward(*(ours(a) for a in arrays.values()), num_heads=H)
-    grads = attention.attention_backward(ours(dout), cache)
+    out, cache = attention.attention_forward(ours(x), *(ours(a) for a in arrays.values()), num_heads=H)
+    dx, *grads = attention.attention_backward(ours(dout), cache)
 
-    leaves = {name: leaf(a) for name, a in arrays.items()}
-    tout = reference(*leaves.values(), num_heads=H)
+    twin, params = twin_of(torch_models.Attention(D, H, fused=fused), arrays)
+    tx = leaf(x)
+    tout = twin(tx)
     tout.backward(torch.tensor(dout))
     assert_close(out, tout, "out")
-    for (name, t), g in zip(leaves.items(), grads):
-        assert_close(g, t.grad, "d" + name)
+    assert_close(dx, tx.grad, "dx")
+    theirs = torch_models.tinymae_grads(twin, params)
+    for name, g in zip(arrays, grads):
+        assert_close(g, theirs[name], "d" + name)
 
 
 def test_block_matches_torch(xp, rng):
@@ -148,76 +134,21 @@ def test_block_matches_torch(xp, rng):
     out, cache = transformer.block_forward(ours(x), {n: ours(a) for n, a in arrays.items()}, num_heads=H)
     dx, grads = transformer.block_backward(ours(dout), cache)
 
-    tx, leaves = leaf(x), {name: leaf(a) for name, a in arrays.items()}
-    tout = timm_block(tx, leaves, num_heads=H)
+    # GELU in its tanh form, as tinymae computes it (see layers.py)
+    twin, params = twin_of(torch_models.Block(D, H, mlp_ratio=4.0, gelu="tanh"), arrays)
+    tx = leaf(x)
+    tout = twin(tx)
     tout.backward(torch.tensor(dout))
     assert_close(out, tout, "out")
     assert_close(dx, tx.grad, "dx")
-    assert set(grads) == set(leaves)
-    for name, t in leaves.items():
-        assert_close(grads[name], t.grad, "d" + name)
+    assert set(grads) == set(arrays)
+    theirs = torch_models.tinymae_grads(twin, params)
+    for name in arrays:
+        assert_close(grads[name], theirs[name], "d" + name)
 
 
 # ----------------------------------------------------------------------------------------------
-# The whole model: MaskedAutoencoderViT.forward of models_mae.py, transcribed
-
-def models_mae_forward(p, pos_embed, decoder_pos_embed, cfg, imgs, noise):
-    """MaskedAutoencoderViT.forward(imgs, mask_ratio) with our weights and the given noise -> loss, pred, mask.
-
-    p: dict of torch leaves in our layout and names. PatchEmbed is the Conv2d of timm; our patch_embed.w
-    (P, D) has its P inputs in patchify's (row, col, channel) order, so the conv kernel is its transpose,
-    reshaped (D, p, p, C) and permuted to (D, C, p, p).
-    """
-    ps, C = cfg.patch_size, cfg.in_chans
-    D = cfg.embed_dim
-
-    # forward_encoder
-    kernel = p["patch_embed.w"].T.reshape(D, ps, ps, C).permute(0, 3, 1, 2)  # (D, C, p, p)
-    x = F.conv2d(imgs, kernel, p["patch_embed.b"], stride=ps).flatten(2).transpose(1, 2)  # PatchEmbed, BCHW -> BNC
-    x = x + pos_embed[:, 1:, :]
-    # random_masking
-    N, L, _ = x.shape
-    len_keep = int(L * (1 - cfg.mask_ratio))
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
-    x = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, D))
-    mask = torch.ones([N, L], dtype=x.dtype)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, dim=1, index=ids_restore)
-    cls_token = p["cls_token"] + pos_embed[:, :1, :]
-    x = torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-    for i in range(cfg.depth):
-        x = timm_block(x, {n: p[f"blocks.{i}.{n}"] for n in transformer.BLOCK_PARAM_NAMES}, cfg.num_heads)
-    x = F.layer_norm(x, (D,), p["norm.w"], p["norm.b"], eps=1e-6)
-
-    # forward_decoder
-    Dd = cfg.decoder_embed_dim
-    x = F.linear(x, p["decoder_embed.w"].T, p["decoder_embed.b"])
-    mask_tokens = p["mask_token"].repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)
-    x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # no cls token
-    x_ = torch.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, Dd))  # unshuffle
-    x = torch.cat([x[:, :1, :], x_], dim=1)  # append cls token
-    x = x + decoder_pos_embed
-    for i in range(cfg.decoder_depth):
-        x = timm_block(x, {n: p[f"decoder_blocks.{i}.{n}"] for n in transformer.BLOCK_PARAM_NAMES},
-                       cfg.decoder_num_heads)
-    x = F.layer_norm(x, (Dd,), p["decoder_norm.w"], p["decoder_norm.b"], eps=1e-6)
-    x = F.linear(x, p["decoder_pred.w"].T, p["decoder_pred.b"])
-    pred = x[:, 1:, :]  # remove cls token
-
-    # forward_loss
-    h = imgs.shape[2] // ps
-    target = imgs.reshape(N, C, h, ps, h, ps)
-    target = torch.einsum("nchpwq->nhwpqc", target).reshape(N, h * h, ps ** 2 * C)  # patchify
-    if cfg.norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (var + 1.e-6) ** .5
-    loss = ((pred - target) ** 2).mean(dim=-1)  # [N, L], mean loss per patch
-    loss = (loss * mask).sum() / mask.sum() if cfg.loss_on == "masked" else loss.mean()
-    return loss, pred, mask
-
+# The whole model: MaskedAutoencoderViT.forward of models_mae.py, as torch_models.TorchViTMAE transcribes it
 
 ORACLE_CONFIG = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=4,
                      decoder_embed_dim=8, decoder_depth=2, decoder_num_heads=2, mlp_ratio=4.0)
@@ -241,14 +172,13 @@ def test_vit_mae_matches_models_mae(xp, overrides):
     dloss = 1.7  # a non-unit upstream gradient
     grads = model.backward(dloss, cache)
 
-    leaves = {name: leaf(a) for name, a in arrays.items()}
-    tloss, tpred, tmask = models_mae_forward(leaves, torch.tensor(to_numpy(model.pos_embed)),
-                                             torch.tensor(to_numpy(model.decoder_pos_embed)), cfg,
-                                             torch.tensor(imgs), torch.tensor(noise))
+    twin = torch_models.from_tinymae(model, dtype=torch.float64)  # our weights and sin-cos tables, in float64
+    tloss, tpred, tmask = twin(torch.tensor(imgs), torch.tensor(noise))
     (tloss * dloss).backward()
     np.testing.assert_array_equal(to_numpy(mask), tmask.numpy())
     assert float(loss) == pytest.approx(tloss.item(), rel=RTOL)
     assert_close(pred, tpred, "pred")
-    assert list(grads) == list(leaves)
-    for name, t in leaves.items():
-        assert_close(grads[name], t.grad, "d" + name)
+    assert list(grads) == list(arrays)
+    theirs = torch_models.tinymae_grads(twin, model.params)
+    for name in arrays:
+        assert_close(grads[name], theirs[name], "d" + name)
