@@ -11,12 +11,13 @@ script's --arch vit), runs the engine's own MaskedAutoencoderViT.forward once on
 MaskedAutoencoderViT.backward once on its cache, and then reads every stage off the caches the engine
 returned: the named fields of mae.MAECache, mae_vit.EncoderCache and DecoderCache, transformer.BlockCache and
 attention.AttentionCache. Each stage is recorded as (section, stage, file:function, shape). A stage that no
-cache holds (the patches, the kept tokens, the decoder's input) is computed by the very engine function
-the model calls for it, never by a copy of it here. The MLP MAE is read off its own caches the same way.
+cache field names (the patches, the kept tokens, the decoder's input) is computed by the very engine
+function the model calls for it, never by a copy of it here. The MLP MAE is read off its own caches the same way.
 Then one AdamW step, and a live gradient check by tinymae/util/gradcheck.py.
 
-tests/test_walkthrough.py checks that the doc's tables list exactly the stages and shapes printed here, and
-that every file:function named exists. The --values blocks are made in examples/walkthrough_values.py.
+Three files, one concept each: this one (the batch, the trace, the command line), walkthrough_values.py (the
+--values blocks) and walkthrough_gradcheck.py (the gradient check). tests/test_walkthrough.py checks that
+the doc's tables list exactly the stages and shapes printed here, and that every file:function named exists.
 """
 import argparse
 import sys
@@ -209,7 +210,7 @@ def walkthrough(b):
     trace.add("loss", f"{MODEL}/loss.py:mse_forward", loss)
 
     # ---- backward: the gradients model.backward returned, in the order it makes them ---------------
-    trace.section = "backward: loss and decoder"
+    trace.section = "backward: loss, decoder, the encoder's norm"
     trace.add("dpred (zero on visible patches)", f"{MODEL}/loss.py:mse_backward", mse_backward(1.0, cache.loss))
     trace.add("ddecoder_pred.w = x^T dout", f"{LAYERS}:linear_backward", grads["decoder_pred.w"])
     trace.add("ddecoder_norm.w", f"{LAYERS}:layernorm_backward", grads["decoder_norm.w"])

@@ -329,20 +329,26 @@ def test_cpu_kernel_equals_its_reference(xp, name, dtype):
 
 
 def test_every_fast_kernel_stands_in_for_a_reference_function():
-    assert set(fast.CPU_KERNELS) == set(fast.REFERENCE)
+    import inspect
+    assert set(fast.CPU_KERNELS) <= set(fast.REFERENCE) and set(fast.CUDA_KERNELS) <= set(fast.REFERENCE)
     for name, function in fast.REFERENCE.items():
         assert function.__name__ == name and function.__module__.startswith("tinymae.model.")
-        assert fast.CPU_KERNELS[name].__name__ == name  # the same signature, under the same name
+        for kernels in (fast.CPU_KERNELS, fast.CUDA_KERNELS):
+            if name in kernels:  # the same name and the same signature
+                assert kernels[name].__name__ == name
+                assert inspect.signature(kernels[name]) == inspect.signature(function), name
 
 
-def test_the_cpu_kernels_run_the_models_as_the_reference_does(xp):
-    """A whole training step of each model with the CPU kernels in place gives the reference's loss and
-    gradients (float32 rounding)."""
+@pytest.mark.parametrize("kernels", ["cpu", "cuda"])
+def test_the_fast_kernels_run_the_models_as_the_reference_does(xp, kernels):
+    """A whole training step of each model with the CPU kernels (or the CUDA kernels' formulas, which run on
+    NumPy here) in place gives the reference's loss and gradients (float32 rounding)."""
+    fast_kernels = fast.CPU_KERNELS if kernels == "cpu" else fast.CUDA_KERNELS
     for arch in ("vit", "mlp"):
-        model = build_model(arch, SMALL[arch], seed=0)
+        model = build_model(arch, {**SMALL[arch], "norm_pix_loss": arch == "vit"}, seed=0)
         imgs, noise = batch(6)
         results = []
-        for kernels in (fast.REFERENCE, fast.CPU_KERNELS):
+        for kernels in (fast.REFERENCE, fast_kernels):
             fast.use_kernels(kernels)
             results.append(reference(model, imgs, noise))
         assert float(results[1][0]) == pytest.approx(float(results[0][0]), rel=1e-6)
@@ -365,3 +371,85 @@ def test_the_reference_is_plain(filename):
     for pattern, what in ((r"backend\.name|\bcupy\b", "a branch on the backend"), (r"\bCHUNK\b|chunk", "chunking"),
                           (r"\bout=", "an out= argument"), (r"mallopt|keep_freed_memory", "allocator settings")):
         assert not re.search(pattern, code), f"{filename} contains {what}"
+
+
+
+# ----------------------------------------------------------------------------------------------
+# the CUDA kernels' formulas, checked on NumPy (cuda.fused does nothing there)
+
+def test_cuda_kernels_equal_their_references(xp, rng):
+    from tinymae.fast import cuda
+    from tinymae.model import layers, loss, transformer
+    fast.use_kernels(fast.REFERENCE)
+
+    def randn(*shape):
+        return backend.asarray(rng.standard_normal(shape))  # float64
+
+    def same(got, expected, what):
+        for i, (a, b) in enumerate(zip(got, expected)):
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-10, atol=1e-12, err_msg=f"{what} {i}")
+
+    x, w, b, dout = randn(2, 5, 8) * 2 + 0.5, randn(8), randn(8), randn(2, 5, 8)
+    out, cache = cuda.layernorm_forward(x, w, b)
+    ref_out, ref_cache = layers.layernorm_forward(x, w, b)
+    same([out, *cache], [ref_out, *ref_cache], "layernorm forward")
+    same(cuda.layernorm_backward(dout, cache), layers.layernorm_backward(dout, ref_cache), "layernorm backward")
+
+    pred, target = randn(2, 4, 6), randn(2, 4, 6)
+    mask = backend.asarray(np.array([[1.0, 0, 1, 0], [0, 1, 1, 1]]))
+    for m, norm_pix in ((mask, False), (None, False), (mask, True)):
+        value, cache = cuda.mse_forward(pred, target, m, norm_pix)
+        ref_value, ref_cache = loss.mse_forward(pred, target, m, norm_pix)
+        same([value, cuda.mse_backward(0.7, cache)], [ref_value, loss.mse_backward(0.7, ref_cache)], "mse")
+
+    params = {k: randn(*v.shape) * 0.5 for k, v in transformer.init_block_params(rng, 8, 2.0).items()}
+    for keep in (None, backend.asarray(np.array([[1.25, 0.0], [0.0, 1.25]]))):
+        x, dout = randn(2, 3, 8), randn(2, 3, 8)
+        out, cache = cuda.block_forward(x, params, 2, keep)
+        ref_out, ref_cache = transformer.block_forward(x, params, 2, keep)
+        same([out], [ref_out], "block forward")
+        for backward_cache in (cache, ref_cache):  # either backward reads either forward's cache
+            dx, grads = cuda.block_backward(dout, backward_cache)
+            ref_dx, ref_grads = transformer.block_backward(dout, ref_cache)
+            same([dx, *(grads[k] for k in ref_grads)], [ref_dx, *ref_grads.values()], "block backward")
+
+
+def test_the_cuda_adamw_is_the_flat_adamw_update(xp, rng):
+    from tinymae.fast import cuda
+    arrays = [backend.asarray(rng.standard_normal(50)) for _ in range(4)]
+    decay = backend.asarray(np.repeat([0.05, 0.0], 25))
+    scale = backend.asarray(np.repeat([1.0, 0.5], 25))
+    expected = [a.copy() for a in arrays]
+    fast_optim.adamw_update(expected[0], expected[1], expected[2], expected[3], decay, scale, 0.01, 0.9, 0.95, 1e-8, 1.3)
+    got = [a.copy() for a in arrays]
+    cuda.adamw_flat(got[0], got[1], got[2], got[3], decay, scale, 0.01, 0.9, 0.95, 1e-8, 1.3)
+    for i in (0, 2, 3):
+        np.testing.assert_allclose(to_numpy(got[i]), to_numpy(expected[i]), rtol=1e-12, err_msg=str(i))
+
+
+# ----------------------------------------------------------------------------------------------
+# the photos resident on the device (fast/data.py)
+
+def test_device_batches_are_the_reference_batches(xp):
+    from tinymae.fast.data import DeviceImages, draws
+    images = np.random.default_rng(0).integers(0, 256, (12, 10, 10, 3), dtype=np.uint8)
+    mean, std = data.channel_stats(images)
+    perm = np.random.default_rng(1).permutation(12)
+    expected = list(data.augmented_batches(images, mean, std, perm, 4, 7, backend.host_rng(2)))
+    device = DeviceImages(images, mean, std, 7)
+    got = [device.batch(*(backend.asarray(a) for a in d)) for d in draws(perm, 4, 10, 7, backend.host_rng(2))]
+    assert len(got) == len(expected) == 3
+    for (idx, imgs), device_imgs in zip(expected, got):
+        assert device_imgs.dtype == xp.float32
+        np.testing.assert_array_equal(to_numpy(device_imgs), imgs)  # the same numbers, bit for bit
+
+
+@pytest.mark.parametrize("arch", ["vit", "mlp"])
+def test_a_run_with_resident_photos_is_the_reference_run(xp, photos, tmp_path, monkeypatch, arch):
+    """The training loop with the photos on the device (and the batch made there) ends bit-identical to the
+    host-side loop: the same draws, the same images, the same steps."""
+    host = train_tiny(tmp_path / "host", photos, arch, "--epochs", "2")
+    monkeypatch.setattr(fast, "resident_data", lambda: True)
+    resident = train_tiny(tmp_path / "resident", photos, arch, "--epochs", "2")
+    assert [h["train_loss"] for h in resident["history"]] == [h["train_loss"] for h in host["history"]]
+    assert resident["final_validation"]["masked_mse"] == host["final_validation"]["masked_mse"]

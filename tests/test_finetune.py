@@ -539,3 +539,13 @@ def test_ctrl_c_is_one_line_and_exit_code_130(tiny, tmp_path, monkeypatch, capsy
     out, err = capsys.readouterr()
     assert "nothing was saved" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ft" / "result.json").exists()
+
+
+def test_resident_photos_fine_tune_as_the_host_side_batches(tiny, tmp_path, monkeypatch, capsys):
+    """With the photos on the device (fast/data.py) the run is the host-side one, number for number."""
+    from tinymae import fast
+    host, _ = run_ok(args(tiny, tmp_path / "host", "--drop-path", "0.1"), capsys)
+    monkeypatch.setattr(fast, "resident_data", lambda: True)
+    resident, _ = run_ok(args(tiny, tmp_path / "resident", "--drop-path", "0.1"), capsys)
+    assert resident["final_train_loss"] == host["final_train_loss"]
+    assert resident["val_accuracy"] == host["val_accuracy"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.fast import layers_cpu
+from tinymae.fast import cuda, layers_cpu
 from tinymae.model import attention, layers, loss, mae_vit, masking, patches, transformer
 from tinymae.util.gradcheck import assert_backward_matches
 
@@ -18,7 +18,7 @@ TOL = 1e-7  # max elementwise relative error; float64 centered differences reach
 # A whole Transformer block runs hundreds of float64 operations between input and output, so its finite
 # differences carry ~1e-10 of rounding noise: 2e-7 relative on its smallest gradient elements (measured).
 CASE_TOL = {"transformer.block_backward": 1e-6, "transformer.block_backward[drop_path]": 1e-6,
-            "transformer.blocks_backward": 1e-6}
+            "transformer.blocks_backward": 1e-6, "cuda.block_backward": 1e-6}
 
 
 def randn(rng, *shape, dtype="float64"):
@@ -144,7 +144,7 @@ def case_attention(rng, dtype):
     return forward, backward, inputs
 
 
-def case_block(rng, dtype, drop_path=False):
+def case_block(rng, dtype, drop_path=False, implementation=transformer):
     N, T, D, H = 2, 3, 8, 2
     # Random values everywhere, not the init's LayerNorm 1 / 0 and zero biases, behind which a swapped
     # or missing gradient could hide.
@@ -162,10 +162,10 @@ def case_block(rng, dtype, drop_path=False):
         p = dict(zip(names, values))
         p["attn.qkv.b"] = qkv_bias(p.pop("attn.qv_b"), k_b)
         keep = backend.asarray(np.array([[1.25, 0.0], [0.0, 1.25]]), dtype=dtype) if drop_path else None  # (N, 2)
-        return transformer.block_forward(x, p, num_heads=H, keep=keep)
+        return implementation.block_forward(x, p, num_heads=H, keep=keep)
 
     def backward(dout, cache):
-        dx, grads = transformer.block_backward(dout, cache)
+        dx, grads = implementation.block_backward(dout, cache)
         grads["attn.qv_b"] = qv_bias_grad(grads.pop("attn.qkv.b"))
         return (dx, *(grads[name] for name in names))
 
@@ -271,6 +271,14 @@ GRADIENT_CHECKS = {
                                              backward=layers_cpu.softmax_backward),
     "layers_cpu.attention_backward": fast_case(case_attention, backward=lambda dout, cache: (
         lambda g: (g[0], g[1], qv_bias_grad(g[2]), g[3], g[4]))(layers_cpu.attention_backward(dout, cache))),
+    # the fused CUDA kernels' formulas (fast/cuda.py), on the same cases
+    "cuda.layernorm_backward": fast_case(case_layernorm, forward=cuda.layernorm_forward,
+                                         backward=cuda.layernorm_backward),
+    "cuda.mse_backward": fast_case(lambda rng, dtype: mse_case(rng, dtype, with_mask=True, norm_pix_loss=True),
+                                   backward=cuda.mse_backward),
+    "cuda.attention_backward": fast_case(case_attention, backward=lambda dout, cache: (
+        lambda g: (g[0], g[1], qv_bias_grad(g[2]), g[3], g[4]))(cuda.attention_backward(dout, cache))),
+    "cuda.block_backward": lambda rng, dtype: case_block(rng, dtype, drop_path=True, implementation=cuda),
 }
 
 

@@ -22,13 +22,14 @@ class Diverged(Exception):
     """The loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
 
 
-def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, desc, progress=True):
+def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, desc, progress=True, prepare=None):
     """The `steps` steps of one epoch -> a dict of figures (mean loss, learning rate, time, images/s).
 
     runner: computes model.forward + model.backward (runner.loss_and_grads) and the optimiser step
     (runner.optimizer_step), fast/ has them. batches: host arrays, one tuple per step. schedule(step) -> the
     learning rate of the step counted from the start of the run (first_step is this epoch's first).
-    Raises Diverged at the first loss that is not a finite number."""
+    prepare(*batch) -> the model's inputs, where a batch holds what makes them on the device (fast/data.py)
+    rather than the inputs themselves. Raises Diverged at the first loss that is not a finite number."""
     bar = tqdm(total=steps, desc=desc, unit="step", leave=False, disable=not progress)
     t0 = time.perf_counter()
     loss_sum, waiting, images = 0.0, 0.0, 0
@@ -36,6 +37,8 @@ def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, des
         for i in range(steps):
             t_wait = time.perf_counter()
             batch = [asarray(a) for a in next(batches)]  # host -> device
+            if prepare is not None:
+                batch = prepare(*batch)
             waiting += time.perf_counter() - t_wait
 
             loss, grads = runner.loss_and_grads(*batch)  # model.forward, model.backward(1.0, cache)

@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from . import backend, fast
+from .fast import data as fast_data
 from .backend import asarray, host_rng, to_numpy
 from .config import FinetuneConfig, PretrainConfig, add_config_arguments, model_config
 from .data import PretrainData, augmented_batches, center_crop, normalize
@@ -169,6 +170,16 @@ def training_batches(data, perm, batch_size, img_size, rng, depth=None, drop_pat
             yield imgs, data.train_labels[idx]
 
 
+def device_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
+    """training_batches' draws, for photos resident on the device (fast/data.py): (idx, tops, lefts, flips,
+    labels[, keep]) per batch, the same numbers in the same order."""
+    for idx, tops, lefts, flips in fast_data.draws(perm, batch_size, data.train_images.shape[1], img_size, rng):
+        if drop_path > 0:
+            yield idx, tops, lefts, flips, data.train_labels[idx], drop_path_keep(rng, len(idx), depth, drop_path)
+        else:
+            yield idx, tops, lefts, flips, data.train_labels[idx]
+
+
 def accuracy(model, images, labels, mean, std, runner=None):
     """Top-1 accuracy of `model` on uint8 images (N, S, S, 3) (already cropped) with host labels (N,).
     runner: a parallel.DataParallel to spread the batches over the CPU's cores (None: one after another)."""
@@ -270,6 +281,13 @@ def train(cfg, header, arrays, mcfg):
     train_eval = np.sort(host_rng([cfg.seed, 2]).permutation(n_train)[:TRAIN_ACCURACY_IMAGES])  # (n_eval,)
     train_eval_images = center_crop(data.train_images[train_eval], mcfg.img_size)  # (n_eval, S, S, 3)
     rng = host_rng([cfg.seed, 1])  # each epoch's order, then its batches' crops and flips
+    batch_source, prepare = training_batches, None
+    if fast.resident_data():  # the photos on the device, each batch cut there (fast/__init__.py decides)
+        images = fast_data.DeviceImages(data.train_images, data.mean, data.std, mcfg.img_size)
+        batch_source = device_batches
+
+        def prepare(idx, tops, lefts, flips, *rest):
+            return (images.batch(idx, tops, lefts, flips), *rest)
 
     source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
     trains = "" if model.frozen_blocks == 0 else \
@@ -283,10 +301,9 @@ def train(cfg, header, arrays, mcfg):
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             perm = rng.permutation(n_train)
-            batches = prefetched(training_batches(data, perm, batch_size, mcfg.img_size, rng, mcfg.depth,
-                                                  cfg.drop_path))
+            batches = prefetched(batch_source(data, perm, batch_size, mcfg.img_size, rng, mcfg.depth, cfg.drop_path))
             stats = train_one_epoch(runner, optimizer, batches, steps_per_epoch, epoch * steps_per_epoch, schedule,
-                                    f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+                                    f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, prepare)
             measured = ""
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 stats["train_accuracy"] = accuracy(model, train_eval_images, data.train_labels[train_eval],

@@ -30,6 +30,7 @@ import sys
 import time
 
 from . import backend, fast
+from .fast import data as fast_data
 from .backend import host_rng
 from .config import (MODEL_CONFIGS, MLPConfig, PretrainConfig, ViTConfig, add_config_arguments, flag_name,
                      model_config, split_settings)
@@ -95,6 +96,14 @@ def training_batches(data, perm, batch_size, img_size, num_patches, rng):
         yield imgs, noise
 
 
+def device_batches(data, perm, batch_size, img_size, num_patches, rng):
+    """training_batches' draws, for photos resident on the device (fast/data.py): (idx, tops, lefts, flips,
+    noise) per batch, the same numbers in the same order; DeviceImages.batch makes the images from them."""
+    for idx, tops, lefts, flips in fast_data.draws(perm, batch_size, data.train_images.shape[1], img_size, rng):
+        noise = rng.random((len(idx), num_patches), dtype="float32")  # (B, L)
+        yield idx, tops, lefts, flips, noise
+
+
 # ----------------------------------------------------------------------------------------------
 # the run
 
@@ -157,6 +166,13 @@ def train(cfg, model_settings, resumed):
         return cosine_lr(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr)
 
     rng = host_rng(cfg.seed + 1)  # batches, augmentation and masks, in that order, every step
+    batch_source, prepare = training_batches, None
+    if fast.resident_data():  # the photos on the device, each batch cut there (fast/__init__.py decides)
+        images = fast_data.DeviceImages(data.train_images, data.mean, data.std, mcfg.img_size)
+        batch_source = device_batches
+
+        def prepare(idx, tops, lefts, flips, noise):
+            return images.batch(idx, tops, lefts, flips), noise
     history, wall_time = [], 0.0
     if resumed is not None:
         header, arrays = resumed
@@ -188,9 +204,9 @@ def train(cfg, model_settings, resumed):
         for epoch in range(done, cfg.epochs):
             t0 = time.perf_counter()
             perm = rng.permutation(data.info["n_train"])
-            batches = prefetched(training_batches(data, perm, cfg.batch_size, mcfg.img_size, mcfg.num_patches, rng))
+            batches = prefetched(batch_source(data, perm, cfg.batch_size, mcfg.img_size, mcfg.num_patches, rng))
             stats = train_one_epoch(runner, optimizer, batches, steps_per_epoch, epoch * steps_per_epoch, schedule,
-                                    f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+                                    f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, prepare)
             val = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
                                          baselines=False, runner=runner)
             if not math.isfinite(val["loss"]):

@@ -9,23 +9,27 @@ place that chooses what runs.
     use_kernels(kernels)    every model module calls `kernels`' functions instead of the reference ones
                             of the same name; use_kernels(REFERENCE) goes back to the plain formulas
     CPU_KERNELS             layers_cpu.py: in-place arithmetic and BLAS sums (NumPy)
-    CUDA_KERNELS            cuda.py: fused elementwise kernels (CuPy), only with TINYMAE_CUDA_KERNELS=1
+    CUDA_KERNELS            cuda.py: the Transformer block, LayerNorm and the loss in fused kernels, and
+                            AdamW in one kernel (CuPy)
+    resident_data()         whether the training photos live on the device (data.py: DeviceImages), each
+                            batch cut from them there instead of on the host
+
+The GPU's fast path (CUDA_KERNELS, the one-kernel AdamW, resident photos) is on with TINYMAE_FAST_GPU=1
+and CuPy: its formulas are tested on NumPy, but it has not yet run on a GPU, so it is off by default.
 
 A model module (mae_vit.py, transformer.py, ...) calls the functions it imported from model/layers.py and
 model/attention.py by name; use_kernels rebinds exactly those names, module by module, and nothing else.
 Every fast function is tested equal to the reference it stands in for (tests/test_fast.py), on NumPy and
 on the strict CuPy stand-in, and on CuPy itself where a GPU exists.
 """
-import os
-
 from .. import backend
-from ..model import attention, layers, mae_mlp, mae_vit, models_vit, transformer
-from . import layers_cpu
+from ..model import attention, layers, loss, mae, mae_mlp, mae_vit, models_vit, transformer
+from . import cuda, layers_cpu
 from .cpu import DataParallel, keep_freed_memory
 from .optim import FlatAdamW as AdamW
 
 # The model modules that call layer functions by name: the places use_kernels rebinds.
-MODEL_MODULES = (attention, transformer, mae_vit, mae_mlp, models_vit)
+MODEL_MODULES = (attention, transformer, mae, mae_vit, mae_mlp, models_vit)
 
 REFERENCE = {
     "linear_forward": layers.linear_forward, "linear_backward": layers.linear_backward,
@@ -33,6 +37,8 @@ REFERENCE = {
     "gelu_forward": layers.gelu_forward, "gelu_backward": layers.gelu_backward,
     "softmax_forward": attention.softmax_forward, "softmax_backward": attention.softmax_backward,
     "attention_backward": attention.attention_backward,
+    "block_forward": transformer.block_forward, "block_backward": transformer.block_backward,
+    "mse_forward": loss.mse_forward, "mse_backward": loss.mse_backward,
 }
 CPU_KERNELS = {
     "linear_forward": layers_cpu.linear_forward, "linear_backward": layers_cpu.linear_backward,
@@ -42,9 +48,7 @@ CPU_KERNELS = {
     "attention_backward": layers_cpu.attention_backward,
 }
 
-# The fused CUDA kernels are off unless asked for: their formulas are tested through NumPy, but they have
-# not yet run on a GPU.
-USE_CUDA_KERNELS = os.environ.get("TINYMAE_CUDA_KERNELS", "0") == "1"
+CUDA_KERNELS = cuda.CUDA_KERNELS
 
 
 def use_kernels(kernels):
@@ -59,11 +63,13 @@ def use_kernels(kernels):
 def backend_kernels():
     """The kernels a training run on this backend uses."""
     if backend.name == "cupy":
-        if USE_CUDA_KERNELS:
-            from .cuda import CUDA_KERNELS
-            return CUDA_KERNELS
-        return REFERENCE
+        return CUDA_KERNELS if cuda.ENABLED else REFERENCE
     return CPU_KERNELS
+
+
+def resident_data():
+    """Whether a training run keeps its photos on the device and cuts each batch there (fast/data.py)."""
+    return backend.name == "cupy" and cuda.ENABLED
 
 
 def runner(model, threads=0):

@@ -13,7 +13,9 @@ model/optim.py's AdamW does.
 """
 import math
 
+from .. import backend
 from ..backend import asarray, xp
+from . import cuda
 
 # Elements per piece of a CPU update: 256 KB per float32 array, so the update's passes run on numbers that
 # stay in the CPU's cache (benchmarks/README.md has the measurements).
@@ -96,6 +98,13 @@ class FlatAdamW:
 
     def step(self, grads):
         beta1, beta2 = self.betas
+        if backend.name == "cupy" and cuda.ENABLED:  # the whole buffer in one kernel (cuda.adamw_flat)
+            self.t += 1
+            bias_correction1, bias_correction2 = 1.0 - beta1 ** self.t, 1.0 - beta2 ** self.t
+            g = xp.concatenate([grads[name].reshape(-1) for name in self.slices])  # (n,) as the buffer
+            cuda.adamw_flat(self.flat, g, self.m, self.v, self.decay, self.scale, self.lr, beta1, beta2,
+                            self.eps * math.sqrt(bias_correction2), math.sqrt(bias_correction2) / bias_correction1)
+            return
         for p, g, m, v, decay, scale, step_size, eps in self.pieces(grads):
             adamw_update(p, g, m, v, decay, scale, self.lr, beta1, beta2, eps, step_size)
 

@@ -12,12 +12,24 @@ The method of the cs231n notes ("neural-networks-3", gradient checks):
 
 Check your own layer:
 
-    from tinymae.gradcheck import assert_backward_matches
+    from tinymae.util.gradcheck import assert_backward_matches
     assert_backward_matches(my_forward, my_backward, {"x": x, "w": w})   # float64 inputs
 
 where `my_forward(x, w) -> (out, cache)` and `my_backward(dout, cache) -> (dx, dw)`, one gradient per
 input in the same order (a single array when there is one input). Keep inputs away from kinks
 (ReLU at 0, max ties), where the derivative jumps and finite differences disagree honestly.
+
+An input whose true gradient is exactly zero cannot be checked this way, and attention has one: the key
+third of the qkv bias. It adds q_i . b_k to every score of query i, the same for every key j, and softmax
+ignores a constant added to a row, so the output does not depend on it at all. The recipe above, run on
+attention_forward / attention_backward (model/attention.py) with the whole qkv bias as an input, therefore
+fails there: the backward gives rounding noise (~1e-16) and the centered difference other rounding noise
+(~1e-10), and no relative error can judge noise against a true zero (with the floor above it reads ~1e-4,
+the size of a real bug). Hold the key bias fixed and check the query and value biases, as the attention
+and block cases of tests/test_gradients.py do (`qkv_bias`, `qv_bias_grad`; run them with
+`python -m pytest tests/test_gradients.py -k attention`); tests/test_mae_vit.py checks that the key bias
+changes nothing and gets a zero gradient. A whole-model check that includes it needs a tolerance above
+that noise (tests/test_model_gradients.py).
 """
 from dataclasses import dataclass
 
