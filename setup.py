@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="tinymae",
@@ -6,7 +6,7 @@ setup(
     description="A small, autograd-free NumPy/CuPy reproduction of Masked Autoencoders (He et al., 2022)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=["tinymae"],
+    packages=find_packages(include=["tinymae", "tinymae.*"]),
     python_requires=">=3.9",
     # threadpoolctl holds BLAS to one thread per worker in the data-parallel CPU step (parallel.py).
     install_requires=["numpy>=1.22", "pillow>=9.0", "matplotlib>=3.5", "tqdm>=4.60", "threadpoolctl>=3.1"],
@@ -16,8 +16,7 @@ setup(
         "cuda12": ["cupy-cuda12x>=13.0"],
         "cuda13": ["cupy-cuda13x>=14.0"],
         # PyTorch is an oracle for the tests and a speed reference for the benchmarks; tinymae never
-        # imports it. Its tests skip cleanly without it. (Without internet mirrors, the CPU build is
-        # enough: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu)
+        # imports it. Its tests skip cleanly without it. The CPU build of torch is all they need.
         "test": ["pytest>=7.0", "torch==2.13.0"],
     },
 )

@@ -15,11 +15,11 @@ def page_id(path):
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_path_and_module_named_exists(page):
     text = page.read_text()
-    for path in set(re.findall(r"`((?:tinymae|examples|benchmarks|tests)/[\w/]+\.py)", text)):
+    for path in set(re.findall(r"`((?:tinymae|examples|benchmarks|research|tests)/[\w/]+\.py)", text)):
         assert (ROOT / path).is_file(), f"{page_id(page)} names {path}, which does not exist"
     for module in set(re.findall(r"python -m (tinymae(?:\.\w+)+)", text)):
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{page_id(page)} runs {module}, which does not exist"
-    for script in set(re.findall(r"python ((?:examples|benchmarks)/\w+\.py)", text)):
+    for script in set(re.findall(r"python ((?:examples|benchmarks|research)/\w+\.py)", text)):
         assert (ROOT / script).is_file(), f"{page_id(page)} runs {script}, which does not exist"
     for link in set(re.findall(r"\]\(([^)#]+)\)", text)):
         if not link.startswith("http"):
@@ -36,7 +36,7 @@ def test_the_readme_map_names_what_each_file_defines():
     (`linear_*` stands for linear_forward and linear_backward)."""
     checked = 0
     for row in (line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("|")):
-        files = re.findall(r"`(tinymae/\w+\.py)`", row)
+        files = re.findall(r"`(tinymae/[\w/]+\.py)`", row)
         if len(files) != 1:
             continue
         source = (ROOT / files[0]).read_text()
@@ -62,4 +62,45 @@ def test_the_readme_names_the_model_classes_as_the_code_does():
     readme = (ROOT / "README.md").read_text()
     for name in ("MaskedAutoencoderViT", "MaskedAutoencoderMLP", "ViTClassifier", "DataParallel"):
         assert name in readme
-        assert re.search(rf"^class {name}\b", "".join(p.read_text() for p in (ROOT / "tinymae").glob("*.py")), re.M)
+        assert re.search(rf"^class {name}\b", "".join(p.read_text() for p in (ROOT / "tinymae").rglob("*.py")), re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_no_page_names_a_folder_only_the_developers_have(page):
+    """A user's photos come from --download or their own folder: no page points at a workplace's copy."""
+    assert "shared/data" not in page.read_text()
+
+
+def test_no_help_text_names_a_folder_only_the_developers_have():
+    from tinymae.config import FinetuneConfig, PretrainConfig
+    for cls in (PretrainConfig, FinetuneConfig):
+        for f in cls.__dataclass_fields__.values():
+            assert "shared" not in f.metadata.get("help", "") and "shared" not in str(f.default)
+    for script in [*(ROOT / "examples").glob("*.py"), *(ROOT / "research").glob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+                   *(ROOT / "tinymae").rglob("*.py")]:
+        assert "shared/data" not in script.read_text(), script
+
+
+def imported_modules(path):
+    """The modules a file imports: 'tinymae.model.layers', '..backend' (relative, as written), ..."""
+    text = path.read_text()
+    return re.findall(r"^\s*from ([.\w]+) import", text, flags=re.M) + re.findall(r"^\s*import ([.\w]+)", text, flags=re.M)
+
+
+def test_the_model_imports_nothing_above_it():
+    """tinymae/model/ is the engine: it builds on the backend and the settings, never on the run tools, the
+    fast path or the scripts (they build on it)."""
+    for path in (ROOT / "tinymae" / "model").glob("*.py"):
+        for module in imported_modules(path):
+            if module.startswith("."):
+                assert module in ("..backend", "..config") or not module.startswith(".."), f"{path.name} imports {module}"
+
+
+@pytest.mark.parametrize("folder", ["examples", "research", "benchmarks"])
+def test_scripts_use_the_installed_package(folder):
+    """Scripts import tinymae as installed, never through sys.path edits, and never a tinymae file's private
+    (underscored) names."""
+    for path in (ROOT / folder).glob("*.py"):
+        text = path.read_text()
+        assert "sys.path" not in text, f"{folder}/{path.name} edits sys.path"
+        assert not re.search(r"from tinymae[.\w]* import [^\n]*\b_\w+", text), f"{folder}/{path.name} imports a private name"
