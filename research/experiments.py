@@ -30,6 +30,7 @@ import sys
 import time
 
 from runs import DEFAULT_DATA, SweepError, finetune_variant, pretrain_variant, probe_variant
+
 from tinymae.config import MODEL_CONFIGS, PretrainConfig, ViTConfig, flag_name
 from tinymae.data import PretrainData
 from tinymae.finetune import FinetuneError

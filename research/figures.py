@@ -24,17 +24,16 @@ from dataclasses import fields
 import numpy as np
 
 from tinymae.backend import asarray, to_numpy
-from tinymae.util.checkpoint import CheckpointError, load_checkpoint
 from tinymae.config import PretrainConfig
 from tinymae.data import normalize
-from tinymae.util.datasets import DataError
 from tinymae.evaluate import fixed_noise
-from tinymae.util.figures import (_pyplot, cls_attention_maps, draw_patch_grid,
-                             masked_image, patch_grid_axes, save_attention_maps, save_mask_grid,
-                             save_small_png)
-from tinymae.util.metrics import pred_to_pixels
 from tinymae.model.patches import patchify
 from tinymae.pretrain import PretrainData
+from tinymae.util.checkpoint import CheckpointError, load_checkpoint
+from tinymae.util.datasets import DataError
+from tinymae.util.figures import (_pyplot, cls_attention_maps, draw_patch_grid, masked_image, patch_grid_axes,
+                                  save_attention_maps, save_mask_grid, save_small_png)
+from tinymae.util.metrics import pred_to_pixels
 
 MASK_TOKEN_COLOUR = (0.55, 0.62, 0.78)  # the one shared, learned mask token: a slate blue
 CLS_COLOUR = (0.95, 0.75, 0.35)  # the cls token: amber

@@ -3,8 +3,8 @@ import os
 import statistics
 
 import numpy as np
-
 from experiments import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
+
 from tinymae.config import PretrainConfig
 from tinymae.data import PretrainData
 from tinymae.evaluate import figure_batch

@@ -8,11 +8,11 @@ import platform
 import statistics
 
 import numpy as np
-
 from experiments import (ABLATIONS, DROP_PATH, PARTIAL_BLOCKS, SCHEDULE, SEEDS, finetune_settings, run_name,
                          schedule_variant)
-from plots import plot_mask_ratio, plot_partial, plot_schedule, plot_curves, save_run_reconstructions
+from plots import plot_curves, plot_mask_ratio, plot_partial, plot_schedule, save_run_reconstructions
 from runs import finished_finetune, probe_row, read_json, step_times, write_text
+
 from tinymae import backend
 
 RULE = ("Every ± is the sample standard deviation over seeds (n − 1 in the denominator). A difference between "

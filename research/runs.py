@@ -14,12 +14,13 @@ import os
 import statistics
 import time
 
-from tinymae.util.checkpoint import load_checkpoint, read_checkpoint
-from tinymae.config import FinetuneConfig, PretrainConfig, model_config, split_settings
-from tinymae.util.files import write_atomically
+from tinymae.config import FinetuneConfig, PretrainConfig, model_config
 from tinymae.finetune import default_out, finetune
 from tinymae.pretrain import pretrain
 from tinymae.probe import run_probe
+from tinymae.util.checkpoint import load_checkpoint, read_checkpoint
+from tinymae.util.cli import split_settings
+from tinymae.util.files import write_atomically
 
 DEFAULT_DATA = os.path.join("data", "catsdogs")  # where the README's main command puts the photos
 

@@ -3,11 +3,8 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.model import layers
-from tinymae.model import loss
-from tinymae.model import masking
-from tinymae.model import patches
 from tinymae.backend import to_numpy
+from tinymae.model import layers, loss, masking, patches
 
 
 def test_patchify_hand_built_image(xp):

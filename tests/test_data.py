@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tinymae import data
-from tinymae.util import datasets, download
+from tinymae.util import datasets, layouts
 from tinymae.util.datasets import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -176,12 +176,12 @@ def test_find_images_petimages_layout(tmp_path):
     make_class_folders(tmp_path / "PetImages", n_per_class=2)
     (tmp_path / "PetImages" / "Cat" / "Thumbs.db").write_bytes(b"\0" * 10)  # as in the official archive
     (tmp_path / "readme[1].txt").write_text("hello")
-    paths, labels = datasets.find_images(tmp_path)
+    paths, labels = layouts.find_images(tmp_path)
     assert [Path(p).relative_to(tmp_path).as_posix() for p in paths] == [
         "PetImages/Cat/0.jpg", "PetImages/Cat/1.jpg", "PetImages/Dog/0.jpg", "PetImages/Dog/1.jpg"]
     assert labels.dtype == np.int64 and labels.tolist() == [0, 0, 1, 1]
     # pointing at PetImages itself works too, with the same files
-    assert datasets.find_images(tmp_path / "PetImages")[0] == paths
+    assert layouts.find_images(tmp_path / "PetImages")[0] == paths
 
 
 def test_find_images_kaggle_layout(tmp_path):
@@ -189,11 +189,11 @@ def test_find_images_kaggle_layout(tmp_path):
         write_image(tmp_path / "train" / f"cat.{i}.jpg", seed=i)
         write_image(tmp_path / "train" / f"dog.{i}.jpg", seed=10 + i)
     write_image(tmp_path / "test1" / "1.jpg")  # the unlabelled test folder is ignored
-    paths, labels = datasets.find_images(tmp_path)
+    paths, labels = layouts.find_images(tmp_path)
     assert [os.path.basename(p) for p in paths] == [
         "cat.0.jpg", "cat.1.jpg", "cat.2.jpg", "dog.0.jpg", "dog.1.jpg", "dog.2.jpg"]
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert datasets.find_images(tmp_path / "train")[0] == paths
+    assert layouts.find_images(tmp_path / "train")[0] == paths
 
 
 @pytest.mark.parametrize("names", [("cat", "dog"), ("Cats", "DOGS"), ("CAT", "Dogs"), ("cats", "dog")])
@@ -202,7 +202,7 @@ def test_find_images_class_folders_any_case(tmp_path, names):
     (tmp_path / names[0] / "notes.txt").write_text("not an image")
     (tmp_path / names[0] / "._0.jpg").write_bytes(b"macOS resource fork")
     write_image(tmp_path / names[1] / "UPPER.JPG", seed=7)  # extensions in any case
-    paths, labels = datasets.find_images(tmp_path)
+    paths, labels = layouts.find_images(tmp_path)
     assert labels.tolist() == [0, 0, 1, 1, 1]
     assert paths == sorted(paths)
     assert all(os.path.isabs(p) for p in paths)
@@ -211,14 +211,14 @@ def test_find_images_class_folders_any_case(tmp_path, names):
 def test_find_images_missing_folder_says_how_to_download(tmp_path):
     missing = tmp_path / "no_such_folder"
     with pytest.raises(DataError) as e:
-        datasets.find_images(missing)
+        layouts.find_images(missing)
     assert str(missing) in str(e.value)
-    assert "--download" in str(e.value) and datasets.OFFICIAL_URL in str(e.value)
+    assert "--download" in str(e.value) and layouts.OFFICIAL_URL in str(e.value)
 
 
 def test_find_images_empty_folder_names_path_and_layouts(tmp_path):
     with pytest.raises(DataError) as e:
-        datasets.find_images(tmp_path)
+        layouts.find_images(tmp_path)
     message = str(e.value)
     assert str(tmp_path) in message and "empty" in message
     assert "PetImages" in message and "cat.0.jpg" in message and "cat/" in message
@@ -228,7 +228,7 @@ def test_find_images_unknown_layout_lists_contents_and_layouts(tmp_path):
     write_image(tmp_path / "birds" / "0.jpg")
     write_image(tmp_path / "photo.jpg")
     with pytest.raises(DataError) as e:
-        datasets.find_images(tmp_path)
+        layouts.find_images(tmp_path)
     message = str(e.value)
     assert str(tmp_path) in message and "birds" in message and "photo.jpg" in message
     assert "PetImages" in message and "cat.0.jpg" in message
@@ -238,14 +238,14 @@ def test_find_images_empty_class_folders_are_no_layout(tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "dog").mkdir()
     with pytest.raises(DataError, match="Accepted layouts"):
-        datasets.find_images(tmp_path)
+        layouts.find_images(tmp_path)
 
 
 def test_find_images_file_instead_of_folder(tmp_path):
     path = tmp_path / "kagglecatsanddogs_5340.zip"
     path.write_bytes(b"PK")
     with pytest.raises(DataError, match="extract"):
-        datasets.find_images(path)
+        layouts.find_images(path)
 
 
 def test_find_images_one_class_folder_only(tmp_path):
@@ -253,7 +253,7 @@ def test_find_images_one_class_folder_only(tmp_path):
     for p in (tmp_path / "PetImages" / "Dog").iterdir():
         p.unlink()
     with pytest.raises(DataError) as e:
-        datasets.find_images(tmp_path)
+        layouts.find_images(tmp_path)
     message = str(e.value)
     assert "only cat images" in message and "both cats and dogs" in message
     assert str(tmp_path / "PetImages") in message
@@ -263,7 +263,7 @@ def test_find_images_one_class_kaggle_names_only(tmp_path):
     write_image(tmp_path / "dog.0.jpg")
     write_image(tmp_path / "dog.1.jpg")
     with pytest.raises(DataError, match="only dog images"):
-        datasets.find_images(tmp_path)
+        layouts.find_images(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_load_dataset_shapes_and_labels(tmp_path):
     ds = load(root, tmp_path, size=20)
     assert ds.images.shape == (6, 20, 20, 3) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.paths == datasets.find_images(root)[0] and ds.skipped == []
+    assert ds.paths == layouts.find_images(root)[0] and ds.skipped == []
     np.testing.assert_array_equal(ds.images[4], datasets.load_image(ds.paths[4], 20))
 
 

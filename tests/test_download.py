@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinymae import data
-from tinymae.util import datasets, download
+from tinymae.util import datasets, download, layouts
 from tinymae.util.datasets import DataError
 
 
@@ -117,9 +116,9 @@ def unreachable_url():
 
 
 def assert_no_archive_left(dest):
-    final = dest / datasets.ARCHIVE_NAME
+    final = dest / layouts.ARCHIVE_NAME
     assert not final.exists(), "a failed download left a file at the final path"
-    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists(), "a failed download left its .part file"
+    assert not (dest / (layouts.ARCHIVE_NAME + ".part")).exists(), "a failed download left its .part file"
 
 
 def test_download_extracts_and_loads(tmp_path, server):
@@ -127,8 +126,8 @@ def test_download_extracts_and_loads(tmp_path, server):
     dest = tmp_path / "downloads"
     root = download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     assert root == str(dest)
-    assert (dest / datasets.ARCHIVE_NAME).is_file()
-    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists()
+    assert (dest / layouts.ARCHIVE_NAME).is_file()
+    assert not (dest / (layouts.ARCHIVE_NAME + ".part")).exists()
     assert sorted(os.listdir(dest / "PetImages" / "Dog")) == ["0.jpg", "1.jpg", "2.jpg"]
     ds = datasets.load_dataset(root, size=16, cache_dir=tmp_path / "cache", progress=False)
     assert ds.images.shape == (6, 16, 16, 3) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -147,7 +146,7 @@ def test_download_skipped_when_already_there(tmp_path, server):
 def test_download_extracts_an_archive_put_there_by_hand(tmp_path):
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / datasets.ARCHIVE_NAME).write_bytes(GOOD_ZIP)
+    (dest / layouts.ARCHIVE_NAME).write_bytes(GOOD_ZIP)
     download.download_catsdogs(dest, url=unreachable_url(), progress=False)
     assert (dest / "PetImages" / "Cat" / "0.jpg").is_file()
 
@@ -156,10 +155,10 @@ def test_download_replaces_a_broken_archive_found_there(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / datasets.ARCHIVE_NAME).write_bytes(GOOD_ZIP[:100])
+    (dest / layouts.ARCHIVE_NAME).write_bytes(GOOD_ZIP[:100])
     with pytest.warns(UserWarning, match="downloading it again"):
         download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    assert (dest / datasets.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+    assert (dest / layouts.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
     assert requests == ["/good.zip"]
 
 
@@ -225,7 +224,7 @@ def test_download_not_repeated_after_the_zip_is_deleted(tmp_path, server):
     base, requests = server
     dest = tmp_path / "downloads"
     download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    (dest / datasets.ARCHIVE_NAME).unlink()
+    (dest / layouts.ARCHIVE_NAME).unlink()
     download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     assert requests == ["/good.zip"]
 
@@ -238,25 +237,25 @@ def test_download_retry_after_a_failed_first_attempt(tmp_path, server):
     with pytest.raises(DataError):
         download.download_catsdogs(dest, url=unreachable_url(), progress=False)
     assert dest.is_dir() and os.listdir(dest) == []  # the first attempt leaves an empty folder
-    assert not datasets.folder_has_images(dest)  # so pre-training (pretrain.py) downloads again
+    assert not layouts.folder_has_images(dest)  # so pre-training (pretrain.py) downloads again
     assert download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False) == str(dest)
-    assert datasets.folder_has_images(dest) and requests == ["/good.zip"]
+    assert layouts.folder_has_images(dest) and requests == ["/good.zip"]
 
 
 def test_download_overwrites_a_left_over_part_file(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / (datasets.ARCHIVE_NAME + ".part")).write_bytes(GOOD_ZIP[:500])  # what a kill -9 mid-download leaves
+    (dest / (layouts.ARCHIVE_NAME + ".part")).write_bytes(GOOD_ZIP[:500])  # what a kill -9 mid-download leaves
     download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
-    assert (dest / datasets.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
-    assert not (dest / (datasets.ARCHIVE_NAME + ".part")).exists() and datasets.folder_has_images(dest)
+    assert (dest / layouts.ARCHIVE_NAME).read_bytes() == GOOD_ZIP
+    assert not (dest / (layouts.ARCHIVE_NAME + ".part")).exists() and layouts.folder_has_images(dest)
 
 
 def test_download_a_left_over_part_folder_is_a_clear_error(tmp_path, server):
     base, _ = server
     dest = tmp_path / "downloads"
-    (dest / (datasets.ARCHIVE_NAME + ".part")).mkdir(parents=True)
+    (dest / (layouts.ARCHIVE_NAME + ".part")).mkdir(parents=True)
     with pytest.raises(DataError, match="could not download"):
         download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
 
@@ -268,9 +267,9 @@ def test_download_extracts_again_when_the_images_were_deleted(tmp_path, server):
     download.download_catsdogs(dest, url=f"{base}/good.zip", progress=False)
     for image in (dest / "PetImages").rglob("*.jpg"):
         image.unlink()
-    assert not datasets.folder_has_images(dest)
+    assert not layouts.folder_has_images(dest)
     download.download_catsdogs(dest, url=unreachable_url(), progress=False)  # from the archive still there
-    assert datasets.folder_has_images(dest) and requests == ["/good.zip"]
+    assert layouts.folder_has_images(dest) and requests == ["/good.zip"]
 
 
 # ---- odd archives
@@ -296,6 +295,6 @@ def test_check_archive_refuses_members_without_a_name(tmp_path, name):
 def test_download_an_archive_by_hand_with_an_empty_member_name_is_refused(tmp_path):
     dest = tmp_path / "downloads"
     dest.mkdir()
-    (dest / datasets.ARCHIVE_NAME).write_bytes(EMPTY_NAME_ZIP)
+    (dest / layouts.ARCHIVE_NAME).write_bytes(EMPTY_NAME_ZIP)
     with pytest.warns(UserWarning, match="empty name"), pytest.raises(DataError):
         download.download_catsdogs(dest, url=unreachable_url(), progress=False)

@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import tiny_run_args, train_tiny
+
 from tinymae import backend, data, fast, pretrain
 from tinymae.backend import to_numpy
 from tinymae.fast import cpu
@@ -305,7 +305,8 @@ def kernel_inputs(name, rng, dtype):
 def forward_backward(kernels, name, inputs, dout_seed=3):
     """Forward and backward of the function pair behind `name` with `kernels`' functions in place."""
     fast.use_kernels(kernels)
-    from tinymae.model import attention as attention_module, layers as layers_module
+    from tinymae.model import attention as attention_module
+    from tinymae.model import layers as layers_module
     family = name.rsplit("_", 1)[0]
     module = attention_module if family in ("softmax", "attention") else layers_module
     forward = kernels.get(f"{family}_forward", getattr(module, f"{family}_forward"))

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_photos, train_tiny
 from PIL import Image
 
-from conftest import make_photos, train_tiny
 from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.util.checkpoint import load_checkpoint
 from tinymae.evaluate import fixed_noise
+from tinymae.util.checkpoint import load_checkpoint
 from tinymae.util.figures import KEPT_COLOUR, REMOVED_COLOUR, cls_attention_maps
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,23 +7,23 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from conftest import make_photos, train_tiny
+
 from tinymae import backend, finetune
 from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.util.checkpoint import load_classifier, read_checkpoint, save_checkpoint
 from tinymae.config import FinetuneConfig, PretrainConfig, ViTConfig
-from tinymae.util.datasets import DataError
-from tinymae.util.gradcheck import assert_backward_matches
+from tinymae.data import labelled_subset
+from tinymae.model.build import build_model
 from tinymae.model.layers import layernorm_forward
 from tinymae.model.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import gather_tokens
-from tinymae.model.build import build_model
 from tinymae.model.models_vit import ViTClassifier
 from tinymae.pretrain import PretrainData
-
+from tinymae.util.checkpoint import load_classifier, read_checkpoint, save_checkpoint
+from tinymae.util.datasets import DataError
+from tinymae.util.gradcheck import assert_backward_matches
 
 # ----------------------------------------------------------------------------------------------
 # the loss
@@ -281,12 +281,12 @@ def test_no_weight_decay_on_1d_parameters_and_cls_token(xp):
 
 def test_labelled_subset_draws_n_per_class():
     labels = np.array([0] * 10 + [1] * 7)
-    a = finetune.labelled_subset(labels, 3, seed=0)
+    a = labelled_subset(labels, 3, seed=0)
     assert len(a) == 6 and (np.bincount(labels[a]) == 3).all() and (np.diff(a) > 0).all()
-    np.testing.assert_array_equal(a, finetune.labelled_subset(labels, 3, seed=0))
-    assert not np.array_equal(a, finetune.labelled_subset(labels, 3, seed=1))
+    np.testing.assert_array_equal(a, labelled_subset(labels, 3, seed=0))
+    assert not np.array_equal(a, labelled_subset(labels, 3, seed=1))
     with pytest.raises(DataError, match="--labels-per-class 8 .* has \\(7\\)"):
-        finetune.labelled_subset(labels, 8, seed=0)
+        labelled_subset(labels, 8, seed=0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The MLP MAE: it sees only the visible patches, it uses their content, and it learns."""
 import pytest
-
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
+
 from tinymae import backend
 from tinymae.config import MLPConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP

@@ -2,17 +2,16 @@
 uses their content, it is numerically safe in float32, and it learns."""
 import numpy as np
 import pytest
-
 from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
+
 from tinymae import backend
-from tinymae.model import attention
-from tinymae.model import layers
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
-from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model import attention, layers
 from tinymae.model.ablations import MaskedAutoencoderViTEncoderMaskTokens
-from tinymae.model.masking import masking_noise
 from tinymae.model.build import build_model
+from tinymae.model.mae_vit import MaskedAutoencoderViT
+from tinymae.model.masking import masking_noise
 from tinymae.model.optim import AdamW
 from tinymae.model.pos_embed import get_2d_sincos_pos_embed
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.util import metrics
 from tinymae.backend import to_numpy
+from tinymae.util import metrics
 
 
 def test_pred_to_pixels_undoes_the_normalisation(xp, rng):

@@ -4,14 +4,14 @@ MODEL_GRADIENT_CHECKS names the model backward passes this file checks; test_gra
 make sure no backward in the package goes unchecked.
 """
 import pytest
+import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
 
 from tinymae import backend
-from tinymae.util.gradcheck import assert_backward_matches
 from tinymae.config import MLPConfig
-from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.build import build_model
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.masking import masking_noise
-import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
+from tinymae.util.gradcheck import assert_backward_matches
 
 TOL = 1e-6
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from tinymae import backend, probe
+from tinymae.backend import to_numpy
 from tinymae.config import MLPConfig, ViTConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import random_masking
-from tinymae.backend import to_numpy
 
 
 def newton_logistic(X, y, l2, iters=30):

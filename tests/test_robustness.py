@@ -14,18 +14,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from conftest import make_photos, train_tiny
 from test_data import load, make_class_folders, write_image
-from tinymae import backend, data, evaluate, pretrain, probe
-from tinymae.util import datasets, download
-from tinymae.util import checkpoint
-from tinymae.util import metrics
-from tinymae.util.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint
-from tinymae.config import MLPConfig
-from tinymae.model.mae_mlp import MaskedAutoencoderMLP
-from tinymae.model.build import build_model
 
+from tinymae import backend, evaluate, pretrain, probe
+from tinymae.config import MLPConfig
+from tinymae.model.build import build_model
+from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.util import checkpoint, datasets, layouts, metrics
+from tinymae.util.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint
 
 # ----------------------------------------------------------------------------------------------
 # shared: one tiny trained run, folders cut from its photos, doctored copies of its checkpoint
@@ -299,14 +296,14 @@ def test_links_that_point_back_up_the_tree_do_not_recurse(tmp_path):
     os.symlink("..", root / "cat" / "up")  # cat/up -> the data folder
     os.symlink(".", root / "PetImages")  # PetImages -> the data folder itself
     os.symlink(str(root), root / "train")
-    paths, labels = datasets.find_images(root)
+    paths, labels = layouts.find_images(root)
     assert labels.tolist() == [0, 0, 1, 1] and all(p.endswith(".jpg") for p in paths)
 
 
 def test_a_data_folder_that_is_a_looping_link_says_so(tmp_path):
     os.symlink("loop", tmp_path / "loop")
     with pytest.raises(datasets.DataError, match="points nowhere or to itself"):
-        datasets.find_images(tmp_path / "loop")
+        layouts.find_images(tmp_path / "loop")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,11 +8,10 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
+from conftest import make_photos, tiny_run_args, train_tiny
 from PIL import Image
 
-from conftest import TINY_MODEL, make_photos, tiny_run_args, train_tiny
 from tinymae import data, evaluate, finetune, pretrain, probe
 from tinymae.util import datasets, files
 from tinymae.util.checkpoint import read_checkpoint

@@ -20,8 +20,8 @@ import pytest
 
 from tinymae import backend, fast
 from tinymae.backend import to_numpy
-from tinymae.model.masking import masking_noise
 from tinymae.model.build import build_model
+from tinymae.model.masking import masking_noise
 from tinymae.model.optim import AdamW
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the benchmark's twins")

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.model import layers
-from tinymae.model import loss
 from tinymae.backend import to_numpy
+from tinymae.model import layers, loss
+from tinymae.model.patches import patchify
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")
+
+from test_torch_models import torch_models  # noqa: E402  (benchmarks/torch_models.py, loaded there)
 
 
 def t64(a):
@@ -46,21 +48,20 @@ def test_relu_matches_torch(xp, rng):
 @pytest.mark.parametrize("norm_pix_loss", [False, True])
 @pytest.mark.parametrize("with_mask", [True, False])
 def test_mse_matches_models_mae_forward_loss(xp, rng, norm_pix_loss, with_mask):
-    pred, target = rng.standard_normal((3, 8, 12)), rng.standard_normal((3, 8, 12))
-    mask = (rng.random((3, 8)) < 0.75).astype("float64")
+    """loss.mse_forward on patchify(imgs) against forward_loss of models_mae.py, as the one PyTorch
+    transcription has it (benchmarks/torch_models.py; with_mask=False is tinymae's loss_on='all')."""
+    p = 2
+    imgs, pred = rng.standard_normal((3, 3, 8, 8)), rng.standard_normal((3, 16, 12))  # L = (8/2)^2, P = 2*2*3
+    mask = (rng.random((3, 16)) < 0.75).astype("float64")
     mask[0, 0] = 1
-    value, cache = loss.mse_forward(backend.asarray(pred), backend.asarray(target),
-                                    backend.asarray(mask) if with_mask else None, norm_pix_loss=norm_pix_loss)
+    target = patchify(backend.asarray(imgs), p)  # (3, 16, 12)
+    value, cache = loss.mse_forward(backend.asarray(pred), target, backend.asarray(mask) if with_mask else None,
+                                    norm_pix_loss=norm_pix_loss)
     dpred = loss.mse_backward(1.0, cache)
 
-    # forward_loss from models_mae.py, written in torch
-    tpred, ttarget, tmask = t64(pred), torch.tensor(target), torch.tensor(mask)
-    if norm_pix_loss:
-        mean = ttarget.mean(dim=-1, keepdim=True)
-        var = ttarget.var(dim=-1, keepdim=True)
-        ttarget = (ttarget - mean) / (var + 1.e-6) ** .5
-    tloss = ((tpred - ttarget) ** 2).mean(dim=-1)
-    tloss = (tloss * tmask).sum() / tmask.sum() if with_mask else tloss.mean()
+    tpred = t64(pred)
+    tloss = torch_models.forward_loss(torch.tensor(imgs), tpred, torch.tensor(mask), p, norm_pix_loss,
+                                      "masked" if with_mask else "all")
     tloss.backward()
     assert float(value) == pytest.approx(tloss.item(), rel=1e-12)
     np.testing.assert_allclose(to_numpy(dpred), tpred.grad.numpy(), rtol=1e-10, atol=1e-14)

@@ -17,11 +17,9 @@ import numpy as np
 import pytest
 
 from tinymae import backend
-from tinymae.model import attention
-from tinymae.model import layers
-from tinymae.model import transformer
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
+from tinymae.model import attention, layers, transformer
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import masking_noise
 

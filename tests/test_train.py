@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import TINY_MODEL, TINY_RUN, tiny_run_args, train_tiny
+
 from tinymae import backend, data, evaluate, pretrain
-from tinymae.util.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from tinymae.config import MLPConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
+from tinymae.util.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def run_main(argv):

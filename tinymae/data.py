@@ -2,6 +2,7 @@
 
     PretrainData       the run's photos (util/datasets.py decodes and caches them), split 80:20 within
                        each class, the training split's colour statistics and its average patch
+    FinetuneData       the same split rebuilt for fine-tuning, and N labelled photos per class of it
     stratified_split   a seeded train / validation split that keeps the cat:dog ratio in both parts
     channel_stats      the per-channel mean and std of the training images, for normalize
     random_crop_flip   training augmentation: a random out_size crop and a horizontal flip per image
@@ -22,9 +23,12 @@ Everything here runs on the host and returns NumPy arrays; the training loop mov
 """
 import numpy as np
 
+from .backend import host_rng
+from .config import PretrainConfig
 from .model.patches import patchify
-from .util.datasets import FINGERPRINT_KIND, DataError, fingerprint, folder_has_images, load_dataset
+from .util.datasets import CLASSES, FINGERPRINT_KIND, DataError, fingerprint, load_dataset, same_photos
 from .util.download import download_catsdogs
+from .util.layouts import folder_has_images
 
 
 class PretrainData:
@@ -58,6 +62,49 @@ class PretrainData:
                      "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
                      "skipped_files": len(dataset.skipped), "fingerprint": fingerprint(dataset),
                      "fingerprint_kind": FINGERPRINT_KIND}
+
+
+def labelled_subset(labels, per_class, seed):
+    """Indices (sorted) of `per_class` images of each class, drawn without replacement by `seed`.
+
+    labels: (N,) host int64, 0 = cat, 1 = dog. DataError if a class has fewer images."""
+    rng = host_rng([seed, 0])  # a generator of its own (see finetune): the subset does not move the batches
+    chosen = []
+    for label, name in enumerate(CLASSES):
+        idx = np.flatnonzero(labels == label)  # (n_class,)
+        if per_class > len(idx):
+            raise DataError(f"--labels-per-class {per_class} asks for more {name} images than the pre-training "
+                            f"run's training split has ({len(idx)}); choose at most {len(idx)}")
+        chosen.append(rng.choice(idx, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+class FinetuneData:
+    """The labelled training images, the validation images and the normalisation, all host arrays.
+
+    Rebuilt exactly as pre-training built them (data.PretrainData with the checkpoint's settings), so
+    that the validation images are ones the encoder never saw in pre-training, and images are normalised
+    with the statistics it was trained with."""
+
+    def __init__(self, cfg, header, img_size, patch_size):
+        saved = header["settings"]
+        settings = {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
+        settings.update(data=cfg.data, download=False, progress=cfg.progress)
+        split = PretrainData(PretrainConfig(**settings), img_size, patch_size)
+        same, now = same_photos(header["data"], split.dataset)
+        if not same:
+            raise DataError(
+                f"the images under {cfg.data} are not the ones {cfg.checkpoint} was pre-trained on (it used "
+                f"{header['data'].get('n_train', 0) + header['data'].get('n_val', 0)} images with fingerprint "
+                f"{header['data'].get('fingerprint')}; now {split.info['n_train'] + split.info['n_val']} with "
+                f"{now}). Its split and normalisation would not hold: point --data at the pre-training images")
+        self.labelled = (np.arange(len(split.train_labels)) if cfg.labels_per_class is None
+                         else labelled_subset(split.train_labels, cfg.labels_per_class, cfg.seed))  # (n,)
+        self.train_images = split.train_images[self.labelled]  # (n, S_load, S_load, 3) uint8
+        self.train_labels = split.train_labels[self.labelled]  # (n,) int64
+        self.val_images, self.val_labels = split.val_images, split.val_labels  # (N_val, S, S, 3) centre-cropped
+        self.mean, self.std = split.mean, split.std  # (3,), (3,) the pre-training statistics
+        self.info = {**split.info, "n_labelled": int(len(self.labelled))}
 
 
 def stratified_split(labels, val_fraction=0.2, seed=0):

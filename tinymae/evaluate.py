@@ -24,13 +24,13 @@ import sys
 
 from . import backend
 from .backend import asarray, host_rng, to_numpy
-from .util.checkpoint import CheckpointError, load_checkpoint
 from .data import center_crop, normalize
+from .model.patches import patchify
+from .util.checkpoint import CheckpointError, load_checkpoint
 from .util.datasets import DataError, load_dataset
 from .util.files import output_file_problem
 from .util.metrics import (masked_patch_sq_error, mean_patch_baseline, nearest_visible_baseline, pred_to_pixels, psnr,
-                      visible_mean_baseline)
-from .model.patches import patchify
+                           visible_mean_baseline)
 
 BASELINES = ("mean_patch", "visible_mean", "nearest_visible")
 

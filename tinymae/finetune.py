@@ -36,18 +36,19 @@ import time
 import numpy as np
 
 from . import backend, fast
-from .fast import data as fast_data
 from .backend import asarray, host_rng, to_numpy
-from .config import FinetuneConfig, PretrainConfig, add_config_arguments, model_config
-from .data import PretrainData, augmented_batches, center_crop, normalize
+from .config import FinetuneConfig, model_config
+from .data import FinetuneData, augmented_batches, center_crop, normalize
 from .engine import Diverged, prefetched, train_one_epoch
+from .fast import data as fast_data
 from .model.build import build_model
 from .model.models_vit import ViTClassifier, drop_path_keep
 from .model.optim import cosine_lr
 from .util.checkpoint import CheckpointError, load_params, read_checkpoint, save_checkpoint
-from .util.datasets import CLASSES, DataError, load_dataset, same_photos
-from .util.files import FolderBusy, RunLock, check_writable, output_file_problem, remove_stale_temporaries, \
-    write_atomically
+from .util.cli import add_config_arguments
+from .util.datasets import CLASSES, DataError, load_dataset
+from .util.files import (FolderBusy, RunLock, check_writable, output_file_problem, remove_stale_temporaries,
+                         write_atomically)
 from .util.lr_decay import param_groups_lrd
 
 EVAL_BATCH = 256  # images per forward pass when measuring accuracy
@@ -115,50 +116,7 @@ def read_vit_checkpoint(path):
 
 
 # ----------------------------------------------------------------------------------------------
-# data
-
-def labelled_subset(labels, per_class, seed):
-    """Indices (sorted) of `per_class` images of each class, drawn without replacement by `seed`.
-
-    labels: (N,) host int64, 0 = cat, 1 = dog. DataError if a class has fewer images."""
-    rng = host_rng([seed, 0])  # a generator of its own (see finetune): the subset does not move the batches
-    chosen = []
-    for label, name in enumerate(CLASSES):
-        idx = np.flatnonzero(labels == label)  # (n_class,)
-        if per_class > len(idx):
-            raise DataError(f"--labels-per-class {per_class} asks for more {name} images than the pre-training "
-                            f"run's training split has ({len(idx)}); choose at most {len(idx)}")
-        chosen.append(rng.choice(idx, size=per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-class FinetuneData:
-    """The labelled training images, the validation images and the normalisation, all host arrays.
-
-    Rebuilt exactly as pre-training built them (data.PretrainData with the checkpoint's settings), so
-    that the validation images are ones the encoder never saw in pre-training, and images are normalised
-    with the statistics it was trained with."""
-
-    def __init__(self, cfg, header, img_size, patch_size):
-        saved = header["settings"]
-        settings = {k: v for k, v in saved.items() if k in PretrainConfig.__dataclass_fields__}
-        settings.update(data=cfg.data, download=False, progress=cfg.progress)
-        split = PretrainData(PretrainConfig(**settings), img_size, patch_size)
-        same, now = same_photos(header["data"], split.dataset)
-        if not same:
-            raise DataError(
-                f"the images under {cfg.data} are not the ones {cfg.checkpoint} was pre-trained on (it used "
-                f"{header['data'].get('n_train', 0) + header['data'].get('n_val', 0)} images with fingerprint "
-                f"{header['data'].get('fingerprint')}; now {split.info['n_train'] + split.info['n_val']} with "
-                f"{now}). Its split and normalisation would not hold: point --data at the pre-training images")
-        self.labelled = (np.arange(len(split.train_labels)) if cfg.labels_per_class is None
-                         else labelled_subset(split.train_labels, cfg.labels_per_class, cfg.seed))  # (n,)
-        self.train_images = split.train_images[self.labelled]  # (n, S_load, S_load, 3) uint8
-        self.train_labels = split.train_labels[self.labelled]  # (n,) int64
-        self.val_images, self.val_labels = split.val_images, split.val_labels  # (N_val, S, S, 3) centre-cropped
-        self.mean, self.std = split.mean, split.std  # (3,), (3,) the pre-training statistics
-        self.info = {**split.info, "n_labelled": int(len(self.labelled))}
-
+# data: data.FinetuneData holds the labelled photos
 
 def training_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
     """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,)),
@@ -284,10 +242,7 @@ def train(cfg, header, arrays, mcfg):
     batch_source, prepare = training_batches, None
     if fast.resident_data():  # the photos on the device, each batch cut there (fast/__init__.py decides)
         images = fast_data.DeviceImages(data.train_images, data.mean, data.std, mcfg.img_size)
-        batch_source = device_batches
-
-        def prepare(idx, tops, lefts, flips, *rest):
-            return (images.batch(idx, tops, lefts, flips), *rest)
+        batch_source, prepare = device_batches, images.inputs
 
     source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
     trains = "" if model.frozen_blocks == 0 else \

@@ -30,22 +30,22 @@ import sys
 import time
 
 from . import backend, fast
-from .fast import data as fast_data
 from .backend import host_rng
-from .config import (MODEL_CONFIGS, MLPConfig, PretrainConfig, ViTConfig, add_config_arguments, flag_name,
-                     model_config, split_settings)
+from .config import MODEL_CONFIGS, MLPConfig, PretrainConfig, ViTConfig, flag_name, model_config
 from .data import PretrainData, augmented_batches
 from .engine import Diverged, prefetched, train_one_epoch
 from .evaluate import figure_batch, reconstruction_metrics
+from .fast import data as fast_data
 from .model.build import build_model
 from .model.optim import cosine_lr
 from .util.checkpoint import CheckpointError, load_params, optimizer_state, save_checkpoint
+from .util.cli import add_config_arguments, split_settings
 from .util.datasets import DataError, same_photos
 from .util.figures import save_loss_curves, save_reconstructions
-from .util.files import FolderBusy, RunLock, check_free_space, check_writable, remove_stale_temporaries, \
-    write_atomically
-from .util.resume import OUTPUTS, ResumeError, checkpoint_path, finished_metrics, new_run_id, \
-    remove_old_outputs, start_or_resume
+from .util.files import (FolderBusy, RunLock, check_free_space, check_writable, remove_stale_temporaries,
+                         write_atomically)
+from .util.resume import (OUTPUTS, ResumeError, checkpoint_path, finished_metrics, new_run_id, remove_old_outputs,
+                          start_or_resume)
 
 
 class TrainingError(Exception):
@@ -169,10 +169,7 @@ def train(cfg, model_settings, resumed):
     batch_source, prepare = training_batches, None
     if fast.resident_data():  # the photos on the device, each batch cut there (fast/__init__.py decides)
         images = fast_data.DeviceImages(data.train_images, data.mean, data.std, mcfg.img_size)
-        batch_source = device_batches
-
-        def prepare(idx, tops, lefts, flips, noise):
-            return images.batch(idx, tops, lefts, flips), noise
+        batch_source, prepare = device_batches, images.inputs
     history, wall_time = [], 0.0
     if resumed is not None:
         header, arrays = resumed

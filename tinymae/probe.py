@@ -34,15 +34,15 @@ import numpy  # host-side: features are small, and the probe reports host number
 
 from . import backend
 from .backend import asarray, host_rng, to_numpy, xp
-from .util.checkpoint import CheckpointError, load_checkpoint
 from .data import center_crop, normalize, stratified_split
-from .util.datasets import DataError, load_dataset
 from .evaluate import at_least_one
-from .util.files import output_file_problem, write_atomically
+from .model.build import build_model
 from .model.layers import linear_backward, linear_forward
 from .model.loss import bce_logits_backward, bce_logits_forward
-from .model.build import build_model
 from .model.optim import AdamW
+from .util.checkpoint import CheckpointError, load_checkpoint
+from .util.datasets import DataError, load_dataset
+from .util.files import output_file_problem, write_atomically
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 KNN_K = 20  # neighbours that vote; fewer when the training split is smaller

@@ -26,7 +26,7 @@ from .. import backend
 from ..model import attention, layers, loss, mae, mae_mlp, mae_vit, models_vit, transformer
 from . import cuda, layers_cpu
 from .cpu import DataParallel, keep_freed_memory
-from .optim import FlatAdamW as AdamW
+from .optim import FlatAdamW
 
 # The model modules that call layer functions by name: the places use_kernels rebinds.
 MODEL_MODULES = (attention, transformer, mae, mae_vit, mae_mlp, models_vit)
@@ -49,6 +49,7 @@ CPU_KERNELS = {
 }
 
 CUDA_KERNELS = cuda.CUDA_KERNELS
+AdamW = FlatAdamW  # the optimiser training runs use
 
 
 def use_kernels(kernels):

@@ -35,10 +35,10 @@ bit-identical to AdamW.step.
 
 On CuPy the GPU runs every kernel in parallel already: DataParallel then does the plain step.
 """
-from concurrent.futures import ThreadPoolExecutor
 import ctypes
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from threadpoolctl import ThreadpoolController
 

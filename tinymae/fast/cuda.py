@@ -16,7 +16,7 @@ but this code has not yet run on a GPU.
 import os
 
 from ..backend import xp
-from ..model.attention import AttentionCache, softmax_backward, softmax_forward  # noqa: F401 (rebound by use_kernels)
+from ..model.attention import AttentionCache
 from ..model.layers import GELU_A, GELU_C, drop_path_backward, drop_path_forward, linear_backward, linear_forward
 from ..model.transformer import BlockCache
 

@@ -25,6 +25,10 @@ class DeviceImages:
         self.std = asarray(np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1))  # (1, 3, 1, 1)
         self.steps = asarray(np.arange(out_size))  # (S',) 0, 1, ..., out_size - 1
 
+    def inputs(self, idx, tops, lefts, flips, *rest):
+        """A batch of fast_data.draws plus the rest of a step's inputs -> (imgs, *rest): the model's inputs."""
+        return (self.batch(idx, tops, lefts, flips), *rest)
+
     def batch(self, idx, tops, lefts, flips):
         """Device arrays idx, tops, lefts (B,) ints and flips (B,) bools -> imgs (B, 3, S', S') float32, as
         data.normalize(data.random_crop_flip(images[idx])) with the same draws."""

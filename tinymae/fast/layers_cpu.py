@@ -14,7 +14,6 @@ import math
 
 from ..backend import xp
 
-
 # ----------------------------------------------------------------------------------------------
 # Sums over one axis of a stack of short rows, as products with a vector of ones.
 

@@ -16,7 +16,6 @@ from typing import NamedTuple
 from ..backend import xp
 from .layers import linear_backward, linear_forward
 
-
 # ----------------------------------------------------------------------------------------------
 # Softmax over the last axis
 

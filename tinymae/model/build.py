@@ -1,6 +1,6 @@
 """Build a model from its architecture name and settings (a command line, or a checkpoint's header)."""
-from .ablations import MaskedAutoencoderViTEncoderMaskTokens
 from ..config import MODEL_CONFIGS, model_config
+from .ablations import MaskedAutoencoderViTEncoderMaskTokens
 from .mae_mlp import MaskedAutoencoderMLP
 from .mae_vit import MaskedAutoencoderViT
 

@@ -25,7 +25,6 @@ import math
 
 from ..backend import asarray, xp
 
-
 # ----------------------------------------------------------------------------------------------
 # Linear: out = x @ w + b, for inputs of any leading shape (..., D_in)
 

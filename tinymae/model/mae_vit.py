@@ -28,9 +28,9 @@ from typing import NamedTuple
 
 from ..backend import host_rng, xp
 from ..config import ViTConfig
-from .mae import MaskedAutoencoder
 from .layers import (layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones,
                      xavier_uniform, zeros)
+from .mae import MaskedAutoencoder
 from .masking import append_mask_tokens, append_mask_tokens_backward, random_masking, random_masking_backward
 from .patches import patchify
 from .pos_embed import get_2d_sincos_pos_embed

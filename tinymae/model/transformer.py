@@ -12,8 +12,8 @@ Linear weights are (D_in, D_out), the transpose of torch's.
 """
 from typing import NamedTuple
 
-from .attention import attention_backward, attention_forward
 from ..backend import xp
+from .attention import attention_backward, attention_forward
 from .layers import (drop_path_backward, drop_path_forward, gelu_backward, gelu_forward, layernorm_backward,
                      layernorm_forward, linear_backward, linear_forward, ones, xavier_uniform, zeros)
 

@@ -31,10 +31,10 @@ import numpy  # host-side: files
 
 from ..backend import asarray, to_numpy, xp
 from ..config import MODEL_CONFIGS, PretrainConfig, model_config
-from .files import write_atomically
 from ..model.build import build_model
 from ..model.mae_vit import MaskedAutoencoderViT
 from ..model.models_vit import ViTClassifier
+from .files import write_atomically
 
 FORMAT = 1
 

@@ -15,7 +15,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from .datasets import ARCHIVE_NAME, OFFICIAL_URL, DataError, folder_has_images
+from .layouts import ARCHIVE_NAME, OFFICIAL_URL, DataError, folder_has_images
 
 
 def download_catsdogs(dest_dir, url=OFFICIAL_URL, progress=True):

@@ -37,7 +37,6 @@ import numpy  # host-side: the worst element's index in a report
 
 from ..backend import asarray, host_rng, xp
 
-
 FLOOR = 1e-6
 
 

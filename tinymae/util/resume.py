@@ -10,8 +10,9 @@ import json
 import os
 import uuid
 
-from ..config import MODEL_CONFIGS, PretrainConfig, flag_name, resumable_settings
+from ..config import MODEL_CONFIGS, PretrainConfig, flag_name
 from .checkpoint import CheckpointError, read_checkpoint
+from .cli import resumable_settings
 
 OUTPUTS = ("checkpoint.npz", "metrics.json", "loss.png", "reconstructions.png")
 
