@@ -25,8 +25,6 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from walkthrough_gradcheck import gradient_check, report_lines
-from walkthrough_values import value_blocks, values_text
 
 from tinymae import backend
 from tinymae.backend import asarray, host_rng, to_numpy
@@ -40,6 +38,9 @@ from tinymae.model.masking import gather_tokens, masking_indices, masking_noise
 from tinymae.model.optim import AdamW, cosine_lr
 from tinymae.model.patches import patchify
 from tinymae.util.datasets import DataError, load_dataset
+
+from walkthrough_gradcheck import gradient_check, report_lines
+from walkthrough_values import value_blocks, values_text
 
 BATCH = 8  # the batch the doc follows
 LOAD_SIZE = 54  # the training script's default --load-size: img_size * 9/8

@@ -29,8 +29,6 @@ import shlex
 import sys
 import time
 
-from runs import DEFAULT_DATA, SweepError, finetune_variant, pretrain_variant, probe_variant
-
 from tinymae.config import MODEL_CONFIGS, PretrainConfig, ViTConfig, flag_name
 from tinymae.data import PretrainData
 from tinymae.finetune import FinetuneError
@@ -39,6 +37,8 @@ from tinymae.util.checkpoint import CheckpointError
 from tinymae.util.datasets import DataError
 from tinymae.util.files import FolderBusy
 from tinymae.util.resume import ResumeError
+
+from runs import DEFAULT_DATA, SweepError, finetune_variant, pretrain_variant, probe_variant
 
 # Every error a run can end with, shown as one line.
 RUN_ERRORS = (SweepError, DataError, TrainingError, ResumeError, FinetuneError, CheckpointError, FolderBusy)

@@ -3,13 +3,14 @@ import os
 import statistics
 
 import numpy as np
-from experiments import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
 
 from tinymae.config import PretrainConfig
 from tinymae.data import PretrainData
 from tinymae.evaluate import figure_batch
 from tinymae.util.checkpoint import load_checkpoint
 from tinymae.util.figures import save_reconstructions
+
+from experiments import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
 
 
 def pyplot():

@@ -6,9 +6,10 @@ import types
 
 import numpy as np
 import pytest
-from strict_numpy import HostDeviceMixError, strict_numpy
 
 from tinymae import backend
+
+from strict_numpy import HostDeviceMixError, strict_numpy
 
 
 def run_python(code, backend_value):

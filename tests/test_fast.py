@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_run_args, train_tiny
 
 from tinymae import backend, data, fast, pretrain
 from tinymae.backend import to_numpy
@@ -23,6 +22,8 @@ from tinymae.fast.optim import FlatAdamW
 from tinymae.model.build import build_model
 from tinymae.model.masking import masking_noise
 from tinymae.model.optim import AdamW
+
+from conftest import tiny_run_args, train_tiny
 
 SMALL = {"vit": dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4, decoder_embed_dim=16,
                      decoder_depth=1, decoder_num_heads=2),

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_photos, train_tiny
 from PIL import Image
 
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.evaluate import fixed_noise
 from tinymae.util.checkpoint import load_checkpoint
 from tinymae.util.figures import KEPT_COLOUR, REMOVED_COLOUR, cls_attention_maps
+
+from conftest import make_photos, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 

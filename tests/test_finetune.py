@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import make_photos, train_tiny
 
 from tinymae import backend, finetune
 from tinymae.backend import asarray, host_rng, to_numpy
@@ -24,6 +23,8 @@ from tinymae.pretrain import PretrainData
 from tinymae.util.checkpoint import load_classifier, read_checkpoint, save_checkpoint
 from tinymae.util.datasets import DataError
 from tinymae.util.gradcheck import assert_backward_matches
+
+from conftest import make_photos, train_tiny
 
 # ----------------------------------------------------------------------------------------------
 # the loss

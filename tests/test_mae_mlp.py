@@ -1,12 +1,13 @@
 """The MLP MAE: it sees only the visible patches, it uses their content, and it learns."""
 import pytest
-from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 
 from tinymae import backend
 from tinymae.config import MLPConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.masking import masking_noise
 from tinymae.model.optim import AdamW
+
+from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=16, encoder_dims=(64, 64, 32), decoder_dims=(64,))
 

@@ -2,7 +2,6 @@
 uses their content, it is numerically safe in float32, and it learns."""
 import numpy as np
 import pytest
-from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 
 from tinymae import backend
 from tinymae.backend import to_numpy
@@ -14,6 +13,8 @@ from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import masking_noise
 from tinymae.model.optim import AdamW
 from tinymae.model.pos_embed import get_2d_sincos_pos_embed
+
+from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4,
              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # 16 patches, 4 visible

@@ -4,7 +4,6 @@ MODEL_GRADIENT_CHECKS names the model backward passes this file checks; test_gra
 make sure no backward in the package goes unchecked.
 """
 import pytest
-import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
 
 from tinymae import backend
 from tinymae.config import MLPConfig
@@ -12,6 +11,8 @@ from tinymae.model.build import build_model
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.masking import masking_noise
 from tinymae.util.gradcheck import assert_backward_matches
+
+import test_finetune  # the fine-tuning classifier's check lives with the rest of fine-tuning
 
 TOL = 1e-6
 

@@ -14,8 +14,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import make_photos, train_tiny
-from test_data import load, make_class_folders, write_image
 
 from tinymae import backend, evaluate, pretrain, probe
 from tinymae.config import MLPConfig
@@ -23,6 +21,9 @@ from tinymae.model.build import build_model
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.util import checkpoint, datasets, layouts, metrics
 from tinymae.util.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint
+
+from conftest import make_photos, train_tiny
+from test_data import load, make_class_folders, write_image
 
 # ----------------------------------------------------------------------------------------------
 # shared: one tiny trained run, folders cut from its photos, doctored copies of its checkpoint

@@ -9,13 +9,14 @@ import os
 import signal
 
 import pytest
-from conftest import make_photos, tiny_run_args, train_tiny
 from PIL import Image
 
 from tinymae import data, evaluate, finetune, pretrain, probe
 from tinymae.util import datasets, files
 from tinymae.util.checkpoint import read_checkpoint
 from tinymae.util.files import RunLock, write_atomically
+
+from conftest import make_photos, tiny_run_args, train_tiny
 
 
 def run_main(main, argv, capsys=None):

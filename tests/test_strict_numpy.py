@@ -7,14 +7,15 @@ AttributeError, depending on the function; strict with its own TypeErrors.
 """
 import numpy as np
 import pytest
-from strict_numpy import HostDeviceMixError, NotAnArrayError, StrictArray
-from strict_numpy import strict_numpy as strict
 
 from tinymae import backend
 from tinymae.backend import to_numpy
 from tinymae.model.layers import linear_backward, linear_forward
 from tinymae.model.optim import AdamW
 from tinymae.util.gradcheck import check_backward, rel_error
+
+from strict_numpy import HostDeviceMixError, NotAnArrayError, StrictArray
+from strict_numpy import strict_numpy as strict
 
 
 @pytest.fixture

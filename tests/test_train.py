@@ -5,12 +5,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, TINY_RUN, tiny_run_args, train_tiny
 
 from tinymae import backend, data, evaluate, pretrain
 from tinymae.config import MLPConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.util.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+
+from conftest import TINY_MODEL, TINY_RUN, tiny_run_args, train_tiny
 
 
 def run_main(argv):
