@@ -68,6 +68,9 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         # (D, P) matrix), zero biases, LayerNorm 1 / 0, normal(std=.02) for the cls and mask tokens.
         params = {}
         params["patch_embed.w"] = xavier_uniform(rng, P, D)  # (P, D)
+        # One difference from the official init: models_mae.py re-initialises only patch_embed's weight and
+        # leaves its Conv2d bias at PyTorch's default, uniform in +-1/sqrt(P) (+-0.096 for 6x6x3 patches).
+        # Here it starts at zero, as every other bias does; the results in docs/ were measured with this start.
         params["patch_embed.b"] = zeros(D)  # (D,)
         params["cls_token"] = normal(rng, (1, 1, D))  # (1, 1, D)
         for i in range(cfg.depth):
