@@ -29,11 +29,11 @@ class RunFailed(Exception):
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(__doc__.split("\n\n")[0])
+    p = ArgumentParser(__doc__)
     p.add_argument("--data", default=os.path.join("data", "catsdogs"),
                    help="the photo folder (a Cat and a Dog folder of photos, or PetImages/ with them)")
     p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
-    p.add_argument("--arch", choices=("mlp", "vit"), default="vit")
+    p.add_argument("--arch", choices=("mlp", "vit"), default="vit", help="which model")
     p.add_argument("--epochs", type=positive, default=10, help="epochs of every run")
     p.add_argument("--rounds", type=positive, default=2, help="pairs of runs, taking turns")
     p.add_argument("--per-class", type=positive, default=None,

@@ -3,6 +3,7 @@
     python benchmarks/bench_step.py                       # both models at their training batch (MLP 256, ViT 32)
     python benchmarks/bench_step.py --arch vit --repeats 20 --kernels fast
     TINYMAE_BACKEND=cupy python benchmarks/bench_step.py  # on a GPU: against PyTorch on CUDA (fused AdamW)
+    TINYMAE_BACKEND=cupy TINYMAE_FAST_GPU=1 python benchmarks/bench_step.py   # tinymae's fused GPU kernels too
 
 A step is what engine.train_one_epoch does per batch: fast.runner's forward and backward (on the CPU, the
 batch in shards, one worker thread per core), fast.AdamW's update, and the loss read back to the host
@@ -48,7 +49,7 @@ import numpy as np  # noqa: E402
 import measure  # noqa: E402  (benchmarks/measure.py and steps.py, next to this script)
 import steps  # noqa: E402
 from cli import ArgumentParser, non_negative, positive  # noqa: E402
-from measure import on_gpu, sync  # noqa: E402
+from measure import on_gpu  # noqa: E402
 from tinymae import backend, fast  # noqa: E402
 from tinymae.backend import to_numpy  # noqa: E402
 
@@ -68,7 +69,7 @@ LOSS_RTOL = 1e-5
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(__doc__.split("\n\n")[0])
+    p = ArgumentParser(__doc__)
     p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
     p.add_argument("--repeats", type=positive, default=10, help="blocks per contestant, taking turns (after warm-up)")
     p.add_argument("--block", type=positive, default=6, help="consecutive steps per block")
@@ -90,7 +91,8 @@ def parse_args(argv=None):
                    help="torch's ViT uses F.scaled_dot_product_attention (current timm) instead of timm "
                         "0.3.2's explicit softmax(q k^T) v, which is what tinymae computes")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--memory-worker", choices=("tinymae", "torch"), help=argparse.SUPPRESS)  # bench_step.py runs itself with it
+    # measure_memory runs this script with --memory-worker, in a fresh process
+    p.add_argument("--memory-worker", choices=("tinymae", "torch"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.settle >= args.block:
         p.error(f"--settle {args.settle} leaves no counted step of a --block of {args.block}: make it smaller")
@@ -200,7 +202,8 @@ def bench_model(arch, args, device, peak):
     kernels = steps.kernel_sets(args.kernels)
     model, imgs, noise = steps.make_batch(arch, batch)
     flops = measure.step_flops(model, batch)
-    print(f"\n== {arch}: {model.num_params():,} parameters, batch {batch}, {flops / 1e9:.2f} GFLOP per step (matmuls) ==")
+    print(f"\n== {arch}: {model.num_params():,} parameters, batch {batch}, "
+          f"{flops / 1e9:.2f} GFLOP per step (matmuls) ==")
     ok = True
     for label, k in kernels.items() if device is not None else ():
         print(f"correctness ({label} kernels against torch: same weights, batch and mask, one step, float32):")
@@ -267,10 +270,10 @@ def bench_model(arch, args, device, peak):
 def kernels_text(kernels):
     if kernels is fast.REFERENCE:
         return "fast.REFERENCE, the plain formulas of tinymae/model/" + (
-            " (what training uses on CuPy unless TINYMAE_CUDA_KERNELS=1)" if on_gpu() else "")
+            " (what training uses on CuPy unless TINYMAE_FAST_GPU=1)" if on_gpu() else "")
     if kernels is fast.CPU_KERNELS:
         return "fast.CPU_KERNELS (tinymae/fast/layers_cpu.py), what training uses"
-    return "fast.backend_kernels(), what training uses (TINYMAE_CUDA_KERNELS=1: the fused CUDA kernels)"
+    return "fast.CUDA_KERNELS (tinymae/fast/cuda.py), what training uses with TINYMAE_FAST_GPU=1"
 
 
 def benchmark(args):

@@ -6,18 +6,31 @@ here the error stands alone and --help has the rest.
 import argparse
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse.ArgumentParser that shows defaults in --help and reports a bad flag as one line."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (its example commands keep their lines); "(default: X)" after a flag's
+    help where X says something (not for a switch, nor for a default the help explains itself)."""
 
-    def __init__(self, description):
-        super().__init__(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    def _get_help_string(self, action):  # the hook argparse.ArgumentDefaultsHelpFormatter uses
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in action.help:
+            return action.help
+        return action.help + " (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse.ArgumentParser that reports a bad flag as one line. doc: the script's docstring, whose first
+    two paragraphs (what it does, how to run it) open --help."""
+
+    def __init__(self, doc):
+        description = "\n\n".join(doc.split("\n\n")[:2])
+        super().__init__(description=description, formatter_class=HelpFormatter,
+                         epilog="The script's docstring and benchmarks/README.md explain what it prints.")
 
     def error(self, message):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
 def whole_number(text):
-    """An int from the command line, or argparse's "invalid ... value" with the text."""
+    """An int from the command line, or a message that names the text."""
     try:
         return int(text)
     except ValueError:

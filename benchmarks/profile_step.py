@@ -11,10 +11,10 @@ list. "cumulative" adds what a function calls (attention_backward includes its l
 Both are in milliseconds per step, with the share of the whole step. cProfile adds a small overhead per
 Python call (tinymae makes a few hundred per step, so well under 1%).
 
-cProfile sees only the thread it runs on, so this profiles the plain step on one thread (fast.runner with
-threads=1: model.forward, model.backward, fast.AdamW; BLAS still uses every core), with the fast layers in
-place (--kernels fast, the default) or the reference ones. A training run computes the same functions on
-shards of the batch, one worker thread per core (fast/cpu.py).
+cProfile sees only the thread it runs on, so this profiles the plain step on one core (fast.runner with
+threads=1: model.forward, model.backward, fast.AdamW, with BLAS held to one thread as on each of the
+training step's workers), with the fast layers in place (--kernels fast, the default) or the reference
+ones. A training run computes the same functions on shards of the batch, one worker per core (fast/cpu.py).
 
 --torch also profiles the PyTorch twin (benchmarks/torch_models.py) with torch.profiler and lists its
 top operators by self CPU time, for comparing the two breakdowns.
@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from cli import ArgumentParser, positive  # benchmarks/cli.py, steps.py and measure.py, next to this file
 from measure import sync
 from steps import (kernel_sets, make_batch, tinymae_optimizer, tinymae_step, torch_device, torch_inputs,
@@ -33,8 +35,8 @@ from tinymae import fast
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both")
+    p = ArgumentParser(__doc__)
+    p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
     p.add_argument("--steps", type=positive, default=5, help="profiled steps (after 2 warm-up steps)")
     p.add_argument("--batch-size", type=positive, default=None,
                    help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
@@ -74,19 +76,20 @@ def profile_tinymae(arch, batch_size, steps, top, kernels):
     runner = fast.runner(model, threads=1)  # the plain step: cProfile sees only the thread it runs on
     fast.use_kernels(kernel_sets(kernels)[kernels])  # after fast.runner, which puts the fast kernels in place
     optimizer = tinymae_optimizer(model)
-    for _ in range(2):
-        tinymae_step(runner, optimizer, imgs, noise)
-    profiler = cProfile.Profile()
-    sync()
-    t0 = time.perf_counter()
-    profiler.enable()
-    for _ in range(steps):
-        tinymae_step(runner, optimizer, imgs, noise)
-    profiler.disable()
-    step_ms = (time.perf_counter() - t0) / steps * 1e3
+    with threadpool_limits(limits=1, user_api="blas"):  # one core, as each worker of the training step
+        for _ in range(2):
+            tinymae_step(runner, optimizer, imgs, noise)
+        profiler = cProfile.Profile()
+        sync()
+        t0 = time.perf_counter()
+        profiler.enable()
+        for _ in range(steps):
+            tinymae_step(runner, optimizer, imgs, noise)
+        profiler.disable()
+        step_ms = (time.perf_counter() - t0) / steps * 1e3
     stats = pstats.Stats(profiler)
     print(f"\n=== tinymae {arch}, {kernels} kernels: {step_ms:.0f} ms per step under cProfile (batch {batch_size}, "
-          f"{steps} steps, one thread) ===")
+          f"{steps} steps, one core) ===")
     print_table(stats, 2, "by own time (tottime)", steps, step_ms, top)
     print_table(stats, 3, "by cumulative time (tinymae functions)", steps, step_ms, top, only_tinymae=True)
 

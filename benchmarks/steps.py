@@ -26,9 +26,10 @@ from tinymae import fast
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.config import PretrainConfig
 from tinymae.engine import prefetched, train_one_epoch
+from tinymae.fast import data as fast_data
 from tinymae.model.build import build_model
 from tinymae.model.masking import masking_noise
-from tinymae.pretrain import training_batches
+from tinymae.pretrain import device_batches, training_batches
 
 from measure import on_gpu, sync  # benchmarks/measure.py, next to this file
 
@@ -104,7 +105,7 @@ def kernel_sets(choice):
     """'fast', 'reference' or 'both' -> {label: kernels}: "fast" the backend's layers a training run uses
     (fast.backend_kernels(): fast.CPU_KERNELS on NumPy), "reference" the plain formulas (fast.REFERENCE)."""
     sets = {"fast": fast.backend_kernels(), "reference": fast.REFERENCE}
-    if choice == "both" and sets["fast"] is fast.REFERENCE:  # CuPy without TINYMAE_CUDA_KERNELS=1: no faster set
+    if choice == "both" and sets["fast"] is fast.REFERENCE:  # CuPy without TINYMAE_FAST_GPU=1: no faster set
         return {"fast": sets["fast"]}
     return sets if choice == "both" else {choice: sets[choice]}
 
@@ -158,10 +159,17 @@ def time_training_loop(model, runner, optimizer, batch_size, loop_steps):
     n = loop_steps * batch_size
     data = SimpleNamespace(train_images=rng.integers(0, 256, (n, load, load, 3), dtype=np.uint8),
                            mean=np.full(3, 0.5, dtype=np.float32), std=np.full(3, 0.25, dtype=np.float32))
+    source, prepare = training_batches, None
+    if fast.resident_data():  # as pretrain.train does: the photos on the device, each batch cut there
+        images = fast_data.DeviceImages(data.train_images, data.mean, data.std, cfg.img_size)
+        source = device_batches
+
+        def prepare(idx, tops, lefts, flips, noise):
+            return images.batch(idx, tops, lefts, flips), noise
 
     def epoch():
-        batches = prefetched(training_batches(data, rng.permutation(n), batch_size, cfg.img_size, cfg.num_patches, rng))
-        return train_one_epoch(runner, optimizer, batches, loop_steps, 0, lambda step: LR, "loop", progress=False)
+        batches = prefetched(source(data, rng.permutation(n), batch_size, cfg.img_size, cfg.num_patches, rng))
+        return train_one_epoch(runner, optimizer, batches, loop_steps, 0, lambda step: LR, "loop", False, prepare)
 
     epoch()  # warm-up
     return epoch()

@@ -1,8 +1,9 @@
-"""tinymae's two MAEs in PyTorch (eager), built from a tinymae model's own weights.
+"""tinymae's two MAEs in PyTorch (eager), built from a tinymae model's own weights: the one transcription.
 
-The benchmark (bench_step.py) and tests/test_torch_models.py use them to show that tinymae and PyTorch
-compute the same loss and the same gradients for the same weights, batch and mask, and then to time both.
-tinymae itself never imports torch; only this folder and the tests do.
+The benchmarks (bench_step.py, train_torch.py) time and train these; tests/test_torch_models.py shows that
+they compute the same loss and gradients as tinymae for the same weights, batch and mask; and
+tests/test_torch_oracle_vit.py checks tinymae's ViT against their pieces (Attention, Block) and the whole
+TorchViTMAE in float64. tinymae itself never imports torch; only this folder and the tests do.
 
     TorchViTMAE   a transcription of MaskedAutoencoderViT in models_mae.py (facebookresearch/mae), with
                   timm 0.3.2's Block and Attention as the MAE repository pins them: pre-norm blocks,
@@ -296,7 +297,8 @@ class TorchMLPMAE(nn.Module):
 # Building from a tinymae model, and comparing
 
 def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False, gelu="tanh"):
-    """The torch twin of a tinymae MaskedAutoencoderMLP or MaskedAutoencoderViT, with its weights (copied, converted) and tables."""
+    """The torch twin of a tinymae MaskedAutoencoderMLP or MaskedAutoencoderViT, with its weights (copied,
+    converted) and tables."""
     def table(a):
         return torch.tensor(to_numpy(a), dtype=dtype)
 

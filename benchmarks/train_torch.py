@@ -43,18 +43,19 @@ from tinymae.util.datasets import DataError
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(__doc__.split("\n\n")[0])
+    p = ArgumentParser(__doc__)
     p.add_argument("--data", default=os.path.join("data", "catsdogs"),
                    help="the photo folder (a Cat and a Dog folder of photos, or PetImages/ with them)")
     p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
-    p.add_argument("--arch", choices=("mlp", "vit"), default="vit")
+    p.add_argument("--arch", choices=("mlp", "vit"), default="vit", help="which model")
     p.add_argument("--epochs", type=positive, default=None, help="default: tinymae's recipe")
     p.add_argument("--batch-size", type=positive, default=None, help="default: tinymae's recipe for --arch")
-    p.add_argument("--seed", type=whole_number, default=0)
+    p.add_argument("--seed", type=whole_number, default=0,
+                   help="seeds the split, the weights, the batches and the masks")
     p.add_argument("--per-class", type=positive, default=None, help="only the first N photos of each class")
     p.add_argument("--gelu", choices=("tanh", "exact"), default="tanh",
                    help="tanh: the GELU tinymae computes; exact: torch's erf GELU, as timm's ViT")
-    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
     return p.parse_args(argv)
 
 
@@ -90,8 +91,9 @@ def train(args, cfg, model, data):
     # tinymae's validation, spread over the cores with its fast kernels as in its own runs. (fast.runner also
     # tells glibc's malloc to keep freed memory, process-wide: torch's allocations get it too, as in bench_step.)
     evaluation = fast.runner(model)
-    baseline = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
-                                      mean_patch=data.mean_patch, runner=evaluation)["baselines"]["mean_patch"]["masked_mse"]
+    start = reconstruction_metrics(model, data.val_images, data.mean, data.std, mask_seed=cfg.seed,
+                                   mean_patch=data.mean_patch, runner=evaluation)
+    baseline = start["baselines"]["mean_patch"]["masked_mse"]
     wall_time, history = 0.0, []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ from tinymae.model.patches import patchify
 from tinymae.pretrain import PretrainData
 from tinymae.util.checkpoint import CheckpointError, load_checkpoint
 from tinymae.util.datasets import DataError
-from tinymae.util.figures import (_pyplot, cls_attention_maps, draw_patch_grid, masked_image, patch_grid_axes,
+from tinymae.util.figures import (cls_attention_maps, draw_patch_grid, masked_image, patch_grid_axes, pyplot,
                                   save_attention_maps, save_mask_grid, save_small_png)
 from tinymae.util.metrics import pred_to_pixels
 
@@ -143,7 +143,7 @@ def save_pipeline(path, model, imgs, noise, img_pix, mean, std, dpi=90):
     arrays; img_pix (S, S, 3) in [0, 1] is the same image for display, mean and std (3,) the run's colour
     statistics (host). Returns the image's loss."""
     import matplotlib.patches as mpatches
-    plt = _pyplot()
+    plt = pyplot()
     cfg = model.config
     p, grid, L, K = cfg.patch_size, cfg.img_size // cfg.patch_size, cfg.num_patches, cfg.len_keep
 

@@ -8,16 +8,9 @@ from tinymae.config import PretrainConfig
 from tinymae.data import PretrainData
 from tinymae.evaluate import figure_batch
 from tinymae.util.checkpoint import load_checkpoint
-from tinymae.util.figures import save_reconstructions
+from tinymae.util.figures import pyplot, save_reconstructions
 
 from experiments import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def mean_std(values):

@@ -7,7 +7,7 @@ import numpy  # host-side: drawing
 from ..model.patches import unpatchify
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only; works without a display
     import matplotlib.pyplot as plt
@@ -43,7 +43,7 @@ def reconstruction_panels(imgs, mask, pred_pix, patch_size):
 
 def save_reconstructions(path, imgs, mask, pred_pix, patch_size, title=None):
     """Save the grid: one row per image; original, masked, reconstruction, reconstruction + visible."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = reconstruction_panels(imgs, mask, pred_pix, patch_size)
     names = ("original", "masked (75%)" if mask.size and abs(mask.mean() - 0.75) < 1e-6 else "masked",
              "reconstruction", "reconstruction + visible")
@@ -66,7 +66,7 @@ def save_reconstructions(path, imgs, mask, pred_pix, patch_size, title=None):
 
 def save_loss_curves(path, history, baseline_mse=None):
     """history: the per-epoch dicts of metrics.json (epoch, train_loss, val_loss, val_masked_mse)."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train loss")
@@ -128,7 +128,7 @@ def save_mask_grid(path, img, ids_restore, len_keep, patch_size, title=None, dpi
     Returns the PNG pixel (x, y) of one point inside each cell of the grid, away from its text, (L, 2): a
     test reads the colours there and compares them with the engine's mask.
     """
-    plt = _pyplot()
+    plt = pyplot()
     grid = img.shape[0] // patch_size
     L = grid * grid
     kept = ids_restore < len_keep  # (L,)
@@ -199,7 +199,7 @@ def save_attention_maps(path, imgs, maps, cls_self, patch_size, title=None, row_
     imgs: (n, H, W, 3) in [0, 1]; maps, cls_self: cls_attention_maps' output for these images, (n, heads, L)
     and (n, heads). The colour scale is shared by the heads of a row. row_labels: one name per image.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n, heads, L = maps.shape
     grid = imgs.shape[1] // patch_size
     extent = (0, grid, grid, 0)
