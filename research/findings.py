@@ -84,7 +84,7 @@ def ablations_section(r, args, times):
         p_text, p_verdict = compare(table[variant][0], table["base"][0])
         f_text, f_verdict = compare(table[variant][1], table["base"][1])
         readings = {reading(v, sign) for v, sign in ((p_verdict, probe_sign), (f_verdict, tune_sign))
-                    if v is not None and sign is not None}
+                    if v not in (None, "missing") and sign is not None}
         lines.append(f"- {claim}. Measured: probe {p_text}, fine-tuned {f_text}. **{verdict_of(readings)}**")
     if times and "base-seed0" in times and "encoder-mask-tokens-seed0" in times:
         base, tokens = times["base-seed0"]["step_s"], times["encoder-mask-tokens-seed0"]["step_s"]

@@ -29,11 +29,11 @@ def pct(values, show_n=False):
 
 def compare(values, base):
     """The difference of two rows in points, read by the page's one rule -> (text, verdict) where verdict is
-    +1 (higher beyond the spread), -1 (lower beyond it), 0 (within it) or None (no spread to read it against,
-    or a row missing)."""
+    +1 (higher beyond the spread), -1 (lower beyond it), 0 (within it), None (no spread to read it against)
+    or "missing" (a row has not run yet)."""
     a, b = present(values), present(base)
     if not a or not b:
-        return "—", None
+        return "—", "missing"
     diff = 100 * (np.mean(a) - np.mean(b))
     sa = statistics.stdev(a) if len(a) > 1 else None
     sb = statistics.stdev(b) if len(b) > 1 else None
@@ -47,6 +47,8 @@ def compare(values, base):
 
 def reading(verdict, expected):
     """A verdict against the direction the paper found (expected: +1 or -1)."""
+    if verdict == "missing":
+        return "not run yet"
     if verdict is None:
         return "not resolved (no seed spread)"
     if verdict == 0:
