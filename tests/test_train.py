@@ -315,3 +315,18 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 assert TINY_MODEL and TINY_RUN  # the tiny settings live in conftest.py, shared with the other end-to-end tests
+
+
+def test_a_run_resumed_on_the_other_backend_continues_it(photos, tmp_path, monkeypatch):
+    """Checkpoints hold host arrays and the random state: 1 epoch on NumPy, then 2 more on the strict CuPy
+    stand-in, ends where 3 epochs on NumPy do (on a GPU the same holds up to float32 rounding)."""
+    from conftest import use_backend
+    use_backend("numpy", monkeypatch)
+    straight = train_tiny(tmp_path / "straight", photos, "vit")
+    train_tiny(tmp_path / "moved", photos, "vit", "--epochs", "1")
+    use_backend("strict", monkeypatch)
+    moved = pretrain.pretrain(*pretrain.parse_args(["--data", str(photos), "--out", str(tmp_path / "moved"),
+                                                    "--resume", "--epochs", "3", "--no-progress"]))
+    assert moved["backend"] == "strict"
+    assert [h["train_loss"] for h in moved["history"]] == [h["train_loss"] for h in straight["history"]]
+    assert moved["final_validation"]["masked_mse"] == straight["final_validation"]["masked_mse"]
