@@ -32,10 +32,9 @@ def fused(function):
 # the elementwise chains, one kernel each on CuPy
 
 @fused
-def _layernorm_affine(x, mean, var, w, b, eps):
-    rstd = 1.0 / xp.sqrt(var + eps)
+def _layernorm_affine(x, mean, rstd, w, b):
     xhat = (x - mean) * rstd
-    return xhat * w + b, xhat, rstd
+    return xhat * w + b, xhat  # (a fused kernel's outputs all have the inputs' broadcast shape: rstd stays out)
 
 
 @fused
@@ -92,8 +91,8 @@ def _adamw(p, g, m, v, decay, scale, lr, beta1, beta2, eps, step_size):
 def layernorm_forward(x, w, b, eps=1e-6):
     """model/layers.py's layernorm_forward: x (..., D) -> out (..., D), the same cache."""
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    var = x.var(axis=-1, keepdims=True)  # (..., 1) the biased variance
-    out, xhat, rstd = _layernorm_affine(x, mean, var, w, b, eps)  # (..., D), (..., D), (..., 1)
+    rstd = 1.0 / xp.sqrt(x.var(axis=-1, keepdims=True) + eps)  # (..., 1) from the biased variance
+    out, xhat = _layernorm_affine(x, mean, rstd, w, b)  # (..., D), (..., D)
     return out, (xhat, w, rstd)
 
 
