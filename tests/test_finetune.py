@@ -14,7 +14,8 @@ from tinymae.config import FinetuneConfig, PretrainConfig, ViTConfig
 from tinymae.data import labelled_subset
 from tinymae.model.build import build_model
 from tinymae.model.layers import layernorm_forward
-from tinymae.model.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from tinymae.model.loss import (soft_target_cross_entropy_backward, soft_target_cross_entropy_forward,
+                                softmax_cross_entropy_backward, softmax_cross_entropy_forward)
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import gather_tokens
@@ -46,6 +47,42 @@ def test_cross_entropy_matches_torch(xp, smoothing):
     assert loss.dtype == xp.float64 and dlogits.dtype == xp.float64
     np.testing.assert_allclose(float(loss), ref.item(), rtol=1e-12)
     np.testing.assert_allclose(to_numpy(dlogits), z.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def test_soft_target_cross_entropy_matches_torch(xp):
+    """Mixup's loss: torch's cross_entropy with probability targets (as timm's SoftTargetCrossEntropy)."""
+    torch = pytest.importorskip("torch")
+    rng = host_rng(0)
+    logits, targets = rng.standard_normal((6, 3)) * 3, rng.dirichlet(np.ones(3), size=6)
+    loss, cache = soft_target_cross_entropy_forward(asarray(logits), asarray(targets))
+    dlogits = soft_target_cross_entropy_backward(0.7, cache)
+    z = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(z, torch.tensor(targets))
+    (ref * 0.7).backward()
+    np.testing.assert_allclose(float(loss), ref.item(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(dlogits), z.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def test_smoothed_one_hot_targets_give_the_label_smoothing_loss(xp):
+    """With lam = 1 mixup's targets are the smoothed labels, and the two losses are the same function."""
+    from tinymae.data import mixup_targets
+    rng = host_rng(1)
+    logits, labels = asarray(rng.standard_normal((5, 2))), np.array([0, 1, 1, 0, 1])
+    targets = asarray(mixup_targets(labels, np.float32(1.0), 0.1, 2).astype("float64"))
+    soft, _ = soft_target_cross_entropy_forward(logits, targets)
+    hard, _ = softmax_cross_entropy_forward(logits, asarray(labels), 0.1)
+    assert float(soft) == pytest.approx(float(hard), rel=1e-7)  # the targets are float32: 0.95 and 0.05 rounded
+
+
+def test_mixup_blends_each_image_with_the_reversed_batch():
+    from tinymae.data import mix_images, mixup_draw, mixup_targets
+    imgs = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)
+    lam = mixup_draw(host_rng(0), 0.8)
+    assert lam.dtype == np.float32 and 0.0 <= lam <= 1.0
+    np.testing.assert_allclose(mix_images(imgs, lam), lam * imgs + (1 - lam) * imgs[::-1], rtol=1e-6)
+    targets = mixup_targets(np.array([0, 0, 1, 1]), lam, 0.0, 2)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(targets[0], [lam, 1 - lam], rtol=1e-6)  # image 0 mixed with image 3 (a dog)
 
 
 def test_cross_entropy_is_safe_on_huge_logits(xp):
@@ -402,6 +439,8 @@ def test_partial_fine_tuning_leaves_the_frozen_encoder_as_pre_trained(tiny, caps
         np.testing.assert_array_equal(encoder_weights(saved, name), encoder_weights(tiny.checkpoint, name))
     assert np.abs(encoder_weights(saved, "param/head.w")).max() > 1e-3  # started at ~2e-5
 
+    mixed, _ = run_ok(args(tiny, None, "--mixup", "0.8", "--seed", "5"), capsys)
+    assert mixed["out"] == str(tiny.checkpoint.parent / "finetune-mixup0.8-seed5")
     dropped, _ = run_ok(args(tiny, None, "--drop-path", "0.1", "--seed", "5"), capsys)
     assert dropped["out"] == str(tiny.checkpoint.parent / "finetune-droppath0.1-seed5")
     assert np.abs(encoder_weights(tiny.checkpoint.parent / "finetune-droppath0.1-seed5" / "classifier.npz")
@@ -504,6 +543,7 @@ def test_bad_inputs_fail_before_training(tiny, tmp_path, capsys, monkeypatch, ex
     (["--epochs", "two"], "invalid int value"),
     (["--trainable-blocks", "-1"], "--trainable-blocks must be 0 or more"),
     (["--drop-path", "1"], "--drop-path must be at least 0 and below 1"),
+    (["--mixup", "-1"], "--mixup must be between 0 (off) and 10"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -545,8 +585,8 @@ def test_ctrl_c_is_one_line_and_exit_code_130(tiny, tmp_path, monkeypatch, capsy
 def test_resident_photos_fine_tune_as_the_host_side_batches(tiny, tmp_path, monkeypatch, capsys):
     """With the photos on the device (fast/data.py) the run is the host-side one, number for number."""
     from tinymae import fast
-    host, _ = run_ok(args(tiny, tmp_path / "host", "--drop-path", "0.1"), capsys)
+    host, _ = run_ok(args(tiny, tmp_path / "host", "--drop-path", "0.1", "--mixup", "0.8"), capsys)
     monkeypatch.setattr(fast, "resident_data", lambda: True)
-    resident, _ = run_ok(args(tiny, tmp_path / "resident", "--drop-path", "0.1"), capsys)
+    resident, _ = run_ok(args(tiny, tmp_path / "resident", "--drop-path", "0.1", "--mixup", "0.8"), capsys)
     assert resident["final_train_loss"] == host["final_train_loss"]
     assert resident["val_accuracy"] == host["val_accuracy"]

@@ -238,6 +238,15 @@ def softmax_cross_entropy_case(rng, dtype, smoothing):
     return forward, loss.softmax_cross_entropy_backward, {"logits": logits}
 
 
+def case_soft_target_cross_entropy(rng, dtype):
+    targets = backend.asarray(rng.dirichlet(np.ones(3), size=5), dtype=dtype)  # (N, C), rows summing to 1
+
+    def forward(z):
+        return loss.soft_target_cross_entropy_forward(z, targets)
+
+    return forward, loss.soft_target_cross_entropy_backward, {"logits": randn(rng, 5, 3, dtype=dtype) * 3}
+
+
 GRADIENT_CHECKS = {
     "layers.linear_backward": case_linear,
     "layers.relu_backward": case_relu,
@@ -251,6 +260,7 @@ GRADIENT_CHECKS = {
     "loss.mse_backward[norm_pix_loss]": lambda rng, dtype: mse_case(rng, dtype, with_mask=True, norm_pix_loss=True),
     "loss.bce_logits_backward": case_bce_logits,
     "loss.softmax_cross_entropy_backward": lambda rng, dtype: softmax_cross_entropy_case(rng, dtype, 0.1),
+    "loss.soft_target_cross_entropy_backward": case_soft_target_cross_entropy,
     "layers.layernorm_backward": case_layernorm,
     "layers.gelu_backward": case_gelu,
     "attention.softmax_backward": case_softmax,

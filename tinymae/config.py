@@ -253,6 +253,8 @@ class FinetuneConfig:
     trainable_blocks: int = setting(None, "partial fine-tuning (the paper's Figure 9): train only the last K encoder "
                                           "blocks, fc_norm and the head; 0: fc_norm and the head alone, a linear "
                                           "classifier on the frozen encoder (default: every block)")
+    mixup: float = setting(0.0, "mixup's alpha: each batch blended with itself reversed by lam ~ Beta(alpha, alpha), "
+                                "the labels likewise (main_finetune.py's ViT-B recipe: 0.8; 0: off)")
     drop_path: float = setting(0.0, "stochastic depth: the highest rate at which a block's residual branches are "
                                     "skipped per image while training, rising from 0 at the first block "
                                     "(main_finetune.py's ViT-B recipe: 0.1)")
@@ -281,6 +283,8 @@ class FinetuneConfig:
         if self.trainable_blocks is not None and self.trainable_blocks < 0:
             raise ValueError(f"--trainable-blocks must be 0 or more (or left out for every block), "
                              f"got {self.trainable_blocks}")
+        if not 0.0 <= self.mixup <= 10.0:
+            raise ValueError(f"--mixup must be between 0 (off) and 10, got {self.mixup}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"--drop-path must be at least 0 and below 1, got {self.drop_path}")
         if not 0.0 < self.layer_decay <= 1.0:

@@ -10,6 +10,7 @@
     normalize          uint8 (B, H, W, 3) -> float32 (B, 3, H, W), (x/255 - mean) / std, the input of patchify
     denormalize        back to [0, 1] pixel units, to show reconstructions
     augmented_batches  an epoch of cropped, flipped, normalised batches (host arrays)
+    mix_images         fine-tuning's mixup: each image blended with another, and mixup_targets their labels
 
 Why resize to 54 and crop 48 (plus flip), not the official MAE's RandomResizedCrop(scale=(0.2, 1)) + flip:
 the official recipe resamples every image at every step, which in NumPy means a Python-level resize per
@@ -217,3 +218,23 @@ def augmented_batches(images, mean, std, perm, batch_size, img_size, rng):
         idx = perm[i * batch_size:(i + 1) * batch_size]  # (B,)
         batch = random_crop_flip(images[idx], img_size, rng)  # (B, S, S, 3) uint8
         yield idx, normalize(batch, mean, std)
+
+
+def mixup_draw(rng, alpha):
+    """Mixup's one number for a batch (Zhang et al., 2018; timm's Mixup, mode "batch"): lam ~ Beta(alpha,
+    alpha), as float32, so that host and device mix the same way."""
+    return np.float32(rng.beta(alpha, alpha))
+
+
+def mix_images(imgs, lam):
+    """imgs (B, 3, S, S), host or device -> lam * imgs + (1 - lam) * imgs in reverse order, as timm mixes each
+    image with the batch's flipped order (x.flip(0))."""
+    return lam * imgs + (1 - lam) * imgs[::-1]  # (B, 3, S, S)
+
+
+def mixup_targets(labels, lam, smoothing, num_classes):
+    """labels (B,) -> the soft targets (B, C) of mixed images, label smoothing included (timm's mixup_target):
+    lam * q(y) + (1 - lam) * q(y reversed), q(y) = (1 - smoothing) onehot(y) + smoothing / C. Host arrays."""
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]  # (B, C)
+    smoothed = (1.0 - smoothing) * onehot + smoothing / num_classes  # (B, C)
+    return (lam * smoothed + (1 - lam) * smoothed[::-1]).astype(np.float32)  # (B, C)

@@ -21,9 +21,9 @@ A run, in the order of `finetune`:
         accuracy          top-1 accuracy on the validation images (centre crop), and on the training images
     the result            printed as one JSON line, then classifier.npz and result.json in --out
 
-Scaled down from the paper's ViT-B recipe (Table 9): no mixup, cutmix or random erasing, and drop path only
-when asked (--drop-path; a 4-block ViT on 48-pixel photos needs far less regularisation than ViT-B on
-ImageNet); the augmentation is the pre-training one (random crop + flip, data.py). The position table
+Scaled down from the paper's ViT-B recipe (Table 9): no cutmix or random erasing, and mixup and drop path
+only when asked (--mixup, --drop-path: a 4-block ViT on 48-pixel photos needs less regularisation than
+ViT-B on ImageNet); the augmentation is the pre-training one (random crop + flip, data.py). The position table
 stays the fixed sin-cos one (timm's ViT would fine-tune it from that start). Every setting is a field of
 config.FinetuneConfig; the flags are built from it.
 """
@@ -38,7 +38,7 @@ import numpy as np
 from . import backend, fast
 from .backend import asarray, host_rng, to_numpy
 from .config import FinetuneConfig, model_config
-from .data import FinetuneData, augmented_batches, center_crop, normalize
+from .data import FinetuneData, augmented_batches, center_crop, mix_images, mixup_draw, mixup_targets, normalize
 from .engine import Diverged, prefetched, train_one_epoch
 from .fast import data as fast_data
 from .model.build import build_model
@@ -84,13 +84,15 @@ def parse_args(argv=None, prog="python -m tinymae.finetune"):
 
 
 def default_out(cfg):
-    """<checkpoint's folder>/finetune[-scratch][-N<labels>][-blocks<K>][-droppath<p>]-seed<S>: one folder per
-    variant and seed."""
+    """<checkpoint's folder>/finetune[-scratch][-N<labels>][-blocks<K>][-mixup<a>][-droppath<p>]-seed<S>: one
+    folder per variant and seed."""
     name = "finetune" + ("-scratch" if cfg.from_scratch else "")
     if cfg.labels_per_class is not None:
         name += f"-N{cfg.labels_per_class}"
     if cfg.trainable_blocks is not None:
         name += f"-blocks{cfg.trainable_blocks}"
+    if cfg.mixup > 0:
+        name += f"-mixup{cfg.mixup:g}"
     if cfg.drop_path > 0:
         name += f"-droppath{cfg.drop_path:g}"
     return os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), f"{name}-seed{cfg.seed}")
@@ -118,24 +120,48 @@ def read_vit_checkpoint(path):
 # ----------------------------------------------------------------------------------------------
 # data: data.FinetuneData holds the labelled photos
 
-def training_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
-    """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,)),
-    and with drop_path > 0 the drop-path factors (B, depth, 2) (models_vit.drop_path_keep) too."""
+def training_batches(data, perm, batch_size, img_size, rng, cfg, depth):
+    """The epoch's batches as host arrays, in order: (imgs (B, 3, S, S) normalised float32, labels (B,)); with
+    --mixup the images mixed and soft targets (B, C) for labels; with --drop-path the drop-path factors
+    (B, depth, 2) (models_vit.drop_path_keep) too. The random draws: crops and flips, then mixup, then drop path."""
     for idx, imgs in augmented_batches(data.train_images, data.mean, data.std, perm, batch_size, img_size, rng):
-        if drop_path > 0:
-            yield imgs, data.train_labels[idx], drop_path_keep(rng, len(idx), depth, drop_path)
-        else:
-            yield imgs, data.train_labels[idx]
+        labels, extra = step_draws(rng, data.train_labels[idx], cfg, depth)
+        if cfg.mixup > 0:
+            imgs = mix_images(imgs, extra[0])
+        yield (imgs, labels, *extra[1:])
 
 
-def device_batches(data, perm, batch_size, img_size, rng, depth=None, drop_path=0.0):
+def step_draws(rng, labels, cfg, depth):
+    """The rest of a step's random numbers, after the crops: -> (labels or mixup's soft targets, [lam (1,)
+    if mixup] + [drop-path factors if drop path])."""
+    extra = []
+    if cfg.mixup > 0:
+        lam = mixup_draw(rng, cfg.mixup)
+        extra.append(np.array([lam]))  # (1,) so that it can travel to the device with the batch
+        labels = mixup_targets(labels, lam, cfg.label_smoothing, len(CLASSES))  # (B, C)
+    if cfg.drop_path > 0:
+        extra.append(drop_path_keep(rng, len(labels), depth, cfg.drop_path))  # (B, depth, 2)
+    return labels, extra
+
+
+def device_batches(data, perm, batch_size, img_size, rng, cfg, depth):
     """training_batches' draws, for photos resident on the device (fast/data.py): (idx, tops, lefts, flips,
-    labels[, keep]) per batch, the same numbers in the same order."""
+    labels[, lam][, keep]) per batch, the same numbers in the same order; device_inputs makes the images."""
     for idx, tops, lefts, flips in fast_data.draws(perm, batch_size, data.train_images.shape[1], img_size, rng):
-        if drop_path > 0:
-            yield idx, tops, lefts, flips, data.train_labels[idx], drop_path_keep(rng, len(idx), depth, drop_path)
-        else:
-            yield idx, tops, lefts, flips, data.train_labels[idx]
+        labels, extra = step_draws(rng, data.train_labels[idx], cfg, depth)
+        yield (idx, tops, lefts, flips, labels, *extra)
+
+
+def device_inputs(images, mixup):
+    """-> prepare(*batch): the model's inputs from a batch of device_batches (fast/data.DeviceImages cuts the
+    images, then mixup mixes them on the device as training_batches does on the host)."""
+    def prepare(idx, tops, lefts, flips, labels, *extra):
+        imgs = images.batch(idx, tops, lefts, flips)  # (B, 3, S, S) on the device
+        if mixup > 0:
+            lam, *extra = extra
+            imgs = mix_images(imgs, lam)  # lam (1,): broadcast over the images
+        return (imgs, labels, *extra)
+    return prepare
 
 
 def accuracy(model, images, labels, mean, std, runner=None):
@@ -242,7 +268,7 @@ def train(cfg, header, arrays, mcfg):
     batch_source, prepare = training_batches, None
     if fast.resident_data():  # the photos on the device, each batch cut there (fast/__init__.py decides)
         images = fast_data.DeviceImages(data.train_images, data.mean, data.std, mcfg.img_size)
-        batch_source, prepare = device_batches, images.inputs
+        batch_source, prepare = device_batches, device_inputs(images, cfg.mixup)
 
     source = "random initialisation" if cfg.from_scratch else f"{cfg.checkpoint} (epoch {header.get('epoch')})"
     trains = "" if model.frozen_blocks == 0 else \
@@ -256,7 +282,7 @@ def train(cfg, header, arrays, mcfg):
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
             perm = rng.permutation(n_train)
-            batches = prefetched(batch_source(data, perm, batch_size, mcfg.img_size, rng, mcfg.depth, cfg.drop_path))
+            batches = prefetched(batch_source(data, perm, batch_size, mcfg.img_size, rng, cfg, mcfg.depth))
             stats = train_one_epoch(runner, optimizer, batches, steps_per_epoch, epoch * steps_per_epoch, schedule,
                                     f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, prepare)
             measured = ""

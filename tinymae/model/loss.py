@@ -1,7 +1,7 @@
 """The reconstruction loss, as `forward_loss` in models_mae.py: mean squared error per patch, averaged
 over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches").
 And the classifiers' losses: the linear probe's binary cross-entropy, and fine-tuning's softmax
-cross-entropy with label smoothing."""
+cross-entropy, with label smoothing or against the soft targets of mixup."""
 from ..backend import xp
 
 
@@ -70,13 +70,18 @@ def softmax_cross_entropy_forward(logits, labels, smoothing=0.0):
     sum is exactly 1, so the log never sees 0.
     """
     N, C = logits.shape
-    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C) each row's largest is 0
-    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
+    log_probs = log_softmax(logits)  # (N, C)
     nll = -log_probs[xp.arange(N), labels]  # (N,) -log p[y]
     uniform = -log_probs.mean(axis=1)  # (N,) the smoothing term: the mean of -log p over the classes
     loss = ((1.0 - smoothing) * nll + smoothing * uniform).mean()  # ()
     cache = (log_probs, labels, smoothing)
     return loss, cache
+
+
+def log_softmax(logits):
+    """logits (N, C) -> log p (N, C) = (z - max z) - log(sum exp(z - max z)), the log-sum-exp trick above."""
+    shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C) each row's largest is 0
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
@@ -90,3 +95,22 @@ def softmax_cross_entropy_backward(dloss, cache):
     target = (1.0 - smoothing) * onehot + smoothing / C  # (N, C) the smoothed target q
     dlogits = (xp.exp(log_probs) - target) * (dloss / N)  # (N, C) softmax(z) - q, for the mean
     return dlogits
+
+
+def soft_target_cross_entropy_forward(logits, targets):
+    """Cross-entropy against soft targets, the fine-tuning loss with mixup: logits (N, C), targets (N, C) whose
+    rows sum to 1 -> the mean over the batch of -sum_c q_c log p_c (a 0-d backend array) and the cache.
+
+    timm's SoftTargetCrossEntropy, which main_finetune.py uses when mixup is on: the targets already carry
+    the label smoothing (data.mixup_targets), so the loss itself has none."""
+    log_probs = log_softmax(logits)  # (N, C)
+    loss = (-(targets * log_probs).sum(axis=1)).mean()  # ()
+    cache = (log_probs, targets)
+    return loss, cache
+
+
+def soft_target_cross_entropy_backward(dloss, cache):
+    """dloss: upstream gradient of the mean loss -> dlogits (N, C) = dloss * (softmax(z) - q) / N (as above,
+    with q the given targets)."""
+    log_probs, targets = cache
+    return (xp.exp(log_probs) - targets) * (dloss / log_probs.shape[0])  # (N, C)

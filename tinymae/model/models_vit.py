@@ -7,7 +7,7 @@ official MAE (timm's VisionTransformer with global_pool=True, the paper's fine-t
   forward_features  forward_encoder -> global pool: the mean of the L patch tokens (the cls token
                     is left out) -> fc_norm (a fresh LayerNorm)                      (N, D)
   forward_head      head (Linear D -> num_classes)                                   = logits (N, C)
-  forward           + softmax cross-entropy with label smoothing (loss.py)
+  forward           + softmax cross-entropy with label smoothing, or against mixup's soft targets (loss.py)
   backward          the same steps in reverse order
 
 Two options of main_finetune.py's recipe change how it trains, not what it computes at test time:
@@ -43,7 +43,8 @@ import numpy  # host-side: the drop-path factors are drawn there
 
 from ..backend import host_rng, xp
 from .layers import layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones, zeros
-from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .loss import (soft_target_cross_entropy_backward, soft_target_cross_entropy_forward,
+                   softmax_cross_entropy_backward, softmax_cross_entropy_forward)
 from .mae_vit import embed_patches, embed_patches_backward, prepend_cls_token, prepend_cls_token_backward
 from .transformer import BLOCK_PARAM_NAMES, blocks_backward, blocks_forward
 
@@ -65,7 +66,8 @@ class ClassifierCache(NamedTuple):
     encoder: ClassifierEncoderCache
     fc_norm: tuple  # layernorm_forward's cache
     head: tuple  # linear_forward's cache
-    loss: tuple  # softmax_cross_entropy_forward's cache
+    loss: tuple  # the loss's cache
+    soft_targets: bool  # which loss: soft_target_cross_entropy (mixup) or softmax_cross_entropy
 
 
 class ViTClassifier:
@@ -148,12 +150,17 @@ class ViTClassifier:
         return logits
 
     def forward(self, imgs, labels, keep=None):
-        """The training step's forward: imgs (N, 3, H, W), labels (N,) -> loss, logits (N, C), cache.
+        """The training step's forward: imgs (N, 3, H, W), labels (N,) class ids, or (N, C) soft targets
+        (mixup: data.mixup_targets) -> loss, logits (N, C), cache.
         keep: None, or (N, depth, 2) drop-path factors (drop_path_keep)."""
         features, encoder_cache, fc_norm_cache = self.forward_features(imgs, keep)  # (N, D)
         logits, head_cache = self.forward_head(features)  # (N, C)
-        loss, loss_cache = softmax_cross_entropy_forward(logits, labels, self.smoothing)
-        return loss, logits, ClassifierCache(encoder_cache, fc_norm_cache, head_cache, loss_cache)
+        soft = labels.ndim == 2  # main_finetune.py's choice: SoftTargetCrossEntropy when mixup is on
+        if soft:
+            loss, loss_cache = soft_target_cross_entropy_forward(logits, labels)
+        else:
+            loss, loss_cache = softmax_cross_entropy_forward(logits, labels, self.smoothing)
+        return loss, logits, ClassifierCache(encoder_cache, fc_norm_cache, head_cache, loss_cache, soft)
 
     # ------------------------------------------------------------------------------------------
     def backward(self, dloss, cache):
@@ -161,7 +168,8 @@ class ViTClassifier:
         trainable parameters (every parameter unless some blocks are frozen). Every step of forward, last
         one first."""
         grads = {}
-        dlogits = softmax_cross_entropy_backward(dloss, cache.loss)  # (N, C)
+        loss_backward = soft_target_cross_entropy_backward if cache.soft_targets else softmax_cross_entropy_backward
+        dlogits = loss_backward(dloss, cache.loss)  # (N, C)
         dfeatures, grads["head.w"], grads["head.b"] = linear_backward(dlogits, cache.head)  # (N, D)
         dpooled, grads["fc_norm.w"], grads["fc_norm.b"] = layernorm_backward(dfeatures, cache.fc_norm)  # (N, D)
 
