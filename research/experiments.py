@@ -20,7 +20,9 @@ the order they run (each run is the default ViT MAE of tinymae.config with one t
                1d), mask tokens in the encoder (Tables 1c, 2), decoder depth 1 / 4 and width 32 / 128
                (Tables 1a, 1b), the MLP MAE; each probed and fine-tuned with 50 labels per class
   every-label  the every-label rows with 3 seeds: the base's other pre-training seeds and scratch, the
-               400-epoch encoder fine-tuned with 3 seeds, with and without the fine-tuning recipe's drop path
+               400-epoch encoder fine-tuned with 3 seeds; then with main_finetune.py's regularisation (drop
+               path, then mixup too), the 400-epoch encoder against scratch with the same recipe; and the
+               normalised-pixel target pre-trained for 400 epochs
   seeds        the ablations again with seeds 1 and 2
 """
 import argparse
@@ -48,6 +50,9 @@ EPOCHS = 50
 SCHEDULE = (2, 4, 8)  # longer pre-trainings, in multiples of --epochs: 100, 200 and 400 epochs
 PARTIAL_BLOCKS = (0, 1, 2)  # Figure 9: fine-tune only the last K blocks (all 4: the full fine-tuning)
 DROP_PATH = 0.1  # main_finetune.py's ViT-B recipe
+MIXUP = 0.8  # the same
+# Fine-tuning with every label, as tinymae.finetune's defaults, then with main_finetune.py's regularisation.
+RECIPES = ({}, {"drop_path": DROP_PATH}, {"drop_path": DROP_PATH, "mixup": MIXUP})
 PROBE_SEEDS = 3
 
 # The pre-training variants: the default ViT MAE with the settings shown (flag names without the dashes).
@@ -78,12 +83,12 @@ def schedule_variant(factor, args):
 
 def pretrain_settings(variant, seed, args):
     """The settings of a pre-training run: {name: value}, as its command line would give them (the variant's
-    own settings win over --model's)."""
-    variant_settings = {} if variant.startswith("base") else ABLATIONS[variant]
+    own settings win over --model's). A variant named <name>-ep<E> is <name> pre-trained for E epochs."""
+    name, _, epochs = variant.partition("-ep")
+    variant_settings = {} if name == "base" else ABLATIONS[name]
     arch = variant_settings.get("arch", "vit")
-    epochs = int(variant[len("base-ep"):]) if variant.startswith("base-ep") else args.epochs
-    return {"arch": arch, "epochs": epochs, **model_flags(args.model, arch), **variant_settings, "seed": seed,
-            "per_class": args.per_class}
+    return {"arch": arch, "epochs": int(epochs) if epochs else args.epochs, **model_flags(args.model, arch),
+            **variant_settings, "seed": seed, "per_class": args.per_class}
 
 
 def batch_for(labels):
@@ -93,7 +98,7 @@ def batch_for(labels):
     return 128 if labels is None else 64 if labels >= 200 else 32
 
 
-def finetune_settings(args, labels, seed, scratch=False, blocks=None, drop_path=0.0):
+def finetune_settings(args, labels, seed, scratch=False, blocks=None, drop_path=0.0, mixup=0.0):
     """A fine-tuning's settings; only the ones a variant sets, so that a result written before a setting
     existed is still recognised."""
     settings = {"eval_every": 25, "epochs": args.epochs, "from_scratch": scratch, "labels_per_class": labels,
@@ -102,6 +107,8 @@ def finetune_settings(args, labels, seed, scratch=False, blocks=None, drop_path=
         settings["trainable_blocks"] = blocks
     if drop_path:
         settings["drop_path"] = drop_path
+    if mixup:
+        settings["mixup"] = mixup
     return settings
 
 
@@ -181,8 +188,14 @@ def plan(args):
         finetuned("every-label", "base", s, finetune_settings(args, every, s))
         finetuned("every-label", "base", s, finetune_settings(args, every, s, scratch=True))
         finetuned("every-label", longest, 0, finetune_settings(args, every, s))
+    for recipe in RECIPES[1:]:  # the fine-tuning recipe's regularisation, MAE-initialised and from scratch
+        for s in SEEDS:
+            finetuned("every-label", longest, 0, finetune_settings(args, every, s, **recipe))
+            finetuned("every-label", "base", s, finetune_settings(args, every, s, scratch=True, **recipe))
+    normpix_longest = longest.replace("base", "norm-pix")  # the normalised-pixel target, pre-trained as long
+    pretrained("every-label", normpix_longest, 0)
     for s in SEEDS:
-        finetuned("every-label", longest, 0, finetune_settings(args, every, s, drop_path=DROP_PATH))
+        finetuned("every-label", normpix_longest, 0, finetune_settings(args, every, s, **RECIPES[-1]))
     return jobs
 
 

@@ -41,11 +41,15 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
         assert (out / run / {"pretrain": "metrics.json", "probe": "probe.json", "finetune": "checkpoint.npz"}[kind]).exists()
     for folder in ("finetune-N4-seed1", "finetune-scratch-N4-seed1", "finetune-seed2", "finetune-scratch-seed2"):
         assert (out / "base-seed1" / folder / "result.json").exists() or folder.endswith("seed2")
-    for folder in ("finetune-blocks0-seed0", "finetune-blocks2-seed0", "finetune-droppath0.1-seed1", "finetune-seed2"):
+    for folder in ("finetune-blocks0-seed0", "finetune-blocks2-seed0", "finetune-droppath0.1-seed1", "finetune-seed2",
+                   "finetune-mixup0.8-droppath0.1-seed2"):
         assert (out / "base-ep8-seed0" / folder / "result.json").exists(), folder
     metrics = json.loads((out / "decoder-width32-seed2" / "metrics.json").read_text())
     assert metrics["config"]["decoder_embed_dim"] == 32 and metrics["settings"]["epochs"] == 1  # the variant wins
     assert json.loads((out / "base-ep4-seed0" / "metrics.json").read_text())["settings"]["epochs"] == 4
+    normpix = json.loads((out / "norm-pix-ep8-seed0" / "metrics.json").read_text())
+    assert normpix["settings"]["epochs"] == 8 and normpix["config"]["norm_pix_loss"]
+    assert (out / "base-seed1" / "finetune-scratch-mixup0.8-droppath0.1-seed1" / "result.json").exists()
 
     report = (docs / "results.md").read_text()
     for heading in ("## 1. Fine-tuning", "## 2. Longer pre-training", "## 3. Fine-tuning only the last blocks",
