@@ -150,9 +150,9 @@ class DataParallel:
 
     # ------------------------------------------------------------------------------------------
     def optimizer_step(self, optimizer, grads):
-        """optimizer.step(grads) of a fast.optim.FlatAdamW, its pieces updated on every worker (bit-identical
-        to optimizer.step: the pieces are independent)."""
-        if self.pool is None:
+        """optimizer.step(grads): a fast.optim.FlatAdamW's pieces updated on every worker (bit-identical to its
+        step(): the pieces are independent); any other optimiser steps as it is."""
+        if self.pool is None or not hasattr(optimizer, "pieces"):  # (the reference AdamW: one parameter at a time)
             optimizer.step(grads)
             return
         pieces = optimizer.pieces(grads)
