@@ -28,3 +28,13 @@ def test_install_check_says_fail_with_the_step_when_the_backend_cannot_load(tmp_
     assert done.returncode == 1
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("FAIL (cupy): backend:") and "CuPy cannot be used" in last
+
+
+def test_bad_flags_are_refused_before_any_step(tmp_path):
+    """One epoch cannot show a falling loss, and a typo in --data must not cost the tests' minute first."""
+    for flags, message in ((["--epochs", "1"], "--epochs must be at least 2"),
+                           (["--data", str(tmp_path / "nowhere")], "--data: the data folder")):
+        done = subprocess.run([sys.executable, SCRIPT, "--backend", "numpy", *flags], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and done.stdout == ""
+        assert message in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr
