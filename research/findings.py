@@ -5,7 +5,7 @@ import statistics
 
 import numpy as np
 
-from experiments import ABLATIONS, SEEDS, run_name
+from plan import ABLATIONS, SEEDS, run_name
 from stats import compare, pct, present, reading
 
 # The paper's findings that the ablations test: (run, what the paper found, the sign of variant - base it found

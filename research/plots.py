@@ -10,7 +10,7 @@ from tinymae.evaluate import figure_batch
 from tinymae.util.checkpoint import load_checkpoint
 from tinymae.util.figures import pyplot, save_reconstructions
 
-from experiments import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
+from plan import PARTIAL_BLOCKS, SCHEDULE, SEEDS, run_name, schedule_variant
 
 
 def mean_std(values):

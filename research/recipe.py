@@ -22,8 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from experiments import RUN_ERRORS
-from runs import DEFAULT_DATA, pretrain_variant, probe_row, probe_variant, read_json, write_text
+from runs import DEFAULT_DATA, RUN_ERRORS, pretrain_variant, probe_row, probe_variant, read_json, write_text
 
 TRAIN_TORCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "train_torch.py")
 

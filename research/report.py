@@ -9,8 +9,8 @@ import numpy as np
 
 from tinymae import backend
 
-from experiments import PARTIAL_BLOCKS, RECIPES, SCHEDULE, SEEDS, finetune_settings, run_name, schedule_variant
 from findings import ablations_section
+from plan import PARTIAL_BLOCKS, RECIPES, SCHEDULE, SEEDS, finetune_settings, run_name, schedule_variant
 from plots import plot_curves, plot_mask_ratio, plot_partial, plot_schedule, save_run_reconstructions
 from runs import finished_finetune, probe_row, read_json, step_times, write_text
 from stats import RULE, compare, pct, present, reading

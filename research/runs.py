@@ -15,18 +15,24 @@ import statistics
 import time
 
 from tinymae.config import FinetuneConfig, PretrainConfig, model_config
-from tinymae.finetune import default_out, finetune
-from tinymae.pretrain import pretrain
+from tinymae.finetune import FinetuneError, default_out, finetune
+from tinymae.pretrain import TrainingError, pretrain
 from tinymae.probe import run_probe
-from tinymae.util.checkpoint import load_checkpoint, read_checkpoint
+from tinymae.util.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from tinymae.util.cli import split_settings
-from tinymae.util.files import write_atomically
+from tinymae.util.datasets import DataError
+from tinymae.util.files import FolderBusy, write_atomically
+from tinymae.util.resume import ResumeError
 
 DEFAULT_DATA = os.path.join("data", "catsdogs")  # where the README's main command puts the photos
 
 
 class SweepError(Exception):
     """A run folder that cannot be reused or a setting that cannot run, with what to do (one line)."""
+
+
+# Every error a run can end with, which a research script shows as one line.
+RUN_ERRORS = (SweepError, DataError, TrainingError, ResumeError, FinetuneError, CheckpointError, FolderBusy)
 
 
 def read_json(path):

@@ -96,6 +96,19 @@ def test_the_model_imports_nothing_above_it():
                 assert module in ("..backend", "..config") or not module.startswith(".."), f"{path.name} imports {module}"
 
 
+SCRIPTS = {"examples": ("train_catsdogs", "walkthrough", "check_install"),
+           "research": ("experiments", "recipe", "figures"),
+           "benchmarks": ("bench_step", "bench_run", "profile_step", "train_torch")}
+
+
+@pytest.mark.parametrize("folder", sorted(SCRIPTS))
+def test_no_script_imports_another_script(folder):
+    """Scripts share helper modules (research/runs.py, benchmarks/steps.py, ...), never each other's insides."""
+    for path in (ROOT / folder).glob("*.py"):
+        for module in imported_modules(path):
+            assert module not in SCRIPTS[folder], f"{folder}/{path.name} imports the script {module}"
+
+
 @pytest.mark.parametrize("folder", ["examples", "research", "benchmarks"])
 def test_scripts_use_the_installed_package(folder):
     """Scripts import tinymae as installed, never through sys.path edits, and never a tinymae file's private

@@ -77,7 +77,7 @@ def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
             "--probe-seeds", "1", "--labels", "4", "all", "--model", TINY_MODELS]
     assert script.main([*argv, "--part", "report"]) == 0  # nothing trained: the page says so, no number invented
     report = (docs / "results.md").read_text()
-    assert "| base | not run yet |" in report and "| from scratch | — |" in report
+    assert "| base | not run yet |" in report and "| the default recipe | — |" in report
     assert "| all | — | — | — |" in report  # the fine-tuning table's every-label row: no number invented
 
 
