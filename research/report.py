@@ -219,9 +219,15 @@ def finetune_kwargs(jobs, run):
     return kwargs
 
 
+FIGURES = ("mask_ratio.png", "schedule.png", "partial.png", "curves.png", "recon_base.png", "recon_norm-pix.png")
+
+
 def write_report(jobs, args, command):
     r = Results(args)
     os.makedirs(args.docs, exist_ok=True)
+    for png in FIGURES:  # a figure the finished runs cannot draw yet must not linger from an older page
+        if os.path.exists(os.path.join(args.docs, png)):
+            os.remove(os.path.join(args.docs, png))
     plot_mask_ratio(r, args, os.path.join(args.docs, "mask_ratio.png"))
     plot_schedule(r, args, os.path.join(args.docs, "schedule.png"))
     plot_partial(r, args, os.path.join(args.docs, "partial.png"))
