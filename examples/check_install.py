@@ -9,8 +9,9 @@ Run it from a clone after `pip install -e ".[cuda12,test]"` (or `.[cuda13,test]`
   1. the backend loads: CuPy imports and sees a GPU (its version, the device, the CUDA versions);
   2. the test suite runs on that backend (TINYMAE_BACKEND set for every test, so the tests written for
      the default backend run on it too, and the parametrised ones on numpy, the strict stand-in and it);
-  3. parity: one training step of the default ViT and MLP MAEs on the same batch and masks gives the same
-     loss and gradients on this backend as on NumPy (float32 tolerances);
+  3. parity: one training step of the default ViT and MLP MAEs on the same batch and masks, with the
+     layers a training run on the backend uses (fast/__init__.py; with TINYMAE_FAST_GPU=1 the fused CUDA
+     kernels), gives the same loss and gradients on this backend as on NumPy (float32 tolerances);
   4. a short training run (2 epochs of the ViT on 200 photos per class of --data, or on synthetic photos
      without --data): it must finish, and its loss must be finite and fall.
 
@@ -81,7 +82,8 @@ def step_backend(env):
 def step_parity(env):
     """One step of each default model on the backend and on NumPy, in two processes, compared here."""
     code = ("import json, sys, numpy as np\n"
-            "from tinymae import backend\n"
+            "from tinymae import backend, fast\n"
+            "fast.use_kernels(fast.backend_kernels())  # what a training run on this backend computes with\n"
             "from tinymae.model.build import build_model\n"
             "from tinymae.model.masking import masking_noise\n"
             "out = {}\n"
