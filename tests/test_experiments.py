@@ -69,6 +69,15 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     assert script.main(argv) == 0
     assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "step_times.json"}
 
+    # a truncated probe.json (a write cut short by an older version) is redone, not a failure on every rerun
+    probe = out / "mask0.5-seed0" / "probe.json"
+    probe.write_text(probe.read_text()[:20])
+    assert script.main(argv) == 0
+    assert json.loads(probe.read_text())["results"]
+    del before[probe]
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.json")
+                      if p.name != "step_times.json" and p != probe}
+
 
 def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
     script = load_script("experiments")
