@@ -103,11 +103,11 @@ def schedule_section(r, args):
                      f"{pct(every, True)} | {time} |")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
-        lines += ["", f"From {first[0]} to {last[0]} epochs, read by the rule at the top of the page:"]
+        lines += ["", f"From {first[0]} to {last[0]} epochs, in points, read by the rule at the top of the page:"]
         for name, i in (("linear probe", 1), (f"fine-tuning with {args.labels[0]} labels per class", 2),
                         ("fine-tuning with every label", 3)):
             text, verdict = compare(last[i], first[i])
-            lines.append(f"- {name}: {text} points, {reading(verdict, +1)} (the paper: still rising at 1600 epochs).")
+            lines.append(f"- {name}: {text}, {reading(verdict, +1)} (the paper: still rising at 1600 epochs).")
     if os.path.exists(os.path.join(args.docs, "schedule.png")):
         lines += ["", "![accuracy against pre-training epochs](schedule.png)"]
     return lines
