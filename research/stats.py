@@ -10,8 +10,6 @@ RULE = ("Every ± is the sample standard deviation over seeds (n − 1 in the de
         "means the difference is smaller than that.")
 
 
-
-
 def present(values):
     return [v for v in values if v is not None]
 

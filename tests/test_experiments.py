@@ -81,6 +81,15 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     del before[probe], after[probe]
     assert after == before
 
+    # every finding says over how many seeds it was measured; a verdict drawn from one seed says so
+    assert "Measured (3 seeds)" in finding
+    for seed in (1, 2):
+        (out / f"mask0.9-seed{seed}").rename(tmp_path / f"mask0.9-seed{seed}")
+    assert script.main([*argv, "--part", "report"]) == 0
+    finding = next(line for line in (docs / "results.md").read_text().splitlines() if line.startswith("- Figure 5: 90%"))
+    assert "Measured (1 seed)" in finding
+    assert ("one seed so far: seeds 1 and 2 not run yet" in finding) != ("Not resolved" in finding), finding
+
 
 def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
     script = load_script("experiments")
