@@ -86,11 +86,13 @@ def ablations_section(r, args, times):
         readings = {reading(v, sign) for v, sign in ((p_verdict, probe_sign), (f_verdict, tune_sign))
                     if v not in (None, "missing") and sign is not None}
         seeds = len(present(table[variant][0]))
-        verdict = verdict_of(readings)
+        verdict = verdict_of(readings)  # one sentence, ending in a full stop
         if seeds == 1 and not verdict.startswith("Not resolved"):  # a verdict that one seed cannot carry alone
-            verdict += f" (one seed so far: seeds {' and '.join(map(str, SEEDS[1:]))} not run yet)"
+            verdict = f"**{verdict.rstrip('.')}** (one seed so far: seeds {' and '.join(map(str, SEEDS[1:]))} not run yet)."
+        else:
+            verdict = f"**{verdict}**"
         lines.append(f"- {claim}. Measured ({seeds} seed{'s' * (seeds > 1)}): probe {p_text}, fine-tuned {f_text}. "
-                     f"**{verdict}**")
+                     f"{verdict}")
     if times and "base-seed0" in times and "encoder-mask-tokens-seed0" in times:
         base, tokens = times["base-seed0"]["step_s"], times["encoder-mask-tokens-seed0"]["step_s"]
         lines += ["", f"Speed (Table 2: an encoder that skips the mask tokens trains 2.8-4.1x faster): measured side by "
