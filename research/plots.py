@@ -50,7 +50,7 @@ def plot_mask_ratio(r, args, path):
     ax.set_xlabel("mask ratio")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_xticks(ratios)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # off the error bars
     save(fig, plt, path)
 
 
@@ -99,6 +99,7 @@ def plot_partial(r, args, path):
     if not drawn:
         plt.close(fig)
         return
+    ax.set_xticks(blocks, [*map(str, PARTIAL_BLOCKS), f"all {depth}"])  # whole numbers: a block is fine-tuned or not
     ax.set_xlabel("fine-tuned blocks (the last K of the encoder)")
     ax.set_ylabel("validation accuracy (%)")
     ax.legend(fontsize=8)
