@@ -87,7 +87,8 @@ def ablations_section(r, args, times):
                     if v not in (None, "missing") and sign is not None}
         seeds = len(present(table[variant][0]))
         verdict = verdict_of(readings)  # one sentence, ending in a full stop
-        if seeds == 1 and not verdict.startswith("Not resolved"):  # a verdict that one seed cannot carry alone
+        decided = bool(readings & {"as the paper", "the opposite of the paper"})
+        if seeds == 1 and decided:  # a verdict that one seed cannot carry alone
             verdict = f"**{verdict.rstrip('.')}** (one seed so far: seeds {' and '.join(map(str, SEEDS[1:]))} not run yet)."
         else:
             verdict = f"**{verdict}**"
