@@ -59,7 +59,8 @@ def ablations_section(r, args, times):
              "brackets, probed and fine-tuned with "
              f"{few} labels per class. *× mean patch*: validation masked-patch MSE over the mean-patch baseline (each "
              "run at its own mask ratio; for norm-pix the reconstruction is un-normalised with the true patch's mean "
-             "and variance, so it is not comparable).", "",
+             "and variance, so it is not comparable). *s / epoch*: the median epoch of the variant's fastest run (some "
+             "seeds shared the machine with another run).", "",
              f"| run | settings | × mean patch | probe (%) | fine-tuned @{few} (%) | s / epoch | parameters |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     table = {}
@@ -73,7 +74,8 @@ def ablations_section(r, args, times):
             lines.append(f"| {variant} | not run yet | | | | | |")
             continue
         m = r.metrics(done[0])
-        per_epoch = statistics.median(h["epoch_time_s"] for run in done for h in r.metrics(run)["history"])
+        # the least-loaded run's: seeds that shared the machine with another run took up to twice as long
+        per_epoch = min(statistics.median(h["epoch_time_s"] for h in r.metrics(run)["history"]) for run in done)
         lines.append(f"| {variant} | {describe({**m['config'], **m['settings']})} | "
                      f"{np.mean([r.ratio(run) for run in done]):.3f} | {pct(probe, True)} | {pct(tuned, True)} | "
                      f"{per_epoch:.1f} | {m['n_params']:,} |")
