@@ -159,15 +159,19 @@ def every_label_section(r, args):
         for name, values in ((f"MAE {epochs} epochs, {recipe_name(recipe)}", long),
                              (f"from scratch, {recipe_name(recipe)}", scratch)):
             if present(values) and (best is None or np.mean(present(values)) > best[1]):
-                best = (name, np.mean(present(values)))
+                best = (name, np.mean(present(values)), len(present(values)))
     normpix = [r.accuracy(run_name(longest.replace("base", "norm-pix"), 0), labels=None, seed=s, **RECIPES[-1])
                for s in SEEDS]
+    missing = [str(s) for s, value in zip(SEEDS, normpix) if value is None]
     lines += ["", f"The normalised-pixel target pre-trained for {epochs} epochs, fine-tuned with "
-                  f"{recipe_name(RECIPES[-1])}: {pct(normpix, True)}%."]
+                  f"{recipe_name(RECIPES[-1])}: {pct(normpix)}%"
+                  + (f" (fine-tuning seeds {' and '.join(missing)} not run yet)." if missing else " (3 seeds).")]
     if present(normpix) and (best is None or np.mean(present(normpix)) > best[1]):
-        best = (f"norm-pix MAE {epochs} epochs, {recipe_name(RECIPES[-1])}", np.mean(present(normpix)))
+        best = (f"norm-pix MAE {epochs} epochs, {recipe_name(RECIPES[-1])}", np.mean(present(normpix)),
+                len(present(normpix)))
     if best is not None:
-        lines += ["", f"The best mean over seeds here: {100 * best[1]:.1f}% ({best[0]})."]
+        name, mean, n = best
+        lines += ["", f"The best mean over seeds here: {100 * mean:.1f}% ({name}, {n} seed{'s' if n > 1 else ''})."]
     return lines
 
 
