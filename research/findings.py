@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 
 from plan import ABLATIONS, SEEDS, run_name
-from stats import compare, pct, present, reading
+from stats import compare, not_run_yet, pct, present, reading
 
 # The paper's findings that the ablations test: (run, what the paper found, the sign of variant - base it found
 # for the linear probe and for fine-tuning; None where it claims no direction). The paper's numbers: ViT-L,
@@ -91,7 +91,7 @@ def ablations_section(r, args, times):
         verdict = verdict_of(readings)  # one sentence, ending in a full stop
         decided = bool(readings & {"as the paper", "the opposite of the paper"})
         if seeds == 1 and decided:  # a verdict that one seed cannot carry alone
-            verdict = f"**{verdict.rstrip('.')}** (one seed so far: seeds {' and '.join(map(str, SEEDS[1:]))} not run yet)."
+            verdict = f"**{verdict.rstrip('.')}** (one seed so far: {not_run_yet(table[variant][0], SEEDS)})."
         else:
             verdict = f"**{verdict}**"
         lines.append(f"- {claim}. Measured ({seeds} seed{'s' * (seeds > 1)}): probe {p_text}, fine-tuned {f_text}. "

@@ -14,6 +14,15 @@ def present(values):
     return [v for v in values if v is not None]
 
 
+def not_run_yet(values, seeds):
+    """'seeds 1 and 2 not run yet' (or 'seed 2 ...') for the seeds whose value is missing; '' when none is.
+    values: one per seed, in the order of `seeds`."""
+    missing = [str(s) for s, v in zip(seeds, values) if v is None]
+    if not missing:
+        return ""
+    return f"seed{'s' * (len(missing) > 1)} {' and '.join(missing)} not run yet"
+
+
 def pct(values, show_n=False):
     """'58.7 ± 1.2' in percent over seeds (sample std), '58.7' for one value, '—' for none."""
     values = present(values)
