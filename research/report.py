@@ -161,14 +161,20 @@ def every_label_section(r, args):
     normpix = [r.accuracy(run_name(longest.replace("base", "norm-pix"), 0), labels=None, seed=s, **RECIPES[-1])
                for s in SEEDS]
     missing = not_run_yet(normpix, SEEDS)
-    # the pixel target's row with the same recipe is `long` from the loop's last pass
-    text, verdict = compare(normpix, long)
-    lines += ["", f"The normalised-pixel target pre-trained for {epochs} epochs, fine-tuned with "
-                  f"{recipe_name(RECIPES[-1])}: {pct(normpix)}%"
-                  + (f" (fine-tuning {missing})" if missing else f" (fine-tuning seeds {SEEDS[0]}-{SEEDS[-1]})")
-                  + f"; against the pixel target with the same recipe: {text} points, {reading(verdict, +1)} "
-                    "(the paper's Table 1d; each side is one pre-training, so the spread is over fine-tuning "
-                    "seeds only)."]
+    sentence = (f"The normalised-pixel target pre-trained for {epochs} epochs, fine-tuned with "
+                f"{recipe_name(RECIPES[-1])}: ")
+    if not present(normpix):
+        sentence += f"fine-tuning {missing}."
+    else:
+        seeds = f"fine-tuning {missing}" if missing else f"fine-tuning seeds {SEEDS[0]}-{SEEDS[-1]}"
+        sentence += f"{pct(normpix)}% ({seeds})"
+        text, verdict = compare(normpix, long)  # `long`: the pixel target's row with this recipe, from the loop
+        if verdict != "missing":
+            sentence += (f"; against the pixel target with the same recipe: {text} points, {reading(verdict, +1)} "
+                         "(the paper's Table 1d; each side is one pre-training, so the spread is over fine-tuning "
+                         "seeds only)")
+        sentence += "."
+    lines += ["", sentence]
     candidates.append((f"norm-pix MAE {epochs} epochs, {recipe_name(RECIPES[-1])}", normpix))
     measured = [(name, present(values)) for name, values in candidates if present(values)]
     if measured:  # the first of equal means wins, as the rows are listed

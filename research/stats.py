@@ -20,7 +20,8 @@ def not_run_yet(values, seeds):
     missing = [str(s) for s, v in zip(seeds, values) if v is None]
     if not missing:
         return ""
-    return f"seed{'s' * (len(missing) > 1)} {' and '.join(missing)} not run yet"
+    listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+    return f"seed{'s' * (len(missing) > 1)} {listed} not run yet"
 
 
 def pct(values, show_n=False):

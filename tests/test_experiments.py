@@ -59,6 +59,9 @@ def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, ca
     assert "| 4 | " in report and "| all | " in report and "| 8 | " in report  # labels rows, the 8x schedule
     finding = next(line for line in report.splitlines() if line.startswith("- Table 1a: 4 decoder blocks"))
     assert any(v in finding for v in ("Reproduced.", "The opposite", "Mixed", "Not resolved")), finding
+    normpix_line = next(line for line in report.splitlines() if line.startswith("The normalised-pixel target"))
+    assert "(fine-tuning seeds 0-2); against the pixel target with the same recipe: " in normpix_line, normpix_line
+    assert any(v in normpix_line for v in ("as the paper", "the opposite of the paper", "within the spread"))
     assert "not run yet" not in report
     for png in ("mask_ratio.png", "schedule.png", "partial.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
         assert (docs / png).stat().st_size > 0, png
@@ -100,6 +103,7 @@ def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
     report = (docs / "results.md").read_text()
     assert "| base | not run yet |" in report and "| the default recipe | — |" in report
     assert "| all | — | — | — |" in report  # the fine-tuning table's every-label row: no number invented
+    assert "mixup 0.8: fine-tuning seeds 0, 1 and 2 not run yet." in report
 
 
 def test_experiments_refuse_a_run_trained_with_other_settings(tiny_photos, tmp_path, capsys):
