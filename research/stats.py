@@ -20,7 +20,7 @@ def not_run_yet(values, seeds):
     missing = [str(s) for s, v in zip(seeds, values) if v is None]
     if not missing:
         return ""
-    listed = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+    listed = f"{', '.join(missing[:-1])} and {missing[-1]}" if len(missing) > 1 else missing[0]
     return f"seed{'s' * (len(missing) > 1)} {listed} not run yet"
 
 
