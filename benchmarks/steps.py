@@ -27,7 +27,7 @@ from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.config import PretrainConfig
 from tinymae.engine import prefetched, train_one_epoch
 from tinymae.fast import data as fast_data
-from tinymae.model.build import build_model
+from tinymae.model import build_model
 from tinymae.model.masking import masking_noise
 from tinymae.pretrain import device_batches, training_batches
 

@@ -36,7 +36,7 @@ from tinymae.config import PretrainConfig
 from tinymae.data import PretrainData
 from tinymae.engine import prefetched
 from tinymae.evaluate import reconstruction_metrics
-from tinymae.model.build import build_model
+from tinymae.model import build_model
 from tinymae.model.optim import cosine_lr
 from tinymae.pretrain import training_batches
 from tinymae.util.datasets import DataError

@@ -84,7 +84,7 @@ def step_parity(env):
     code = ("import json, sys, numpy as np\n"
             "from tinymae import backend, fast\n"
             "fast.use_kernels(fast.backend_kernels())  # what a training run on this backend computes with\n"
-            "from tinymae.model.build import build_model\n"
+            "from tinymae.model import build_model\n"
             "from tinymae.model.masking import masking_noise\n"
             "out = {}\n"
             "for arch in ('mlp', 'vit'):\n"

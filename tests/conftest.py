@@ -60,38 +60,29 @@ def strict_unless_chosen(request, monkeypatch):
         use_backend("strict", monkeypatch)
 
 
-@pytest.fixture(autouse=True)
-def reference_kernels_after_each_test():
-    """A training run puts its backend's fast kernels in place (fast.runner); each test starts and ends
-    with the plain reference, so that no test depends on which ran before it."""
-    from tinymae import fast
-    fast.use_kernels(fast.REFERENCE)
-    yield
-    fast.use_kernels(fast.REFERENCE)
-
-
 @pytest.fixture
 def rng():
     return backend.host_rng(0)
 
 
-def make_photos(tmp_path, monkeypatch, per_class=20):
-    """A tiny photo set for end-to-end tests: per_class cats and dogs of 60x60 in cat/ and dog/ folders,
-    smooth colour gradients with a blob, different per class. Points TINYMAE_CACHE (inherited by any
-    training subprocess) into tmp_path so that nothing is written to the user's cache."""
+def make_photos(tmp_path, monkeypatch, per_class=20, classes=("cat", "dog"), name="photos", seed=0):
+    """A tiny photo set for end-to-end tests: per_class photos of 60x60 of each class in <name>/<class>/ folders
+    (classes=None: a flat folder of per_class photos), smooth colour gradients with a blob, different per class.
+    Points TINYMAE_CACHE (inherited by any subprocess) into tmp_path: nothing is written to the user's cache."""
     monkeypatch.setenv("TINYMAE_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:60, 0:60] / 60.0
-    for label, name in enumerate(("cat", "dog")):
-        folder = tmp_path / "photos" / name
+    gradients = (yy, xx, (xx + yy) / 2, 1 - xx, 1 - yy)
+    for label, class_name in enumerate(classes or ("",)):
+        folder = tmp_path / name / class_name
         folder.mkdir(parents=True)
         for i in range(per_class):
             base = rng.random(3) * 0.6 + 0.2
-            img = base[None, None] * (0.6 + 0.4 * (xx if label else yy))[:, :, None]
+            img = base[None, None] * (0.6 + 0.4 * gradients[label % 5])[:, :, None]
             cy, cx = rng.integers(15, 45, 2)
             img[(yy * 60 - cy) ** 2 + (xx * 60 - cx) ** 2 < 80] = rng.random(3)
             Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
-    return tmp_path / "photos"
+    return tmp_path / name
 
 
 @pytest.fixture
@@ -112,8 +103,20 @@ def tiny_run_args(out, photos, arch="mlp", *extra):
 
 def train_tiny(out, photos, arch="mlp", *extra):
     """Pre-train a tiny model in-process (tinymae.pretrain) -> its metrics dict."""
-    from tinymae import pretrain
-    return pretrain.pretrain(*pretrain.parse_args(tiny_run_args(out, photos, arch, *extra)))
+    from tinymae.pretrain import Pretraining
+    return Pretraining.from_argv(tiny_run_args(out, photos, arch, *extra)).run()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say plainly how many tests were skipped for want of PyTorch or of a GPU, and why."""
+    reasons = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        kind = "PyTorch is not installed (the oracle tests)" if "torch" in reason else \
+            "no CuPy or no GPU here (the CuPy cases)" if "cupy" in reason.lower() else reason
+        reasons[kind] = reasons.get(kind, 0) + 1
+    for kind, n in sorted(reasons.items()):
+        terminalreporter.write_line(f"skipped {n} tests: {kind}")
 
 
 def assert_removed_predictions_read_the_visible_patches(model, imgs, noise):
@@ -151,3 +154,9 @@ def assert_encoder_ignores_removed_pixels(model, imgs, noise):
     np.testing.assert_array_equal(to_numpy(mask), to_numpy(mask2))
     np.testing.assert_array_equal(to_numpy(latent), to_numpy(latent2))
     return latent
+
+
+def random_noise(rng, n, num_patches, dtype="float32"):
+    """Masking noise (n, L) on the backend, drawn as masking.masking_noise draws it for random masking."""
+    from tinymae.backend import asarray
+    return asarray(rng.random((n, num_patches), dtype="float32"), dtype=dtype)

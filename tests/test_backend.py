@@ -27,13 +27,13 @@ def test_default_backend_is_numpy():
 def test_unknown_backend_is_a_clear_error_listing_valid_ones():
     result = run_python("import tinymae.backend", "tensorflow")
     assert result.returncode != 0
-    assert "Unknown TINYMAE_BACKEND='tensorflow'" in result.stderr
+    assert "unknown TINYMAE_BACKEND='tensorflow'" in result.stderr
     assert "numpy, cupy" in result.stderr
 
 
 def test_cupy_not_installed_is_a_clear_error_with_the_cause(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
-    with pytest.raises(backend.BackendError, match="CuPy cannot be used: ModuleNotFoundError") as info:
+    with pytest.raises(backend.BackendError, match="CuPy cannot be used \\(ModuleNotFoundError") as info:
         backend.load("cupy")
     assert isinstance(info.value.__cause__, ImportError)
     assert "TINYMAE_BACKEND=numpy" in str(info.value)
@@ -79,7 +79,7 @@ def test_commands_report_an_unknown_backend_in_one_line(command, tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: Unknown TINYMAE_BACKEND='tensorflow'. Valid values: numpy, cupy (default: numpy)."]
+        "error: unknown TINYMAE_BACKEND='tensorflow'; valid values: numpy, cupy (default: numpy)"]
 
 
 @pytest.mark.parametrize("command", ["evaluate", "example"])
@@ -97,14 +97,14 @@ def test_commands_report_missing_cupy_in_one_line(command, tmp_path):
 
 
 def test_library_code_can_still_catch_the_backend_error():
-    code = ("try:\n    import tinymae.backend\nexcept RuntimeError as e:\n"
+    code = ("try:\n    import tinymae.backend\nexcept Exception as e:\n"
             "    print(type(e).__name__)\nelse:\n    print('no error')")
     result = run_python(code, "tensorflow")
     assert result.returncode == 0 and result.stdout.split() == ["BackendError"]
 
 
 def test_other_errors_after_a_backend_error_keep_their_traceback():
-    code = ("try:\n    import tinymae.backend\nexcept RuntimeError:\n    pass\n"
+    code = ("try:\n    import tinymae.backend\nexcept Exception:\n    pass\n"
             "raise ValueError('something else')")
     result = run_python(code, "tensorflow")
     assert result.returncode != 0

@@ -4,7 +4,10 @@ import pytest
 
 from tinymae import backend
 from tinymae.backend import to_numpy
+from tinymae.config import ViTConfig
 from tinymae.model import layers, loss, masking, patches
+
+from conftest import random_noise
 
 
 def test_patchify_hand_built_image(xp):
@@ -49,7 +52,7 @@ def test_patchify_rejects_sizes_that_do_not_divide(xp):
 def test_random_masking_invariants(xp, rng, mask_ratio, keep_order):
     N, L, D = 4, 64, 5
     x = rng.standard_normal((N, L, D)).astype("float32")
-    noise = masking.masking_noise(rng, N, L)
+    noise = random_noise(rng, N, L)
     x_masked, mask, ids_restore, cache = masking.random_masking(backend.asarray(x), mask_ratio, noise, keep_order)
     x_masked, mask, ids_restore = to_numpy(x_masked), to_numpy(mask), to_numpy(ids_restore)
     len_keep = int(L * (1 - mask_ratio))
@@ -71,17 +74,55 @@ def test_random_masking_invariants(xp, rng, mask_ratio, keep_order):
     np.testing.assert_array_equal(mask, np.take_along_axis(ref_mask, ids_restore, axis=1))
 
 
-def test_random_masking_noise_is_the_same_on_every_backend(xp):
-    a = to_numpy(masking.masking_noise(backend.host_rng(7), 2, 64))
-    b = masking.masking_noise(backend.host_rng(7), 2, 64)
-    np.testing.assert_array_equal(a, to_numpy(b))
-    np.testing.assert_array_equal(a, np.random.default_rng(7).random((2, 64), dtype="float32"))
+def test_random_masking_noise_is_uniform_noise_from_the_host_generator():
+    noise = masking.masking_noise(backend.host_rng(7), 2, ViTConfig())
+    assert isinstance(noise, np.ndarray) and noise.dtype == np.float32  # drawn on the host: the same on every backend
+    np.testing.assert_array_equal(noise, np.random.default_rng(7).random((2, 64), dtype="float32"))
+
+
+def kept_sets(noise, config):
+    """The (n, L) 0/1 masks of the patches each row of noise keeps (its K smallest values)."""
+    keep = np.argsort(noise, axis=1)[:, :config.len_keep]
+    mask = np.ones(noise.shape)
+    np.put_along_axis(mask, keep, 0.0, axis=1)
+    return mask
+
+
+def test_grid_masking_keeps_one_patch_of_every_two_by_two(xp):
+    cfg = ViTConfig(masking="grid")
+    mask = kept_sets(masking.masking_noise(backend.host_rng(0), 3, cfg), cfg).reshape(3, 8, 8)
+    expected = np.ones((8, 8))
+    expected[::2, ::2] = 0  # the top left of every 2 x 2 kept
+    assert (mask == expected).all()
+
+
+@pytest.mark.parametrize("mask_ratio", [0.5, 0.75])
+def test_block_masking_removes_rectangles_and_exactly_the_ratio(xp, mask_ratio):
+    cfg = ViTConfig(masking="block", mask_ratio=mask_ratio)
+    noise = masking.masking_noise(backend.host_rng(0), 200, cfg)
+    mask = kept_sets(noise, cfg).reshape(200, 8, 8)
+    assert (mask.sum(axis=(1, 2)) == 64 - cfg.len_keep).all()  # exactly L - K removed, as random masking
+    blocks = noise.reshape(200, 8, 8) >= 1  # the patches the rectangles covered
+    assert (mask[blocks] == 1).all()  # every one of them removed
+    assert blocks.sum() >= 0.9 * mask.sum()  # and they make nearly all of the removed patches
+    # rectangles, not scattered patches: a removed patch has removed neighbours far more often than at random
+    neighbours = (mask[:, 1:, :] * mask[:, :-1, :]).mean() / mask.mean() ** 2
+    assert neighbours > 1.1
+    block = masking.block_mask(backend.host_rng(3), 8, 48)
+    assert block.sum() <= 48 and set(np.unique(block)) <= {0.0, 1.0}
+
+
+def test_masking_refuses_grid_masking_at_another_ratio():
+    from tinymae.config import check
+    from tinymae.errors import TinymaeError
+    with pytest.raises(TinymaeError, match="--masking grid"):
+        check(ViTConfig(masking="grid", mask_ratio=0.5))
 
 
 def test_append_mask_tokens_puts_every_token_at_its_place(xp, rng):
     N, L, D = 2, 8, 3
     x = np.arange(N * L * D, dtype="float32").reshape(N, L, D)
-    noise = masking.masking_noise(rng, N, L)
+    noise = random_noise(rng, N, L)
     x_masked, mask, ids_restore, _ = masking.random_masking(backend.asarray(x), 0.75, noise)
     mask_token = backend.asarray(np.full((1, 1, D), -1.0, dtype="float32"))
     x_full, _ = masking.append_mask_tokens(x_masked, mask_token, ids_restore)

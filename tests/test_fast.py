@@ -19,8 +19,8 @@ from tinymae.backend import to_numpy
 from tinymae.fast import cpu
 from tinymae.fast import optim as fast_optim
 from tinymae.fast.optim import FlatAdamW
-from tinymae.model.build import build_model
-from tinymae.model.masking import masking_noise
+from tinymae.model import build_model
+from conftest import random_noise
 from tinymae.model.optim import AdamW
 
 from conftest import tiny_run_args, train_tiny
@@ -33,7 +33,7 @@ SMALL = {"vit": dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads
 def batch(n, dtype="float32", seed=0):
     rng = backend.host_rng(seed)
     imgs = backend.asarray(rng.standard_normal((n, 3, 24, 24)), dtype=dtype)
-    return imgs, masking_noise(rng, n, 16, dtype=dtype)
+    return imgs, random_noise(rng, n, 16, dtype=dtype)
 
 
 def reference(model, imgs, noise):
@@ -179,7 +179,7 @@ def one_step(arch, n=2, seed=0):
     rng = backend.host_rng(1)
     cfg = model.config
     imgs = backend.asarray(rng.standard_normal((n, 3, cfg.img_size, cfg.img_size)), dtype="float32")
-    noise = masking_noise(rng, n, cfg.num_patches)
+    noise = random_noise(rng, n, cfg.num_patches)
     loss, pred, mask, cache = model.forward(imgs, noise)
     grads = model.backward(1.0, cache)
     opt = FlatAdamW(model.params, lr=1e-3, no_decay=model.no_decay)

@@ -8,22 +8,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import tinymae
 from tinymae import backend, finetune
 from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.config import FinetuneConfig, PretrainConfig, ViTConfig
+from tinymae.config import FinetuneConfig, ViTConfig
 from tinymae.data import labelled_subset
-from tinymae.model.build import build_model
+from tinymae.errors import TinymaeError
+from tinymae.model import build_model
 from tinymae.model.layers import layernorm_forward
 from tinymae.model.loss import (soft_target_cross_entropy_backward, soft_target_cross_entropy_forward,
                                 softmax_cross_entropy_backward, softmax_cross_entropy_forward)
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import gather_tokens
-from tinymae.model.models_vit import ViTClassifier
-from tinymae.pretrain import PretrainData
-from tinymae.util.checkpoint import load_classifier, read_checkpoint, save_checkpoint
-from tinymae.util.datasets import DataError
+from tinymae.model.models_vit import ViTClassifier, drop_path_keep
+from tinymae.model.optim import AdamW
+from tinymae.util.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from tinymae.util.gradcheck import assert_backward_matches
+from tinymae.util.lr_decay import param_groups_lrd
 
 from conftest import make_photos, train_tiny
 
@@ -167,7 +169,7 @@ def test_vit_classifier_gradients_with_drop_path_and_frozen_blocks(xp):
 
 
 def test_drop_path_keep_rates_grow_over_the_blocks():
-    keep = finetune.drop_path_keep(host_rng(0), 20000, 3, 0.2)  # (n, depth, 2)
+    keep = drop_path_keep(host_rng(0), 20000, 3, 0.2)  # (n, depth, 2)
     assert keep.shape == (20000, 3, 2) and keep.dtype == np.float32
     assert (keep[:, 0] == 1.0).all()  # rate 0 at the first block: never dropped
     for block, rate in ((1, 0.1), (2, 0.2)):
@@ -279,7 +281,7 @@ def official_param_groups_lrd(named_shapes, num_blocks, weight_decay=0.05, no_we
 
 def test_layer_decay_matches_the_official_param_groups_lrd():
     model = tiny_classifier(depth=3)
-    lr_scale, no_decay = finetune.param_groups_lrd(model.params, depth=3, layer_decay=0.75)
+    lr_scale, no_decay = param_groups_lrd(model.params, depth=3, layer_decay=0.75)
     # timm's VisionTransformer.no_weight_decay(), which main_finetune.py passes: {'pos_embed', 'cls_token',
     # 'dist_token'}
     groups = official_param_groups_lrd({n: v.shape for n, v in model.params.items()}, num_blocks=3,
@@ -301,11 +303,11 @@ def test_no_weight_decay_on_1d_parameters_and_cls_token(xp):
     """One AdamW step with zero gradients moves a parameter only by its decay, 1 - lr * lr_scale * wd."""
     model = tiny_classifier(depth=2)
     cfg = FinetuneConfig(lr=0.5, weight_decay=0.1, layer_decay=0.5)
-    optimizer = finetune.build_optimizer(model, cfg)
+    optimizer = AdamW(model.params, lr=cfg.lr, **finetune.adamw_settings(model, cfg))
     assert optimizer.betas == (0.9, 0.999)
     before = {name: to_numpy(value).copy() for name, value in model.params.items()}
     optimizer.step({name: xp.zeros_like(value) for name, value in model.params.items()})
-    lr_scale, _ = finetune.param_groups_lrd(model.params, depth=2, layer_decay=0.5)
+    lr_scale, _ = param_groups_lrd(model.params, depth=2, layer_decay=0.5)
     for name, value in model.params.items():
         decayed = value.ndim > 1 and name != "cls_token"
         factor = 1 - 0.5 * lr_scale[name] * 0.1 if decayed else 1.0
@@ -319,12 +321,12 @@ def test_no_weight_decay_on_1d_parameters_and_cls_token(xp):
 
 def test_labelled_subset_draws_n_per_class():
     labels = np.array([0] * 10 + [1] * 7)
-    a = labelled_subset(labels, 3, seed=0)
+    a = labelled_subset(labels, 3, 0, ("cat", "dog"))
     assert len(a) == 6 and (np.bincount(labels[a]) == 3).all() and (np.diff(a) > 0).all()
-    np.testing.assert_array_equal(a, labelled_subset(labels, 3, seed=0))
-    assert not np.array_equal(a, labelled_subset(labels, 3, seed=1))
-    with pytest.raises(DataError, match="--labels-per-class 8 .* has \\(7\\)"):
-        labelled_subset(labels, 8, seed=0)
+    np.testing.assert_array_equal(a, labelled_subset(labels, 3, 0, ("cat", "dog")))
+    assert not np.array_equal(a, labelled_subset(labels, 3, 1, ("cat", "dog")))
+    with pytest.raises(TinymaeError, match="--labels-per-class 8 .* dog .* has \\(7\\)"):
+        labelled_subset(labels, 8, 0, ("cat", "dog"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,20 +336,20 @@ def test_labelled_subset_draws_n_per_class():
 def pretrained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("finetune")
     with pytest.MonkeyPatch.context() as mp:
-        photos = make_photos(tmp, mp)  # 20 cats, 20 dogs: 32 training and 8 validation images
+        photos = make_photos(tmp, mp)  # 20 cats, 20 dogs: 32 training and 8 validation photos
         train_tiny(tmp / "pre", photos, "vit", "--epochs", "1")
     return SimpleNamespace(photos=photos, checkpoint=tmp / "pre" / "checkpoint.npz", cache=tmp / "cache")
 
 
 @pytest.fixture
 def tiny(pretrained, monkeypatch):
-    monkeypatch.setenv("TINYMAE_CACHE", str(pretrained.cache))  # the decoded images of the fixture
+    monkeypatch.setenv("TINYMAE_CACHE", str(pretrained.cache))  # the decoded photos of the fixture
     return pretrained
 
 
 def args(tiny, out, *extra):
     """Two epochs of four steps; out=None: the default --out, next to the checkpoint."""
-    return ["--checkpoint", str(tiny.checkpoint), "--data", str(tiny.photos), *(["--out", str(out)] if out else []),
+    return ["--checkpoint", str(tiny.checkpoint), *(["--out", str(out)] if out else []),
             "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1", "--no-progress", *extra]
 
 
@@ -355,10 +357,11 @@ def run_main(argv, capsys):
     """tinymae.finetune.main as a user runs it: -> (exit code, error message, stdout)."""
     capsys.readouterr()
     try:
-        code, message = finetune.main(argv), ""
+        code = finetune.main(argv)
     except SystemExit as e:
-        code, message = (e.code if isinstance(e.code, int) else 1), str(e.code)
-    return code, message, capsys.readouterr().out
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, err, out
 
 
 def run_ok(argv, capsys):
@@ -377,31 +380,35 @@ def kaggle_folder(photos, dest):
 
 
 def test_finetune_end_to_end(xp, tiny, tmp_path, capsys):
-    """On every backend: prints one JSON line, writes --json, result.json and a classifier that loads."""
+    """On every backend: prints one JSON line, writes --json, result.json and a classifier that loads, with the
+    pre-training run's own split (its validation photos) and the class names in their order."""
     test_data = kaggle_folder(tiny.photos, tmp_path / "test")
     out = tmp_path / "ft"
     result, printed = run_ok(args(tiny, out, "--test-data", str(test_data), "--json", str(tmp_path / "r.json")),
                              capsys)
     assert 0.0 <= result["val_accuracy"] <= 1.0 and 0.0 <= result["test_accuracy"] <= 1.0
     assert result["n_train"] == 32 and result["n_val"] == 8 and result["n_test"] == 6
-    assert result["backend"] == backend.name and not result["from_scratch"]
+    assert result["backend"] == backend.name and not result["from_scratch"] and result["classes"] == ["cat", "dog"]
+    assert result["data_fingerprint"] == result["pretraining_fingerprint"]  # the run's own photos
     assert json.loads((tmp_path / "r.json").read_text()) == result
     epoch_lines = [line for line in printed.splitlines() if line.startswith("epoch")]
     assert len(epoch_lines) == 2 and all("train loss" in l and "train accuracy" in l and "val accuracy" in l
                                          for l in epoch_lines)
-
     details = json.loads((out / "result.json").read_text())
     assert [h["epoch"] for h in details["history"]] == [1, 2]
     assert details["history"][-1]["val_accuracy"] == result["val_accuracy"]
-    assert details["labelled_indices"] is None
 
-    model, header = load_classifier(out / "classifier.npz")
-    with np.load(out / "classifier.npz", allow_pickle=False) as f:  # no pickle inside
-        assert "param/head.w" in f.files and "param/norm.w" not in f.files
-    images, labels = finetune.load_test_images(SimpleNamespace(test_data=str(test_data), progress=False),
-                                               header["data"]["load_size"], model.config.img_size)
-    assert finetune.accuracy(model, images, labels, header["data"]["mean"], header["data"]["std"]) == \
-        result["test_accuracy"]
+    pre = read_checkpoint(tiny.checkpoint)[0]["data"]
+    with Checkpoint(out / "classifier.npz") as ckpt:
+        header = ckpt.header
+        assert "param/head.w" in ckpt.names and "param/norm.w" not in ckpt.names
+    assert header["classes"] == ["cat", "dog"] and header["data"]["val"] == pre["val"]  # the run's own split
+    assert header["data"]["mean"] == pre["mean"] and header["pretraining"]["run_id"] == \
+        read_checkpoint(tiny.checkpoint)[0]["run_id"]
+    classifier = tinymae.load(out / "classifier.npz")
+    assert classifier.classes == ("cat", "dog")
+    probs = classifier.predict_proba(classifier.preprocess(sorted(test_data.iterdir())))
+    assert probs.shape == (6, 2) and np.allclose(probs.sum(axis=1), 1)
 
 
 def encoder_weights(path, prefix="param/blocks.0.attn.qkv.w"):
@@ -418,7 +425,7 @@ def test_from_scratch_starts_from_random_weights(tiny, capsys):
     assert pre["out"] == str(tiny.checkpoint.parent / "finetune-seed4")
     assert scratch["out"] == str(tiny.checkpoint.parent / "finetune-scratch-seed4") and scratch["from_scratch"]
 
-    header, _ = read_checkpoint(tiny.checkpoint)
+    header = read_checkpoint(tiny.checkpoint)[0]
     fresh = MaskedAutoencoderViT(ViTConfig(**header["config"]), seed=4)
     trained = encoder_weights(tiny.checkpoint)
     np.testing.assert_allclose(encoder_weights(tiny.checkpoint.parent / "finetune-seed4" / "classifier.npz"),
@@ -433,7 +440,7 @@ def test_partial_fine_tuning_leaves_the_frozen_encoder_as_pre_trained(tiny, caps
     bit for bit, while the head trains; the default --out names the variant. --drop-path runs too."""
     frozen, printed = run_ok(args(tiny, None, "--trainable-blocks", "0", "--seed", "5"), capsys)
     assert frozen["out"] == str(tiny.checkpoint.parent / "finetune-blocks0-seed5")
-    assert "of them trained" in printed
+    assert "parameters trained" in printed
     saved = tiny.checkpoint.parent / "finetune-blocks0-seed5" / "classifier.npz"
     for name in ("param/blocks.0.attn.qkv.w", "param/patch_embed.w", "param/cls_token"):
         np.testing.assert_array_equal(encoder_weights(saved, name), encoder_weights(tiny.checkpoint, name))
@@ -449,63 +456,78 @@ def test_partial_fine_tuning_leaves_the_frozen_encoder_as_pre_trained(tiny, caps
 
 def test_more_trainable_blocks_than_the_encoder_has_is_refused(tiny, tmp_path, capsys):
     code, message, _ = run_main(args(tiny, tmp_path / "ft", "--trainable-blocks", "2"), capsys)
-    assert_one_line_error(code, message, "--trainable-blocks 2", "has 1 block;")
-    assert not (tmp_path / "ft").exists()
+    assert_one_line_error(code, message, "--trainable-blocks 2", "has 1 blocks")
+    assert not (tmp_path / "ft" / "classifier.npz").exists()
 
 
 def test_labels_per_class_and_same_seed_same_numbers(tiny, tmp_path, capsys):
-    """--labels-per-class 3: six images of the pre-training run's training split, three per class, and the
-    same validation images; the same seed gives the same numbers, bit for bit."""
+    """--labels-per-class 3: six photos of the pre-training run's training split, three per class, and the same
+    validation photos; the same seed gives the same numbers, bit for bit."""
     a, printed = run_ok(args(tiny, tmp_path / "a", "--labels-per-class", "3"), capsys)
     b, _ = run_ok(args(tiny, tmp_path / "b", "--labels-per-class", "3"), capsys)
     assert a["n_train"] == 6 and a["n_val"] == 8
     details = json.loads((tmp_path / "a" / "result.json").read_text())
     assert details["settings"]["batch_size"] == 8  # the setting as given ...
-    assert "1 steps of 6 per epoch" in printed  # ... and a batch of at most the labelled images
-    indices = np.array(details["labelled_indices"])
-    split = PretrainData(PretrainConfig(data=str(tiny.photos), progress=False), 48, 6)  # the tiny run's split
-    assert len(indices) == 6 and indices.max() < len(split.train_labels)
-    assert (np.bincount(split.train_labels[indices]) == 3).all()
+    assert "1 steps of 6 per epoch" in printed  # ... and a batch of at most the labelled photos
+    with Checkpoint(tmp_path / "a" / "classifier.npz") as ckpt:
+        indices, record = np.array(ckpt.header["labelled"]), ckpt.header["data"]
+    train_labels = np.delete(np.array(record["labels"]), record["val"])
+    assert len(indices) == 6 and (np.bincount(train_labels[indices]) == 3).all()
 
-    assert {k: v for k, v in a.items() if k not in ("out", "wall_time_s")} == \
-        {k: v for k, v in b.items() if k not in ("out", "wall_time_s")}
+    same = lambda r: {k: v for k, v in r.items() if k not in ("out", "wall_time_s", "run_id")}  # noqa: E731
+    assert same(a) == same(b)
     history = [json.loads((tmp_path / run / "result.json").read_text())["history"] for run in ("a", "b")]
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
     np.testing.assert_array_equal(encoder_weights(tmp_path / "a" / "classifier.npz", "param/head.w"),
                                   encoder_weights(tmp_path / "b" / "classifier.npz", "param/head.w"))
+    run_ok(args(tiny, tmp_path / "c", "--labels-per-class", "3", "--seed", "1"), capsys)
+    with Checkpoint(tmp_path / "c" / "classifier.npz") as ckpt:
+        assert ckpt.header["labelled"] != indices.tolist()
 
-    c, _ = run_ok(args(tiny, tmp_path / "c", "--labels-per-class", "3", "--seed", "1"), capsys)
-    assert json.loads((tmp_path / "c" / "result.json").read_text())["labelled_indices"] != indices.tolist()
+
+def test_an_interrupted_fine_tuning_resumes_bit_identical(tiny, tmp_path, monkeypatch, capsys):
+    """Fine-tuning checkpoints every epoch, as pre-training: --resume after Ctrl-C ends where an uninterrupted
+    run ends, bit for bit."""
+    whole, _ = run_ok(args(tiny, tmp_path / "whole", "--epochs", "3", "--mixup", "0.8"), capsys)
+    from tinymae import run as run_module
+    real, calls = run_module.train_one_epoch, []
+
+    def stop_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", stop_in_epoch_two)
+    code, message, _ = run_main(args(tiny, tmp_path / "cut", "--epochs", "3", "--mixup", "0.8"), capsys)
+    assert code == 130 and "--resume" in message
+    monkeypatch.undo()
+    resumed, _ = run_ok(args(tiny, tmp_path / "cut", "--epochs", "3", "--mixup", "0.8", "--resume"), capsys)
+    assert resumed["final_train_loss"] == whole["final_train_loss"]
+    np.testing.assert_array_equal(encoder_weights(tmp_path / "cut" / "classifier.npz", "param/head.w"),
+                                  encoder_weights(tmp_path / "whole" / "classifier.npz", "param/head.w"))
 
 
 # ----------------------------------------------------------------------------------------------
 # what the command refuses, each with one line
 
 def assert_one_line_error(code, message, *expected):
-    assert code != 0 and message.startswith("error: ") and "\n" not in message.strip()
+    assert code not in (0, None) and message.startswith("error: ") and "\n" not in message.strip(), message
     for text in expected:
         assert text in message, message
 
 
 def test_refuses_checkpoints_that_are_not_a_vit_mae(tiny, tmp_path, capsys):
-    """A whole pre-training header (settings, data, epoch, ...) around another model's weights."""
+    """A whole pre-training header around an MLP MAE."""
     model = MaskedAutoencoderMLP()
-    header, _ = read_checkpoint(tiny.checkpoint)
-    meta = {k: v for k, v in header.items() if k not in ("format", "arch", "config")}
-    meta["settings"] = {**header["settings"], "arch": model.arch}
+    header = read_checkpoint(tiny.checkpoint)[0]
+    header = {**header, "arch": "mlp", "config": model.config.to_dict(), "settings": {**header["settings"], "arch": "mlp"}}
+    del header["format"]
     path = tmp_path / "other.npz"
-    save_checkpoint(path, model, meta=meta)
-    code, message, _ = run_main(["--checkpoint", str(path), "--data", str(tiny.photos), "--no-progress"], capsys)
+    save_checkpoint(path, header, model.params, extra={"mean_patch": np.zeros((64, 108), "float32")})
+    code, message, _ = run_main(["--checkpoint", str(path), "--no-progress"], capsys)
     assert_one_line_error(code, message, str(path), "--arch vit")
     assert not (tmp_path / "finetune-seed0").exists()  # refused before making its output folder
-
-
-def test_refuses_other_images_than_pre_training_used(tiny, tmp_path, capsys):
-    other = tmp_path / "photos"
-    shutil.copytree(tiny.photos, other)
-    (other / "dog" / "0.jpg").unlink()  # one photo fewer: another split, other statistics
-    code, message, _ = run_main(args(tiny, tmp_path / "ft") + ["--data", str(other)], capsys)
-    assert_one_line_error(code, message, "not the ones", "fingerprint")
 
 
 def test_refuses_an_existing_result_unless_overwrite(tiny, tmp_path, capsys):
@@ -513,10 +535,10 @@ def test_refuses_an_existing_result_unless_overwrite(tiny, tmp_path, capsys):
     run_ok(args(tiny, out, "--epochs", "1"), capsys)
     before = (out / "classifier.npz").read_bytes()
     code, message, _ = run_main(args(tiny, out, "--epochs", "1", "--seed", "2"), capsys)
-    assert_one_line_error(code, message, "already holds a fine-tuning result", "--overwrite")
+    assert_one_line_error(code, message, "already holds a run", "--overwrite")
     assert (out / "classifier.npz").read_bytes() == before
     run_ok(args(tiny, out, "--epochs", "1", "--seed", "2", "--overwrite"), capsys)
-    assert read_checkpoint(out / "classifier.npz")[0]["seed"] == 2
+    assert read_checkpoint(out / "classifier.npz")[0]["settings"]["seed"] == 2
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -528,38 +550,35 @@ def test_refuses_an_existing_result_unless_overwrite(tiny, tmp_path, capsys):
 def test_bad_inputs_fail_before_training(tiny, tmp_path, capsys, monkeypatch, extra, expected):
     (tmp_path / "a-file").write_text("x")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(finetune, "train_one_epoch", lambda *a, **k: pytest.fail("trained before the check"))
+    from tinymae import run as run_module
+    monkeypatch.setattr(run_module, "train_one_epoch", lambda *a, **k: pytest.fail("trained before the check"))
     code, message, _ = run_main(args(tiny, tmp_path / "ft") + extra, capsys)
     assert_one_line_error(code, message, expected)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--labels-per-class", "0"], "--labels-per-class must be at least 1"),
-    (["--layer-decay", "0"], "--layer-decay must be in (0, 1]"),
-    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
-    (["--lr", "0"], "--lr must be a positive number"),
-    (["--seed", "-1"], "--seed must be 0 or more"),
-    (["--epochs", "two"], "invalid int value"),
-    (["--trainable-blocks", "-1"], "--trainable-blocks must be 0 or more"),
-    (["--drop-path", "1"], "--drop-path must be at least 0 and below 1"),
-    (["--mixup", "-1"], "--mixup must be between 0 (off) and 10"),
+    (["--epochs", "0"], "--epochs must be in [1, 100000], got 0"),
+    (["--labels-per-class", "0"], "--labels-per-class must be in [1, "),
+    (["--layer-decay", "0"], "--layer-decay must be in (0, 1], got 0"),
+    (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1), got 1"),
+    (["--lr", "0"], "--lr must be in (0, 10], got 0"),
+    (["--seed", "-1"], "--seed must be in [0, "),
+    (["--trainable-blocks", "-1"], "--trainable-blocks must be in [0, 64]"),
+    (["--drop-path", "1"], "--drop-path must be in [0, 1), got 1"),
+    (["--mixup", "-1"], "--mixup must be in [0, 10]"),
+    (["--warmup-epochs", "1e308"], "--warmup-epochs must be in [0, 100000]"),
+    (["--lr", "nan"], "--lr must be a finite number"),
 ])
 def test_bad_flags_are_one_line_errors(flags, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        finetune.parse_args(["--checkpoint", "c.npz", "--data", "d", *flags])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+    code, err, _ = run_main(["--checkpoint", "c.npz", *flags], capsys)
+    assert_one_line_error(code, err, message)
 
 
-@pytest.mark.parametrize("missing", ["--checkpoint", "--data"])
-def test_checkpoint_and_data_are_required(missing, capsys):
-    argv = {"--checkpoint": "c.npz", "--data": "d"}
-    del argv[missing]
-    with pytest.raises(SystemExit) as exit_info:
-        finetune.parse_args([x for kv in argv.items() for x in kv])
-    assert exit_info.value.code == 2 and f"{missing} is required" in capsys.readouterr().err
+def test_unparsable_flags_and_a_missing_checkpoint_are_usage_errors(capsys):
+    for argv, expected in ((["--checkpoint", "c.npz", "--epochs", "two"], "invalid int value"),
+                           ([], "the following arguments are required: --checkpoint")):
+        code, err, _ = run_main(argv, capsys)
+        assert code == 2 and expected in err
 
 
 def test_eval_every_measures_the_accuracy_on_those_epochs_and_the_last(tiny, tmp_path, capsys):
@@ -570,23 +589,23 @@ def test_eval_every_measures_the_accuracy_on_those_epochs_and_the_last(tiny, tmp
     assert result["val_accuracy"] == history[-1]["val_accuracy"]
 
 
-def test_ctrl_c_is_one_line_and_exit_code_130(tiny, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_before_the_first_epoch_is_one_line_and_exit_code_130(tiny, tmp_path, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune, "train_one_epoch", interrupt)
-    capsys.readouterr()
-    assert finetune.main(args(tiny, tmp_path / "ft")) == 130
-    out, err = capsys.readouterr()
-    assert "nothing was saved" in err and len(err.strip().splitlines()) == 1
+    from tinymae import run as run_module
+    monkeypatch.setattr(run_module, "train_one_epoch", interrupt)
+    code, err, _ = run_main(args(tiny, tmp_path / "ft"), capsys)
+    assert code == 130 and "Nothing was saved" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "ft" / "result.json").exists()
 
 
 def test_resident_photos_fine_tune_as_the_host_side_batches(tiny, tmp_path, monkeypatch, capsys):
-    """With the photos on the device (fast/data.py) the run is the host-side one, number for number."""
+    """With the photos on the device (fast/cuda.py's DeviceImages) the run is the host-side one, number for number."""
     from tinymae import fast
     host, _ = run_ok(args(tiny, tmp_path / "host", "--drop-path", "0.1", "--mixup", "0.8"), capsys)
-    monkeypatch.setattr(fast, "resident_data", lambda: True)
+    real = fast.training_step
+    monkeypatch.setattr(fast, "training_step", lambda *a, **k: real(*a, **k)._replace(resident=True))
     resident, _ = run_ok(args(tiny, tmp_path / "resident", "--drop-path", "0.1", "--mixup", "0.8"), capsys)
     assert resident["final_train_loss"] == host["final_train_loss"]
     assert resident["val_accuracy"] == host["val_accuracy"]

@@ -6,11 +6,12 @@ import pytest
 from tinymae import backend
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
+from tinymae.errors import TinymaeError
 from tinymae.model import attention, layers
 from tinymae.model.ablations import MaskedAutoencoderViTEncoderMaskTokens
-from tinymae.model.build import build_model
+from tinymae.model import build_model
 from tinymae.model.mae_vit import MaskedAutoencoderViT
-from tinymae.model.masking import masking_noise
+from conftest import random_noise
 from tinymae.model.optim import AdamW
 from tinymae.model.pos_embed import get_2d_sincos_pos_embed
 
@@ -98,7 +99,7 @@ def test_default_shapes_and_parameter_count(xp):
     cfg = model.config
     assert (cfg.num_patches, cfg.patch_dim, cfg.len_keep) == (64, 108, 16)
     imgs = batch(0, n=2, size=48)
-    latent, mask, ids_restore, _ = model.forward_encoder(imgs, masking_noise(backend.host_rng(1), 2, 64))
+    latent, mask, ids_restore, _ = model.forward_encoder(imgs, random_noise(backend.host_rng(1), 2, 64))
     assert latent.shape == (2, 1 + 16, 128) and mask.shape == (2, 64) and ids_restore.shape == (2, 64)
     pred, _ = model.forward_decoder(latent, ids_restore)
     assert pred.shape == (2, 64, 108)
@@ -108,10 +109,7 @@ def test_default_shapes_and_parameter_count(xp):
 
     expected = (108 * 128 + 128) + 128 + 4 * block(128) + 2 * 128 \
         + (128 * 64 + 64) + 64 + 2 * block(64) + 2 * 64 + (64 * 108 + 108)
-    assert model.num_params() == expected
-    assert list(ViTConfig().to_dict()) == ["img_size", "patch_size", "in_chans", "mask_ratio", "norm_pix_loss",
-                                           "loss_on", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                                           "decoder_depth", "decoder_num_heads", "mlp_ratio", "qkv_init", "encoder_mask_tokens"]
+    assert model.num_params() == expected == model.config.param_count()
 
 
 def test_initialisation_is_models_mae(xp):
@@ -150,17 +148,17 @@ def test_no_weight_decay_on_biases_and_norms_as_main_pretrain():
     assert {"cls_token", "mask_token"} <= set(model.params) - expected
 
 
-@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "loss_on must be 'masked' or 'all', got 'some'"),
-                                          ({"qkv_init": "some"}, "qkv_init must be 'fused' or 'per-projection'"),
-                                          ({"img_size": 25}, "not a multiple of patch_size"),
-                                          ({"mask_ratio": 0.999}, "leaves no visible patch"),
-                                          ({"mask_ratio": 0.0}, "mask_ratio must be above 0"),
-                                          ({"depth": 0}, "must be at least 1"),
-                                          ({"embed_dim": 0}, "must be at least 1"),
-                                          ({"num_heads": 5}, "divisible by num_heads"),
-                                          ({"decoder_embed_dim": 18, "decoder_num_heads": 2}, "divisible by 4")])
+@pytest.mark.parametrize("bad, message", [({"loss_on": "some"}, "--loss-on must be one of masked, all, got 'some'"),
+                                          ({"qkv_init": "some"}, "--qkv-init must be one of fused, per-projection"),
+                                          ({"img_size": 25}, "--img-size 25 is not a multiple of --patch-size"),
+                                          ({"mask_ratio": 0.999}, "--mask-ratio 0.999 keeps 0 of the 16 patches"),
+                                          ({"mask_ratio": 0.0}, "--mask-ratio must be in \\(0, 1\\), got 0.0"),
+                                          ({"depth": 0}, "--depth must be in \\[1, 64\\], got 0"),
+                                          ({"embed_dim": 0}, "--embed-dim must be in \\[4, 65536\\], got 0"),
+                                          ({"num_heads": 5}, "divisible by --num-heads 5"),
+                                          ({"decoder_embed_dim": 18, "decoder_num_heads": 2}, "and by 4")])
 def test_bad_config_is_a_clear_error(bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TinymaeError, match=message):
         MaskedAutoencoderViT(ViTConfig(**{**SMALL, **bad}))
 
 
@@ -169,14 +167,14 @@ def test_bad_config_is_a_clear_error(bad, message):
 
 def test_encoder_sees_only_the_visible_patches(xp):
     model = MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0)
-    latent = assert_encoder_ignores_removed_pixels(model, batch(1), masking_noise(backend.host_rng(2), 4, 16))
+    latent = assert_encoder_ignores_removed_pixels(model, batch(1), random_noise(backend.host_rng(2), 4, 16))
     assert latent.shape == (4, 1 + 4, 32)  # (N, 1+K, D): the K = 4 visible tokens, not L = 16
 
 
 def test_encoder_without_masking_sees_every_patch(xp):
     """forward_encoder(..., mask_ratio=0.0), as for linear probing: all L tokens, none removed."""
     model = MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0)
-    latent, mask, ids_restore, _ = model.forward_encoder(batch(1), masking_noise(backend.host_rng(2), 4, 16),
+    latent, mask, ids_restore, _ = model.forward_encoder(batch(1), random_noise(backend.host_rng(2), 4, 16),
                                                          mask_ratio=0.0)
     assert latent.shape == (4, 1 + 16, 32)
     assert (to_numpy(mask) == 0).all()
@@ -185,7 +183,7 @@ def test_encoder_without_masking_sees_every_patch(xp):
 def test_prediction_of_a_removed_patch_depends_on_visible_content(xp):
     """Attention mixes tokens: a removed patch's prediction depends on every visible patch."""
     assert_removed_predictions_read_the_visible_patches(MaskedAutoencoderViT(ViTConfig(**SMALL), seed=0), batch(4),
-                                                        masking_noise(backend.host_rng(5), 4, 16))
+                                                        random_noise(backend.host_rng(5), 4, 16))
 
 
 def test_attention_key_bias_changes_nothing_and_gets_zero_gradient(xp, rng):
@@ -248,7 +246,7 @@ def float_arrays(obj):
                          ids=["default", "norm-pix", "encoder-mask-tokens"])
 def test_float32_model_stays_float32(xp, overrides):
     model = build_model("vit", {**SMALL, **overrides}, seed=0)
-    loss, pred, mask, cache = model.forward(batch(6), masking_noise(backend.host_rng(7), 4, 16))
+    loss, pred, mask, cache = model.forward(batch(6), random_noise(backend.host_rng(7), 4, 16))
     assert loss.dtype == xp.float32 and pred.dtype == xp.float32 and mask.dtype == xp.float32
     cached = float_arrays(cache)
     assert len(cached) > 50 and all(a.dtype == xp.float32 for a in cached)  # no float64 copy anywhere inside
@@ -270,7 +268,7 @@ def test_a_few_adamw_steps_reduce_the_loss(xp):
     rng = backend.host_rng(8)
     colours = rng.standard_normal((8, 3, 1, 1))
     imgs = backend.asarray(colours + 0.1 * rng.standard_normal((8, 3, 24, 24)), dtype="float32")
-    noise = masking_noise(backend.host_rng(9), 8, 16)
+    noise = random_noise(backend.host_rng(9), 8, 16)
     first = None
     for _ in range(40):
         loss, _, _, cache = model.forward(imgs, noise)
@@ -285,7 +283,7 @@ def test_encoder_with_mask_tokens_ablation_sees_every_position(xp):
     assert isinstance(model, MaskedAutoencoderViTEncoderMaskTokens)
     assert "encoder_mask_token" in model.params and "mask_token" not in model.params
     imgs = backend.asarray(backend.host_rng(0).standard_normal((2, 3, 24, 24)), dtype="float32")
-    noise = masking_noise(backend.host_rng(1), 2, 16)
+    noise = random_noise(backend.host_rng(1), 2, 16)
     latent, mask, _, _ = model.forward_encoder(imgs, noise)
     assert latent.shape == (2, 1 + 16, 32)
     loss, pred, mask2, cache = model.forward(imgs, noise)

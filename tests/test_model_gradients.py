@@ -7,7 +7,7 @@ import pytest
 
 from tinymae import backend
 from tinymae.config import MLPConfig
-from tinymae.model.build import build_model
+from tinymae.model import build_model
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.model.masking import masking_noise
 from tinymae.util.gradcheck import assert_backward_matches
@@ -49,13 +49,14 @@ def tiny_mlp(**overrides):
     return to_float64(MaskedAutoencoderMLP(cfg, seed=3))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"loss_on": "all"}, {"norm_pix_loss": True}, {"decoder_dims": ()}],
-                         ids=["masked-loss", "all-loss", "norm-pix", "no-decoder-hidden"])
+@pytest.mark.parametrize("overrides", [{}, {"loss_on": "all"}, {"norm_pix_loss": True}, {"decoder_dims": ()},
+                                       {"masking": "block"}, {"masking": "grid"}],
+                         ids=["masked-loss", "all-loss", "norm-pix", "no-decoder-hidden", "block-masking", "grid-masking"])
 def test_mlp_mae_whole_model_gradients(xp, overrides):
     model = tiny_mlp(**overrides)
     rng = backend.host_rng(0)
     imgs = backend.asarray(rng.standard_normal((2, 3, 8, 8)))
-    noise = masking_noise(rng, 2, model.config.num_patches, dtype="float64")
+    noise = backend.asarray(masking_noise(rng, 2, model.config), dtype="float64")
     # Between ReLU kinks the loss is a quadratic function of any one weight (a piecewise-linear network
     # under a squared error), and centered differences are exact for quadratics. So a larger step costs
     # nothing in truncation and divides float64's rounding noise by 10 (h = 1e-5 leaves ~1e-12 of it,
@@ -87,13 +88,15 @@ def tiny_vit(**overrides):
 VIT_TOL = 1e-5
 
 
-@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"encoder_mask_tokens": True}],
-                         ids=["masked-loss", "norm-pix", "all-loss", "encoder-mask-tokens"])
+@pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"encoder_mask_tokens": True},
+                                       {"masking": "block"}, {"masking": "grid"}, {"masking": "block", "mask_ratio": 0.5}],
+                         ids=["masked-loss", "norm-pix", "all-loss", "encoder-mask-tokens", "block-masking",
+                              "grid-masking", "block-masking-50"])
 def test_vit_mae_whole_model_gradients(xp, overrides):
     model = tiny_vit(**overrides)
     rng = backend.host_rng(0)
     imgs = backend.asarray(rng.standard_normal((2, 3, 8, 8)))
-    noise = masking_noise(rng, 2, model.config.num_patches, dtype="float64")  # 16 patches, 4 visible
+    noise = backend.asarray(masking_noise(rng, 2, model.config), dtype="float64")  # 16 patches, 4 visible
     assert_model_gradients(model, imgs, noise, h=3e-5, tol=VIT_TOL)
 
 

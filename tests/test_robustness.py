@@ -17,7 +17,7 @@ import pytest
 
 from tinymae import backend, evaluate, pretrain, probe
 from tinymae.config import MLPConfig
-from tinymae.model.build import build_model
+from tinymae.model import build_model
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
 from tinymae.util import checkpoint, datasets, layouts, metrics
 from tinymae.util.checkpoint import CheckpointError, load_checkpoint, optimizer_state, read_checkpoint, save_checkpoint

@@ -20,8 +20,8 @@ import pytest
 
 from tinymae import backend, fast
 from tinymae.backend import to_numpy
-from tinymae.model.build import build_model
-from tinymae.model.masking import masking_noise
+from tinymae.model import build_model
+from conftest import random_noise
 from tinymae.model.optim import AdamW
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the benchmark's twins")
@@ -54,7 +54,7 @@ def model_and_batch(arch, dtype, n=4):
     rng = backend.host_rng(1)
     cfg = model.config
     imgs = backend.asarray(rng.standard_normal((n, 3, cfg.img_size, cfg.img_size)), dtype=dtype)
-    noise = masking_noise(rng, n, cfg.num_patches, dtype=dtype)
+    noise = random_noise(rng, n, cfg.num_patches, dtype=dtype)
     return model, imgs, noise
 
 

@@ -21,7 +21,7 @@ from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
 from tinymae.model import attention, layers, transformer
 from tinymae.model.mae_vit import MaskedAutoencoderViT
-from tinymae.model.masking import masking_noise
+from conftest import random_noise
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")
 F = torch.nn.functional
@@ -164,7 +164,7 @@ def test_vit_mae_matches_models_mae(xp, overrides):
     model.pos_embed = ours(to_numpy(model.pos_embed))
     model.decoder_pos_embed = ours(to_numpy(model.decoder_pos_embed))
     imgs = rng.standard_normal((3, 3, 16, 16))
-    noise = to_numpy(masking_noise(rng, 3, cfg.num_patches, dtype="float64"))
+    noise = to_numpy(random_noise(rng, 3, cfg.num_patches, dtype="float64"))
 
     loss, pred, mask, cache = model.forward(ours(imgs), ours(noise))
     dloss = 1.7  # a non-unit upstream gradient

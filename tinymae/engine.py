@@ -1,12 +1,11 @@
-"""The training loop that pre-training and fine-tuning share: engine_pretrain.py and engine_finetune.py of the
-official MAE, for tinymae's engine.
+"""The training loop pre-training and fine-tuning share (engine_pretrain.py and engine_finetune.py of the official
+MAE), and the reference training step.
 
-    batches   = prefetched(a generator of host batches)      prepared on a background thread
-    stats     = train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, desc)
-
-For each batch: move it to the device, forward and backward (runner.loss_and_grads), this step's learning
-rate (schedule), the optimiser step; a loss that is not a finite number stops the run (Diverged). What a
-batch holds is the caller's business: (imgs, noise) for pre-training, (imgs, labels) for fine-tuning.
+    Step               model.forward, model.backward(1.0, cache) and optimizer.step on one batch: the plain step
+                       (fast/ has a faster one with the same methods)
+    train_one_epoch    for each batch: move it to the device, forward and backward, this step's learning rate,
+                       the optimiser step; a loss that is not a finite number stops the run (Diverged)
+    prefetched         batches prepared on a background thread, as a PyTorch DataLoader worker does
 """
 import math
 import queue
@@ -16,20 +15,44 @@ import time
 from tqdm import tqdm
 
 from .backend import asarray
+from .errors import TinymaeError
 
 
-class Diverged(Exception):
-    """The loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
+class Diverged(TinymaeError):
+    """The loss became NaN or infinite."""
 
 
-def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, desc, progress=True, prepare=None):
-    """The `steps` steps of one epoch -> a dict of figures (mean loss, learning rate, time, images/s).
+class Step:
+    """The reference step: the model's own forward and backward on the whole batch, then optimizer.step."""
 
-    runner: computes model.forward + model.backward (runner.loss_and_grads) and the optimiser step
-    (runner.optimizer_step), fast/ has them. batches: host arrays, one tuple per step. schedule(step) -> the
-    learning rate of the step counted from the start of the run (first_step is this epoch's first).
-    prepare(*batch) -> the model's inputs, where a batch holds what makes them on the device (fast/data.py)
-    rather than the inputs themselves. Raises Diverged at the first loss that is not a finite number."""
+    def __init__(self, model):
+        self.model = model
+
+    def loss_and_grads(self, *inputs):
+        """inputs: the batch, e.g. (imgs, noise) -> (the batch's loss, its gradients)."""
+        outputs = self.model.forward(*inputs)  # (loss, ..., cache)
+        return outputs[0], self.model.backward(1.0, outputs[-1])
+
+    def optimizer_step(self, optimizer, grads):
+        optimizer.step(grads)
+
+    def map(self, fn, items):
+        """[fn(item) for item in items]: work without gradients (evaluation), in order."""
+        return [fn(item) for item in items]
+
+    def describe(self):
+        return "the reference step"
+
+    def close(self):
+        pass
+
+
+def train_one_epoch(step, optimizer, batches, steps, first_step, schedule, desc, progress=True, prepare=None):
+    """The `steps` steps of one epoch -> {train_loss, lr, train_time_s, train_images_per_s, waiting_for_data_s}.
+
+    batches: host arrays, one tuple per step; prepare(*batch) -> the model's inputs, where a batch holds what makes
+    them on the device (fast/cuda.py) rather than the inputs themselves. schedule(step) -> the learning rate of a
+    step counted from the start of the run (first_step is this epoch's first)."""
     bar = tqdm(total=steps, desc=desc, unit="step", leave=False, disable=not progress)
     t0 = time.perf_counter()
     loss_sum, waiting, images = 0.0, 0.0, 0
@@ -37,15 +60,11 @@ def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, des
         for i in range(steps):
             t_wait = time.perf_counter()
             batch = [asarray(a) for a in next(batches)]  # host -> device
-            if prepare is not None:
-                batch = prepare(*batch)
+            batch = prepare(*batch) if prepare is not None else batch
             waiting += time.perf_counter() - t_wait
-
-            loss, grads = runner.loss_and_grads(*batch)  # model.forward, model.backward(1.0, cache)
+            loss, grads = step.loss_and_grads(*batch)
             optimizer.lr = schedule(first_step + i)
-            runner.optimizer_step(optimizer, grads)
-            del grads
-
+            step.optimizer_step(optimizer, grads)
             loss_value = float(loss)  # the one device -> host number per step
             if not math.isfinite(loss_value):
                 raise Diverged(f"the loss became {loss_value} at {desc.split('/')[0]}, step {i + 1}")
@@ -56,7 +75,7 @@ def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, des
         for _ in batches:  # the generator is done: this ends its thread
             pass
     finally:
-        batches.close()  # an error or Ctrl-C above: stop the batch thread too
+        batches.close()  # an error or Ctrl-C: stop the batch thread too
         bar.close()
     seconds = time.perf_counter() - t0
     return {"train_loss": loss_sum / steps, "lr": optimizer.lr, "train_time_s": seconds,
@@ -64,21 +83,15 @@ def train_one_epoch(runner, optimizer, batches, steps, first_step, schedule, des
 
 
 def prefetched(batches, depth=2):
-    """Run the generator `batches` on a background thread, `depth` batches ahead of the training step.
+    """Run the generator `batches` on a background thread, `depth` batches ahead of the step. It runs to its end
+    on that one thread, so its random draws happen in the same order as without it; an exception there (Ctrl-C
+    included) is raised here."""
+    slots, stop, done = queue.Queue(maxsize=depth), threading.Event(), object()
 
-    Like a PyTorch DataLoader worker: the host prepares the next batch while the step computes this one.
-    The generator runs to its end on that one thread, so its random draws happen in the same order as
-    without prefetching; an exception there (Ctrl-C included) is raised here."""
-    slots = queue.Queue(maxsize=depth)
-    stop = threading.Event()  # set by the consumer when it leaves early (an error, Ctrl-C, a divergence)
-    done = object()
-
-    def put(item):
-        """Wait for a free slot, but give up as soon as the consumer has left."""
+    def put(item):  # wait for a free slot, but give up once the consumer has left
         while not stop.is_set():
             try:
-                slots.put(item, timeout=0.1)
-                return True
+                return slots.put(item, timeout=0.1) or True
             except queue.Full:
                 pass
         return False
@@ -95,10 +108,7 @@ def prefetched(batches, depth=2):
     thread = threading.Thread(target=produce, name="tinymae-batches", daemon=True)
     thread.start()
     try:
-        while True:
-            item = slots.get()
-            if item is done:
-                break
+        while (item := slots.get()) is not done:
             if isinstance(item, BaseException):
                 raise item
             yield item

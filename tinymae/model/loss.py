@@ -1,7 +1,7 @@
 """The reconstruction loss, as `forward_loss` in models_mae.py: mean squared error per patch, averaged
 over the removed patches only (the paper, Sec. 3: "we compute the loss only on masked patches").
-And the classifiers' losses: the linear probe's binary cross-entropy, and fine-tuning's softmax
-cross-entropy, with label smoothing or against the soft targets of mixup."""
+And the classifiers' loss: softmax cross-entropy, with label smoothing (fine-tuning; the linear probe
+without), or against the soft targets of mixup."""
 from ..backend import xp
 
 
@@ -36,24 +36,6 @@ def mse_backward(dloss, cache):
     D = diff.shape[-1]
     dpred = diff * (weight * (2.0 * dloss / D))[:, :, None]  # (N, L, D)
     return dpred
-
-
-def bce_logits_forward(logits, y):
-    """Binary cross-entropy on logits, as the linear probe's loss: logits (N,), y (N,) in {0, 1} -> mean loss.
-
-    log(1 + e^z) - y z, written as max(z, 0) - y z + log(1 + e^-|z|) so that no exp overflows.
-    """
-    z = logits
-    loss = (xp.maximum(z, 0) - y * z + xp.log1p(xp.exp(-xp.abs(z)))).mean()  # ()
-    cache = (z, y)
-    return loss, cache
-
-
-def bce_logits_backward(dloss, cache):
-    """dloss: upstream gradient of the mean loss -> dlogits (N,) = dloss * (sigmoid(z) - y) / N."""
-    z, y = cache
-    sigmoid = 0.5 * (1.0 + xp.tanh(0.5 * z))  # the logistic function, without overflow for large |z|
-    return (sigmoid - y) * (dloss / z.shape[0])  # (N,)
 
 
 def softmax_cross_entropy_forward(logits, labels, smoothing=0.0):

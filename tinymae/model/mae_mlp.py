@@ -27,11 +27,11 @@ position, so position is built into the weights.
 """
 from typing import NamedTuple
 
-from ..backend import host_rng
-from ..config import MLPConfig
+from ..backend import asarray, host_rng
+from ..config import MLPConfig, check
 from .layers import linear_backward, linear_forward, relu_backward, relu_forward, xavier_uniform, zeros
 from .mae import MaskedAutoencoder
-from .masking import random_masking, random_masking_backward
+from .masking import partition_noise, random_masking, random_masking_backward
 from .patches import patchify
 from .pos_embed import get_2d_sincos_pos_embed
 
@@ -52,10 +52,11 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
     """Parameters live in `self.params` (name -> array); forward/backward are plain functions of them."""
 
     arch = "mlp"
+    shard_images = 128  # fast/cpu.py's shard: large matrix products run best on large shards, one per core
 
     def __init__(self, config=None, seed=0):
         cfg = config if config is not None else MLPConfig()
-        cfg.validate()
+        check(cfg)
         self.config = cfg
         L, P, E = cfg.num_patches, cfg.patch_dim, cfg.embed_dim
         rng = host_rng(seed)
@@ -116,6 +117,13 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
         return pred, DecoderCache(layer_caches, pred_cache)
 
     # forward_loss, forward and backward: mae.py (the same for both MAEs)
+
+    def forward_features(self, imgs):
+        """What the frozen encoder says of whole images, for the linear probe. It takes exactly K patches (its first
+        layer is K * E wide), so it sees an image in L / K views of disjoint patch sets, and the latents of the views
+        are averaged: every patch seen once -> {"latent": (N, Z)}."""
+        latents = [self.forward_encoder(imgs, asarray(noise))[0] for noise in partition_noise(imgs.shape[0], self.config)]
+        return {"latent": sum(latents) / len(latents)}  # (N, Z)
 
     # ------------------------------------------------------------------------------------------
     def backward_decoder(self, dpred, cache):

@@ -27,14 +27,14 @@ as a subclass that replaces the two masking steps; this class is MAE itself.
 from typing import NamedTuple
 
 from ..backend import host_rng, xp
-from ..config import ViTConfig
+from ..config import ViTConfig, check
 from .layers import (layernorm_backward, layernorm_forward, linear_backward, linear_forward, normal, ones,
                      xavier_uniform, zeros)
 from .mae import MaskedAutoencoder
 from .masking import append_mask_tokens, append_mask_tokens_backward, random_masking, random_masking_backward
 from .patches import patchify
 from .pos_embed import get_2d_sincos_pos_embed
-from .transformer import blocks_backward, blocks_forward, init_block_params
+from .transformer import BLOCK, blocks_backward, blocks_forward, init_block_params
 
 
 class EncoderCache(NamedTuple):
@@ -56,11 +56,13 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
     """Parameters live in `self.params` (name -> array); forward/backward are plain functions of them."""
 
     arch = "vit"
+    shard_images = 32  # fast/cpu.py's shard: an elementwise-heavy step keeps a few images' activations in cache
 
     def __init__(self, config=None, seed=0):
         cfg = config if config is not None else ViTConfig()
-        cfg.validate()
+        check(cfg)
         self.config = cfg
+        self.block = BLOCK  # the Transformer block's implementation (transformer.py; fast/ may hand it fused kernels)
         P, D, Dd = cfg.patch_dim, cfg.embed_dim, cfg.decoder_embed_dim
         rng = host_rng(seed)  # every initial value comes from here, so NumPy and CuPy start identical
 
@@ -137,7 +139,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         x = prepend_cls_token(x, params["cls_token"], self.pos_embed)  # (N, 1+K, D)
 
         # apply Transformer blocks
-        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads)  # (N, 1+K, D)
+        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads, block=self.block)  # (N, 1+K, D)
         latent, norm_cache = layernorm_forward(x, params["norm.w"], params["norm.b"])  # (N, 1+K, D)
 
         return latent, mask, ids_restore, EncoderCache(embed_cache, masking_cache, block_caches, norm_cache)
@@ -156,8 +158,8 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         x = x + self.decoder_pos_embed  # (N, 1+L, Dd)
 
         # apply Transformer blocks
-        x, block_caches = blocks_forward(x, params, "decoder_blocks", cfg.decoder_depth,
-                                         cfg.decoder_num_heads)  # (N, 1+L, Dd)
+        x, block_caches = blocks_forward(x, params, "decoder_blocks", cfg.decoder_depth, cfg.decoder_num_heads,
+                                         block=self.block)  # (N, 1+L, Dd)
         x, norm_cache = layernorm_forward(x, params["decoder_norm.w"], params["decoder_norm.b"])  # (N, 1+L, Dd)
 
         # predictor projection
@@ -170,6 +172,13 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
 
     # forward_loss, forward and backward: mae.py (the same for both MAEs)
 
+    def forward_features(self, imgs):
+        """What the frozen encoder says of whole images: every patch visible -> {"mean": the mean of the patch
+        tokens after the final norm (N, D), "cls": the cls token (N, D)}, for the linear probe."""
+        noise = xp.zeros((imgs.shape[0], self.config.num_patches), dtype=imgs.dtype)  # (N, L) unused at ratio 0
+        latent, _, _, _ = self.forward_encoder(imgs, noise, mask_ratio=0.0)  # (N, 1+L, D)
+        return {"mean": latent[:, 1:].mean(axis=1), "cls": latent[:, 0]}
+
     # ------------------------------------------------------------------------------------------
     def backward_decoder(self, dpred, cache):
         """forward_decoder in reverse: dpred (N, L, P) -> dlatent (N, 1+K, D), the decoder's gradients."""
@@ -179,7 +188,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         dx[:, 1:] = dpred  # dropped: it gets zero gradient
         dx, grads["decoder_pred.w"], grads["decoder_pred.b"] = linear_backward(dx, cache.decoder_pred)  # (N, 1+L, Dd)
         dx, grads["decoder_norm.w"], grads["decoder_norm.b"] = layernorm_backward(dx, cache.decoder_norm)
-        dx, block_grads = blocks_backward(dx, cache.blocks, "decoder_blocks")  # (N, 1+L, Dd)
+        dx, block_grads = blocks_backward(dx, cache.blocks, "decoder_blocks", block=self.block)  # (N, 1+L, Dd)
         grads.update(block_grads)
         # decoder_pos_embed is a constant: the gradient passes through the addition unchanged.
         dx, step_grads = self.append_mask_tokens_backward(dx, cache.mask_tokens)  # (N, 1+K, Dd)
@@ -191,7 +200,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
         """forward_encoder in reverse: dlatent (N, 1+K, D) -> the encoder's gradients (the image needs none)."""
         grads = {}
         dx, grads["norm.w"], grads["norm.b"] = layernorm_backward(dlatent, cache.norm)  # (N, 1+K, D)
-        dx, block_grads = blocks_backward(dx, cache.blocks, "blocks")  # (N, 1+K, D)
+        dx, block_grads = blocks_backward(dx, cache.blocks, "blocks", block=self.block)  # (N, 1+K, D)
         grads.update(block_grads)
         dx, grads["cls_token"] = prepend_cls_token_backward(dx)  # (N, K, D)
         dx, step_grads = self.random_masking_backward(dx, cache.masking)  # (N, L, D) zeros at removed patches

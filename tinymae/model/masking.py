@@ -11,10 +11,14 @@ MAE removes a random 75% of the patches of each image *before* the encoder, by s
 The encoder sees only x[n, ids_keep[n]]. The decoder appends one shared, learned mask token for each
 removed patch and undoes the shuffle with ids_restore, so every patch is back at its place.
 
-The noise is an explicit argument: draw it with `masking_noise` from a seeded host generator, and a
-NumPy run and a CuPy run see exactly the same masks.
+The noise is an explicit argument: `masking_noise` draws it (random, block-wise or grid masking, the paper's
+Table 1f) from a seeded host generator, and every caller uses it, so NumPy and CuPy runs see the same masks.
 """
-from ..backend import asarray, xp
+import math
+
+import numpy  # host-side: the masks are drawn there
+
+from ..backend import host_rng, xp
 
 
 def gather_tokens(x, ids):
@@ -28,9 +32,60 @@ def gather_tokens(x, ids):
     return x[rows, ids]  # (N, K, D)
 
 
-def masking_noise(rng, N, L, dtype="float32"):
-    """Per-sample uniform noise (N, L), drawn on the host from `rng` and moved to the backend."""
-    return asarray(rng.random((N, L), dtype=dtype))
+def masking_noise(rng, n_images, config):
+    """The one place masks are drawn: noise (n_images, L), host float32, whose K smallest values in each row are the
+    patches that image keeps (masking_indices turns it into the index arrays). config.masking says which:
+
+        random   uniform noise: K patches kept at random (MAE; the paper's Table 1f, "random")
+        block    BEiT's block-wise masking: rectangles of patches removed until L - K are (Table 1f, "block")
+        grid     one patch of every 2 x 2 kept, the same for every image (Table 1f, "grid"; mask ratio 0.75)
+
+    Drawn on the host from a seeded generator, so NumPy and CuPy runs see the same masks."""
+    L, side, n_removed = config.num_patches, config.img_size // config.patch_size, config.num_patches - config.len_keep
+    noise = rng.random((n_images, L), dtype="float32")  # (n, L) uniform: random masking, and the tie-breaks below
+    if config.masking == "grid":
+        rows, cols = divmod(numpy.arange(L), side)  # (L,), (L,)
+        removed = ((rows % 2) | (cols % 2)).astype("float32")  # (L,) 0 at the top left of each 2 x 2
+        noise = removed + 0.5 * noise  # (n, L) kept patches below 0.5, removed ones at 1 or above
+    elif config.masking == "block":
+        removed = numpy.stack([block_mask(rng, side, n_removed).reshape(-1) for _ in range(n_images)])  # (n, L)
+        noise = removed + noise  # (n, L) a block's patches sort after every other one
+    return noise
+
+
+def block_mask(rng, side, n_removed, min_patches=4, max_aspect=1 / 0.3):
+    """BEiT's MaskingGenerator on a side x side grid: rectangles of at least min_patches patches, aspect ratio between
+    0.3 and 1 / 0.3, added until n_removed patches are covered (a rectangle never overshoots; when none fits after
+    10 tries, random patches make up the rest, through the noise). -> (side, side) float32, 1 = removed."""
+    removed = numpy.zeros((side, side), dtype="float32")
+    while removed.sum() < n_removed:
+        left = n_removed - removed.sum()
+        for _ in range(10):
+            area = rng.uniform(min(min_patches, left), left)
+            aspect = math.exp(rng.uniform(-math.log(max_aspect), math.log(max_aspect)))
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < h < side and 0 < w < side:
+                top, lft = rng.integers(0, side - h + 1), rng.integers(0, side - w + 1)
+                new = h * w - removed[top:top + h, lft:lft + w].sum()
+                if 0 < new <= left:
+                    removed[top:top + h, lft:lft + w] = 1.0
+                    break
+        else:
+            break
+    return removed
+
+
+def partition_noise(n_images, config, seed=0):
+    """Noise for masks that together show every patch once: L / K fixed, disjoint sets of K patches (a seeded
+    partition, the same for every image), one (n_images, L) noise per set. For encoders that take exactly K patches
+    (the MLP's), to see a whole image in a few views."""
+    order, K = host_rng(seed).permutation(config.num_patches), config.len_keep
+    noises = []
+    for start in range(0, config.num_patches, K):
+        noise = numpy.ones(config.num_patches, dtype="float32")
+        noise[order[start:start + K]] = numpy.arange(len(order[start:start + K]), dtype="float32") / config.num_patches
+        noises.append(numpy.broadcast_to(noise, (n_images, config.num_patches)))
+    return noises
 
 
 def masking_indices(noise, len_keep, keep_order=False):

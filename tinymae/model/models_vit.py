@@ -74,6 +74,7 @@ class ViTClassifier:
     """The MAE's ViT encoder + global pooling + fc_norm + a Linear head; parameters in `self.params`."""
 
     arch = "vit_classifier"
+    shard_images = 32  # fast/cpu.py's shard, as the MAE's encoder
 
     def __init__(self, mae, num_classes=2, smoothing=0.1, seed=0, trainable_blocks=None):
         """mae: a MaskedAutoencoderViT, pre-trained or freshly initialised (its encoder's weights are copied;
@@ -103,6 +104,7 @@ class ViTClassifier:
         params["head.b"] = zeros(num_classes)  # (C,)
         self.params = params
         self.pos_embed = mae.pos_embed  # (1, 1+L, D) the fixed sin-cos table, a constant (read-only)
+        self.block = mae.block  # the Transformer block's implementation, as the MAE's
 
     @property
     def trainable(self):
@@ -129,7 +131,7 @@ class ViTClassifier:
         x = prepend_cls_token(x, params["cls_token"], self.pos_embed)  # (N, 1+L, D)
 
         # apply Transformer blocks
-        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads, keep)  # (N, 1+L, D)
+        x, block_caches = blocks_forward(x, params, "blocks", cfg.depth, cfg.num_heads, keep, self.block)  # (N, 1+L, D)
         return x, ClassifierEncoderCache(embed_cache, block_caches)
 
     def forward_features(self, imgs, keep=None):
@@ -185,7 +187,7 @@ class ViTClassifier:
     def backward_encoder(self, dx, cache):
         """forward_encoder in reverse: dx (N, 1+L, D) -> the encoder's gradients (the image needs none);
         with frozen blocks, only those of the blocks after them."""
-        dx, grads = blocks_backward(dx, cache.blocks, "blocks", first=self.frozen_blocks)  # (N, 1+L, D)
+        dx, grads = blocks_backward(dx, cache.blocks, "blocks", self.frozen_blocks, self.block)  # (N, 1+L, D)
         if self.frozen_blocks > 0:
             return grads  # nothing below the first frozen block trains
         dx, grads["cls_token"] = prepend_cls_token_backward(dx)  # (N, L, D)

@@ -111,25 +111,35 @@ def block_backward(dout, cache):
 # A stack of blocks: timm's `for blk in self.blocks: x = blk(x)`, the parameters of block i under
 # "<prefix>.{i}.<name>" in the model's parameter dict (prefix "blocks" or "decoder_blocks").
 
-def blocks_forward(x, params, prefix, depth, num_heads, keep=None):
+class Block(NamedTuple):
+    """An implementation of the block: this file's (BLOCK, the reference), or fast/cuda.py's fused kernels. A
+    model holds the one it computes with (model.block) and hands it to blocks_forward and blocks_backward."""
+    forward: object
+    backward: object
+
+
+BLOCK = Block(block_forward, block_backward)
+
+
+def blocks_forward(x, params, prefix, depth, num_heads, keep=None, block=BLOCK):
     """x: (N, T, D) -> out: (N, T, D) after `depth` blocks, and their caches (a list, first block first).
     keep: None, or (N, depth, 2) drop-path factors, block i's in keep[:, i]."""
     caches = []
     for i in range(depth):
-        block = {name: params[f"{prefix}.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
-        x, cache = block_forward(x, block, num_heads, None if keep is None else keep[:, i])  # (N, T, D)
+        p = {name: params[f"{prefix}.{i}.{name}"] for name in BLOCK_PARAM_NAMES}
+        x, cache = block.forward(x, p, num_heads, None if keep is None else keep[:, i])  # (N, T, D)
         caches.append(cache)
     return x, caches
 
 
-def blocks_backward(dout, caches, prefix, first=0):
+def blocks_backward(dout, caches, prefix, first=0, block=BLOCK):
     """dout: (N, T, D) -> dx (N, T, D), and the blocks' gradients under their names in the model's dict.
     The blocks in reverse order, the last one first; first > 0 stops after block `first` (the blocks
     before it are frozen, and no gradient is computed for them)."""
     grads = {}
     dx = dout
     for i in reversed(range(first, len(caches))):
-        dx, block_grads = block_backward(dx, caches[i])  # (N, T, D)
+        dx, block_grads = block.backward(dx, caches[i])  # (N, T, D)
         for name, g in block_grads.items():
             grads[f"{prefix}.{i}.{name}"] = g
     return dx, grads

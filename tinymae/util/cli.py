@@ -1,69 +1,79 @@
-"""The command lines of tinymae.pretrain and tinymae.finetune, built from the settings in config.py: one flag
-per dataclass field, its help and default from the field, so a new setting needs no edit here."""
+"""The command lines, built from the settings of config.py, and the one rule for how every command ends.
+
+    parser(prog, description, *configs)   one flag per setting: its help, its default, required ones marked
+    run(function, *args)                  0 when it worked; "error: <one line>" and exit status 1 for a
+                                          TinymaeError or a file error; 130 for Ctrl-C (Interrupted says how to
+                                          continue); 2 for a flag argparse refuses
+Flags parse to argparse.SUPPRESS unless typed, so the dataclasses stay the one place defaults live, and a
+resumed run can tell a typed value from a default.
+"""
 import argparse
+import sys
 from dataclasses import fields
 
 from ..config import flag_name
+from ..errors import Interrupted, TinymaeError
 
 
-def _parse_widths(text):
-    """'512,512,256' -> (512, 512, 256); '' -> () (e.g. no hidden decoder layer)."""
+def _widths(text):
+    """'512,512,256' -> (512, 512, 256); '' -> () (no hidden layer)."""
     try:
         return tuple(int(w) for w in text.split(",") if w.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 512,256, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, such as 512,256, got {text!r}")
 
 
-def _argument(parser, name, fields_by_class):
-    """One flag for setting `name`; fields_by_class: {class: its dataclass field} where the setting exists."""
-    f = next(iter(fields_by_class.values()))
-    meta = f.metadata
-    defaults = {cls: f.default for cls, f in fields_by_class.items()}
-    if len(set(map(repr, defaults.values()))) == 1:
-        shown = f.default
-    else:  # e.g. embed_dim: 64 for the MLP, 128 for the ViT
-        shown = ", ".join(f"{cls.__name__.replace('Config', '').lower()} {d}" for cls, d in defaults.items())
-    help_text = meta["help"] if "default:" in meta["help"] else f"{meta['help']} (default: {_show(shown)})"
-    kwargs = dict(dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))  # argparse formats help
-    if f.type is bool:
-        parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, **kwargs)
-        return
-    if f.type is tuple:
-        kwargs.update(type=_parse_widths, metavar="W,W,...")
-    else:
-        kwargs.update(type=f.type, choices=meta["choices"])
-    parser.add_argument(flag_name(name), **kwargs)
+def _shown(value):
+    return ",".join(map(str, value)) or "none" if isinstance(value, tuple) else value
 
 
-def _show(value):
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) or "none"
-    return value
-
-
-def add_config_arguments(parser, *config_classes, title=None):
-    """Add one flag per flag-able field of the classes (a field shared by several gets one flag).
-
-    Flags default to argparse.SUPPRESS: the parsed namespace holds only what the user typed, so the
-    dataclass stays the one place where defaults live, and a resumed run can tell a typed value from a
-    default."""
-    group = parser.add_argument_group(title) if title else parser
+def parser(prog, description, *config_classes):
+    """An ArgumentParser with one flag per field of the classes (a field several of them share gets one flag,
+    its default shown per class where they differ)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     by_name = {}
     for cls in config_classes:
         for f in fields(cls):
-            if f.metadata.get("flag", False):
+            if f.metadata.get("flag"):
                 by_name.setdefault(f.name, {})[cls] = f
-    for name, fields_by_class in by_name.items():
-        _argument(group, name, fields_by_class)
-    return group
+    for name, per_class in by_name.items():
+        f = next(iter(per_class.values()))
+        meta, defaults = f.metadata, {cls.__name__[:-6].lower(): g.default for cls, g in per_class.items()}
+        if meta["required"]:
+            note = "required"
+        elif len(set(map(repr, defaults.values()))) > 1:  # e.g. --embed-dim: mlp 64, vit 128
+            note = "default: " + ", ".join(f"{cls} {_shown(d)}" for cls, d in defaults.items())
+        else:
+            note = f"default: {_shown(f.default)}" if "default:" not in meta["help"] else ""
+        kwargs = dict(default=argparse.SUPPRESS, help=(meta["help"] + (f" ({note})" if note else "")).replace("%", "%%"))
+        if meta["positional"]:
+            p.add_argument(name, nargs="+", metavar=name.upper().rstrip("S"), **kwargs)
+        elif f.type is bool:
+            p.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction, **kwargs)
+        elif f.type is tuple:
+            p.add_argument(flag_name(name), dest=name, type=_widths, metavar="W,W,...", **kwargs)
+        else:
+            p.add_argument(flag_name(name), dest=name, type=f.type, choices=meta["choices"], required=meta["required"],
+                           **kwargs)
+    return p
 
 
-def split_settings(typed, config_class):
-    """The typed settings (a dict) that belong to `config_class`, and the rest."""
-    names = {f.name for f in fields(config_class)}
-    return ({k: v for k, v in typed.items() if k in names}, {k: v for k, v in typed.items() if k not in names})
+def typed(p, argv=None):
+    """The flags the user typed, {name: value} (positional lists as tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(p.parse_args(argv)).items()}
 
 
-def resumable_settings(config_class):
-    """Fields of `config_class` that a resumed run takes from the command line instead of the checkpoint."""
-    return {f.name for f in fields(config_class) if f.metadata.get("on_resume") == "new"}
+def run(function, *args):
+    """Call a command's body -> its exit status, every error a user can cause as one line."""
+    try:
+        return function(*args) or 0
+    except TinymaeError as e:
+        print(f"{'' if isinstance(e, Interrupted) else 'error: '}{e}", file=sys.stderr)
+        return e.exit_status
+    except OSError as e:  # a full disk, a folder that became read-only, a permission
+        print(f"error: {e.strerror or e} ({e.filename or 'a file'}); free some space or fix the permissions, then "
+              "run the same command again", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,137 +1,103 @@
-"""Fetch Microsoft's Cats & Dogs archive (kagglecatsanddogs_5340.zip, about 800 MB) and extract it: what
---download does when the data folder holds no photos.
-
-The photos are Microsoft Research's, for non-commercial research, not to be redistributed, which is why
-tinymae's repository holds none. The archive is checked before anything is extracted (every member's CRC,
-no path that leaves the folder), and a failed or interrupted download can simply be run again.
+"""--download: Microsoft's Cats and Dogs archive (kagglecatsanddogs_5340.zip, about 800 MB), fetched and extracted
+into an empty folder. The photos are Microsoft Research's, for non-commercial research, not to be redistributed,
+which is why tinymae's repository holds none. The archive is checked before anything is extracted (every
+member's CRC, no path that leaves the folder); a failed or interrupted download can simply be run again.
 """
 import http.client
 import os
 import re
 import urllib.error
 import urllib.request
-import warnings
 import zipfile
 
 from tqdm import tqdm
 
-from .layouts import ARCHIVE_NAME, OFFICIAL_URL, DataError, folder_has_images
+from ..errors import TinymaeError
+from ..photos import find_photos
+
+ARCHIVE = "kagglecatsanddogs_5340.zip"
+URL = f"https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/{ARCHIVE}"
+BY_HAND = f"download {URL} in a browser, extract it, and pass the extracted folder with --data"
 
 
-def download_catsdogs(dest_dir, url=OFFICIAL_URL, progress=True):
-    """Download Microsoft's Cats & Dogs archive (~800 MB) into dest_dir and extract it there.
-
-    Returns dest_dir, which then holds PetImages/Cat and PetImages/Dog: pass it to load_dataset. The
-    archive is written to <name>.part, checked, and only then renamed to its final name, so a file at the
-    final path is always a complete, valid zip. If it is already there, the download is skipped; if an
-    earlier call extracted it and the images are still there, everything is skipped.
-
-    Safe to run again after any failure: the folder may already exist (empty, or with a half-extracted
-    PetImages), a killed download may have left <name>.part (it is overwritten), a broken archive at the
-    final path is downloaded again.
-    """
-    dest_dir = os.path.abspath(os.fspath(dest_dir))
-    zip_path = os.path.join(dest_dir, ARCHIVE_NAME)
-    done_marker = zip_path + ".extracted"  # written after a complete extraction
+def download_catsdogs(folder, progress=True, url=URL):
+    """Fetch and extract the archive into `folder`, unless it already holds photos. Only into a folder that is
+    empty or holds nothing but this download's own files, so that nothing of the user's is mixed in; the archive is
+    written as <name>.part and renamed once checked, and extracted once (a marker says so)."""
+    folder = os.path.abspath(folder)
     try:
-        os.makedirs(dest_dir, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the download folder {dest_dir} ({e}). Pick a writable folder.") from e
-
-    if os.path.exists(done_marker) and folder_has_images(dest_dir):
-        # Extracted by an earlier call, from an archive checked then; it may since have been deleted
-        # to save the 800 MB, which is fine. (If the images were deleted instead, extract or fetch again.)
-        return dest_dir
-    if os.path.exists(zip_path):
-        try:
-            _check_archive(zip_path, zip_path)
-        except DataError as e:
-            warnings.warn(f"{e}; downloading it again")
-            os.remove(zip_path)
-    if not os.path.exists(zip_path):
-        _download(url, zip_path, progress)
-
-    _extract(zip_path, dest_dir)
-    with open(done_marker, "w") as f:
-        f.write("extracted\n")
-    return dest_dir
-
-
-def _download(url, zip_path, progress):
-    """Fetch url into zip_path + '.part', check it is a sound, safe zip, then rename it to zip_path."""
-    part_path = zip_path + ".part"
-    by_hand = f"download {url} by hand (in a browser), extract it, and pass the extracted folder with --data."
+        find_photos(folder)
+        return folder
+    except TinymaeError:
+        pass
+    zip_path, marker = os.path.join(folder, ARCHIVE), os.path.join(folder, ARCHIVE + ".extracted")
+    ours = {ARCHIVE, ARCHIVE + ".part", ARCHIVE + ".extracted", "PetImages"}
+    others = sorted(set(os.listdir(folder)) - ours) if os.path.isdir(folder) else []
+    if others:
+        raise TinymaeError(f"--download extracts into an empty folder, and {folder} holds {', '.join(others[:5])} but "
+                           "no photos in a layout tinymae reads; pass --data an empty (or new) folder, or your photos "
+                           "without --download")
+    if os.path.exists(marker):
+        raise TinymaeError(f"{folder} holds the extracted archive but no photos: delete {marker} and PetImages/ to "
+                           f"extract it again, or {BY_HAND}")
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(zip_path) or not check_archive(zip_path, zip_path, raise_error=False):
+        fetch(url, zip_path, progress)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part_path, "wb") as f:
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(folder)
+    except Exception as e:  # a full disk, a permission
+        raise TinymaeError(f"could not extract {zip_path} into {folder} ({e}); check the free space and run again")
+    open(marker, "w").close()
+    return folder
+
+
+def fetch(url, zip_path, progress):
+    """url -> zip_path + '.part', checked as a sound and safe zip, then renamed to zip_path."""
+    part = zip_path + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
             length = response.headers.get("Content-Length")
-            expected = int(length) if length is not None and length.isdigit() else None
-            received = 0
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"downloading {ARCHIVE_NAME}", disable=not progress) as bar:
-                while True:
-                    chunk = response.read(1 << 20)
-                    if not chunk:
-                        break
+            expected, received = int(length) if length and length.isdigit() else None, 0
+            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}", disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        # http.client returns a short body without complaint when the server closes the connection
-        # early, so count the bytes ourselves.
-        if expected is not None and received != expected:
-            raise DataError(f"the download of {url} stopped early: got {received:,} of {expected:,} bytes")
-        _check_archive(part_path, f"the file downloaded from {url}")
-        os.replace(part_path, zip_path)
-    except DataError as e:
-        _remove_quietly(part_path)
-        raise DataError(f"{e}. Run again to retry; if it keeps failing, {by_hand}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        _remove_quietly(part_path)
-        reason = getattr(e, "reason", None) or e
-        raise DataError(f"could not download {url}: {reason}. Check your internet connection, or {by_hand}") from e
-    except BaseException:  # Ctrl-C included: never leave a partial file behind
-        _remove_quietly(part_path)
+        if expected is not None and received != expected:  # http.client ends a cut-off body without complaint
+            raise TinymaeError(f"the download of {url} stopped early: got {received:,} of {expected:,} bytes")
+        check_archive(part, f"the file downloaded from {url}")
+        os.replace(part, zip_path)
+    except BaseException as e:  # Ctrl-C included: never leave a partial file behind
+        if os.path.exists(part):
+            os.remove(part)
+        if isinstance(e, TinymaeError):
+            raise TinymaeError(f"{e}. Run again to retry; if it keeps failing, {BY_HAND}") from None
+        if isinstance(e, (urllib.error.URLError, http.client.HTTPException, OSError, ValueError)):
+            raise TinymaeError(f"could not download {url}: {getattr(e, 'reason', None) or e}. Check your connection, "
+                               f"or {BY_HAND}") from None
         raise
 
 
-def _check_archive(path, what):
-    """Raise DataError unless `path` is a zip whose every member passes its CRC check and stays inside the
-    folder it is extracted to (no absolute paths, no '..'). `what` names the file in the message."""
+def check_archive(path, what, raise_error=True):
+    """Whether `path` is a zip whose every member passes its CRC check and stays inside the folder it is extracted
+    to (no absolute path, no '..', no empty name); TinymaeError naming `what` if not (unless raise_error=False)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()
-            names = archive.namelist()
-    except Exception as e:  # BadZipFile, zlib.error, EOFError, ... all mean a broken archive
-        raise DataError(f"{what} is not a valid zip archive ({e})") from e
-    if bad_member is not None:
-        raise DataError(f"{what} is corrupt: its member {bad_member} fails its CRC check")
-    for name in names:
-        parts = re.split(r"[/\\]", name)
-        if not [part for part in parts if part not in ("", ".")]:
-            # zipfile's extractall fails on such a member with an IndexError (an empty name) or tries to
-            # write the destination folder itself as a file ('.').
-            raise DataError(f"{what} contains a member with an empty name ({name!r}), which no real archive "
-                            "holds; refusing to extract it")
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            raise DataError(f"{what} contains the unsafe path {name!r} (absolute or with '..'), which would be "
-                            "written outside the download folder; refusing to extract it")
-
-
-def _extract(zip_path, dest_dir):
-    """Extract a zip that _check_archive has passed (so no member can land outside dest_dir)."""
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(dest_dir)
-    except OSError as e:
-        raise DataError(f"could not extract {zip_path} into {dest_dir} ({e}). Check the free disk space "
-                        "and permissions, then run again.") from e
-    except Exception as e:  # an archive zipfile cannot extract after all; _check_archive should have said so
-        raise DataError(f"could not extract {zip_path} ({type(e).__name__}: {e}); delete it and run again to "
-                        "download it anew") from e
-
-
-def _remove_quietly(path):
-    """Remove a left-over file if it is there; never raise (this runs while another error is reported)."""
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+            bad, names = archive.testzip(), archive.namelist()
+        if bad is not None:
+            raise TinymaeError(f"{what} is corrupt: its member {bad} fails its CRC check")
+        for name in names:
+            parts = [p for p in re.split(r"[/\\]", name) if p not in ("", ".")]
+            if not parts or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+                raise TinymaeError(f"{what} contains the unsafe member name {name!r} (empty, absolute or with '..'); "
+                                   "refusing to extract it")
+    except TinymaeError:
+        if raise_error:
+            raise
+        return False
+    except Exception as e:  # BadZipFile, zlib.error, EOFError, ...: a broken archive
+        if raise_error:
+            raise TinymaeError(f"{what} is not a valid zip archive ({e})") from None
+        return False
+    return True

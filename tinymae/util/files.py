@@ -1,196 +1,166 @@
-"""Output files: written so that a crash never leaves a half-written one, checked before any long work that
-they can be written at all (and that there is room for them), never written over unless asked, and a run
-folder written by one process at a time (host-side, no array backend)."""
-import datetime
+"""Output files: written whole or not at all, checked before any long work as the exact file that will be
+written, never one of the command's inputs, and a run folder written by one process at a time (host-side)."""
+import errno
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 
+from ..errors import TinymaeError
+
+TEMPORARY = (".tinymae-", ".tmp")  # prefix and suffix of write_atomically's temporary files
+
 
 def write_atomically(path, write):
-    """Call write(file) on a temporary file next to `path`, flush it to disk, then rename it to `path`.
-
-    A crash or an error in the middle leaves the previous file at `path` untouched and no temporary
-    file behind (the error is re-raised). Used for checkpoints, metrics.json and the image cache.
-    """
+    """write(file) into a temporary file beside `path`, flushed to disk, then renamed to `path`: a crash or an
+    error leaves the previous file untouched and no temporary behind (the error is re-raised). The temporary's
+    name is short, so any name the folder takes can be written."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY[0], suffix=TEMPORARY[1])
     try:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except FileNotFoundError:  # interrupted right after the rename: the new file is in place
-            pass
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 
-def check_writable(folder, flag="--out"):
-    """Make `folder` if needed and check that a file can be written there; OSError with a message (naming
-    the command's `flag`) if not.
+def remove_stale_temporaries(folder, older_than_s=0.0):
+    """Delete the temporaries write_atomically leaves when its process is killed mid-write (kill -9). Call it where
+    no other process writes (a locked run folder), or with an age for a shared one (the photo cache)."""
+    import time
+    for entry in os.scandir(folder) if os.path.isdir(folder) else ():
+        if entry.name.startswith(TEMPORARY[0]) and entry.name.endswith(TEMPORARY[1]):
+            try:
+                if time.time() - entry.stat().st_mtime >= older_than_s:
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # not ours to fix: the next write makes its own temporary
 
-    Called before any long work, so that a read-only folder, a full disk or an --out that is a file
-    stops a run at once instead of after its first epoch."""
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise OSError(f"{folder} is a file, not a folder; choose another {flag}")
+
+def check_writable(folder, what="--out"):
+    """Make `folder` and write a test file there; TinymaeError naming `what` if it cannot be written."""
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
-        try:
-            os.write(fd, b"\0" * 4096)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
-        raise OSError(f"cannot write into {folder} ({e.strerror or e}); choose a writable folder with free "
-                      f"space for {flag}") from None
+        raise TinymaeError(f"{what}: cannot write into {folder} ({e.strerror or e}); choose a writable folder with "
+                           "free space") from None
 
 
-def remove_stale_temporaries(folder, names):
-    """Delete the temporary files that write_atomically leaves when its process is killed mid-write
-    (kill -9, a power cut): <name>.<random>.tmp next to each file of `names` it was writing. Call it when
-    a run starts in `folder`, which no other process writes to then."""
-    if not os.path.isdir(folder):
-        return
-    for entry in os.scandir(folder):
-        if (entry.is_file(follow_symlinks=False) and entry.name.endswith(".tmp")
-                and any(entry.name.startswith(name + ".") for name in names)):
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                pass  # not ours to fix; the next write makes its own temporary file
-
-
-def _parents(folder):
-    """folder, its parent, ..., up to the root."""
-    while True:
-        yield folder
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return
-        folder = parent
-
-
-def output_file_problem(path, extensions=None, overwrite=True):
-    """Why the command could not write its output file `path`, or None if it can. Makes the folder the
-    file goes into (as the write would). extensions: the allowed file endings, if limited. overwrite=False:
-    an existing file is a problem too (the command was not given --overwrite).
-
-    Called while parsing the flags, so that a typo in an output path stops the command before it decodes
-    a single image, not after all the work."""
+def output_file(flag, path, overwrite, inputs=(), default_ending=None):
+    """The exact file a command will write for `flag` (with default_ending added when the name has none, as
+    matplotlib does), checked now: not a folder, not one of the command's input files, not an existing file
+    unless overwrite, a name the folder takes, a folder that can be written."""
+    if path is None:
+        return None
     path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return "is a folder; give the path of a file to write"
-    if extensions is not None:
-        ending = os.path.splitext(path)[1].lower().lstrip(".")
-        if ending and ending not in extensions:
-            return f"ends in .{ending}, which cannot be written; use one of .{', .'.join(sorted(extensions))}"
-    folder = os.path.dirname(path)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        return f"cannot be written: {folder} is a file, not a folder"
-    if not os.path.exists(folder) and any(os.path.isfile(p) for p in _parents(folder)):
-        return f"cannot be written: {next(p for p in _parents(folder) if os.path.isfile(p))} is a file, not a folder"
-    if os.path.exists(path) and not overwrite:
-        return "already exists; choose another path, or pass --overwrite to replace it"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        return "exists and is not writable; choose another path or fix its permissions"
+    if default_ending and not os.path.splitext(path)[1]:
+        path += default_ending
+    folder, name = os.path.split(path)
+    problem = ("is a folder; give the path of a file" if os.path.isdir(path) else
+               "is one of this command's inputs; choose another path" if any(
+                   os.path.exists(i) and os.path.exists(path) and os.path.samefile(i, path) for i in inputs) else
+               "already exists; choose another path, or pass --overwrite to replace it"
+               if os.path.exists(path) and not overwrite else None)
+    if problem is None and len(name.encode()) > _name_max(folder):
+        problem = f"has a name longer than the {_name_max(folder)} bytes the folder takes"
+    if problem:
+        raise TinymaeError(f"{flag} {path} {problem}")
+    check_writable(folder, flag)
+    return path
+
+
+def _name_max(folder):
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
     try:
-        check_writable(folder, "the output file's folder")  # makes it; a read-only folder or a full disk fails here
-    except OSError as e:
-        return f"cannot be written: {e}"
-    return None
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def check_free_space(folder, needed_bytes, what):
-    """OSError unless `folder`'s disk has room for `needed_bytes` (twice: a file is written beside the one it
-    replaces before the rename)."""
+    """TinymaeError unless `folder`'s disk has room for a new file of `needed_bytes` (written beside the file it
+    replaces, which frees its own space only after the rename)."""
     free = shutil.disk_usage(folder).free
-    if free < 2 * needed_bytes:
-        raise OSError(f"{folder} has {free / 2**20:.0f} MB free, and {what} needs about "
-                      f"{2 * needed_bytes / 2**20:.0f} MB (written beside the old file, then renamed); free "
-                      "some space or choose another folder")
-
-
-class FolderBusy(Exception):
-    """Another process holds a run folder's lock."""
+    if free < needed_bytes + 2 ** 20:
+        raise TinymaeError(f"{folder} has {free / 2**20:.0f} MB free, and {what} needs about {needed_bytes / 2**20:.0f}"
+                           " MB; free some space or choose another folder")
 
 
 class RunLock:
-    """An exclusive lock on a run folder, so that one process at a time writes into it:
+    """One process at a time writes a run folder:
 
-        with RunLock(out):      # FolderBusy at once if another process holds it
-            ... train, write the outputs ...
+        with RunLock(out):   # TinymaeError at once if another process holds it
+            ...
 
-    The lock is an flock on <folder>/.lock, which also records who holds it (the process id, the time and
-    the command) for the message another process gets. The operating system releases an flock when its
-    process ends in any way (an exception, Ctrl-C, kill -9), so a crashed run never leaves the folder
-    locked. Where flock does not exist (Windows) the lock is a no-op."""
+    The lock is an flock on <folder>/.lock, which names its holder for the message another process gets. The
+    system releases an flock however its process ends (Ctrl-C, kill -9); a clean exit also removes the file."""
 
     NAME = ".lock"
 
     def __init__(self, folder):
-        self.folder = folder
-        self.file = None
+        self.folder, self.file = folder, None
+        self.path = os.path.join(folder, self.NAME)
 
     def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks here
-            return self
+        import fcntl
         os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, self.NAME)
-        self.file = open(path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.seek(0)
-            holder = " ".join(self.file.read().split()) or "another process"
+        while True:
+            self.file = open(self.path, "a+")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                self.file.seek(0)
+                holder = " ".join(self.file.read().split()) or "another process"
+                self.file.close()
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise TinymaeError(f"the file system of {self.folder} does not support file locks (flock: "
+                                       f"{e.strerror}), which tinymae needs to keep one writer per folder; choose a "
+                                       "folder on another file system") from None
+                raise TinymaeError(f"{self.folder} is being written by another tinymae process ({holder}); wait for "
+                                   "it to finish, or choose another folder") from None
+            # A process that ended cleanly just now removed the file we opened: lock the new one instead.
+            if os.path.exists(self.path) and os.path.samestat(os.fstat(self.file.fileno()), os.stat(self.path)):
+                break
             self.file.close()
-            self.file = None
-            raise FolderBusy(f"{self.folder} is being written by another tinymae process ({holder}); wait for "
-                             "it to finish, or choose another --out") from None
-        self.file.seek(0)
-        self.file.truncate()
-        started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        self.file.write(f"pid {os.getpid()}, started {started}: {' '.join(sys.argv)[:200]}\n")
+        import sys
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
         self.file.flush()
         return self
 
     def __exit__(self, *exc):
-        if self.file is not None:
-            self.file.close()  # closing the file releases the flock
-            self.file = None
+        os.unlink(self.path)  # first, while locked: whoever opens the path next makes a new file
+        self.file.close()  # closing releases the flock
         return False
 
 
 class InterruptBetweenSteps:
-    """Ctrl-C in a loop of many short steps (decoding photos, a download) takes effect between two steps:
+    """Ctrl-C in a loop of many short steps (decoding photos) takes effect between two steps:
 
         with InterruptBetweenSteps() as interrupt:
             for item in items:
-                interrupt.check()   # raises KeyboardInterrupt here if Ctrl-C came during the last step
-                ...
+                interrupt.check()   # KeyboardInterrupt here if Ctrl-C came during the last step
 
-    Python raises KeyboardInterrupt wherever the main thread happens to be, and where that is inside a
-    finaliser (a progress bar's weakref callback, say) it is printed and dropped, and the loop runs on to a
-    normal exit. Here the signal only sets a flag, and the loop raises the interrupt itself. Only in the
-    main thread (the only one that receives signals); elsewhere it changes nothing."""
+    Python raises KeyboardInterrupt wherever the main thread is, and inside a finaliser (a progress bar's) it is
+    printed and dropped; here the signal only sets a flag. In the main thread only (the one signals reach)."""
 
     def __enter__(self):
-        self.requested = False
-        self.previous = None
+        self.requested, self.previous = False, None
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._request)
         return self
@@ -205,6 +175,6 @@ class InterruptBetweenSteps:
     def __exit__(self, kind, value, traceback):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
-        if self.requested and kind is None:  # Ctrl-C during the last step
+        if self.requested and kind is None:
             raise KeyboardInterrupt
         return False
