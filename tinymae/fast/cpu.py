@@ -36,10 +36,12 @@ def cpu_count():
 
 
 class DataParallel:
-    """engine.Step's methods, spread over `threads` worker threads (0: one per core; 1: the plain step)."""
+    """engine.Step's methods, spread over `threads` worker threads (0: one per core; 1: the plain step).
+    shard_images: images per shard (default: the model's own, model.shard_images)."""
 
-    def __init__(self, model, threads=0):
+    def __init__(self, model, threads=0, shard_images=None):
         self.model, self.threads = model, threads or cpu_count()
+        self.shard_images = shard_images or model.shard_images
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinymae") if self.threads > 1 else None
         self.blas = ThreadpoolController()
 
@@ -56,7 +58,7 @@ class DataParallel:
         if self.pool is None or N == 1:
             outputs = self.model.forward(*inputs)  # (loss, ..., cache)
             return outputs[0], self.model.backward(1.0, outputs[-1])
-        shard = min(self.model.shard_images, -(-N // self.threads))  # never fewer shards than workers
+        shard = min(self.shard_images, -(-N // self.threads))  # never fewer shards than workers
         bounds = [(start, min(N, start + shard)) for start in range(0, N, shard)]
 
         def worker(w):
