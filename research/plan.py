@@ -1,161 +1,191 @@
-"""The plan of research/experiments.py: every run behind docs/results.md, named, with its settings, in the
-order the runs happen. The command (experiments.py) runs it; report.py, findings.py and plots.py read the
-run folders it names."""
+"""The plan of the research sweep, as data: every job behind docs/results.md and docs/recipe.md, with its settings
+and the jobs it needs first. experiments.py runs it; report.py reads what it left.
+
+A job is one command of the package (python -m tinymae.pretrain, .probe, .finetune) or of the benchmarks
+(train_torch.py), in its own folder under --out, and it is done when its done-file is there.
+"""
+import os
 import shlex
+import sys
+from typing import NamedTuple
 
-from tinymae.config import MODEL_CONFIGS, PretrainConfig, flag_name
-
-from runs import SweepError
+from tinymae.config import MODEL_CONFIGS, FinetuneConfig, PretrainConfig, flag_name
+from tinymae.errors import TinymaeError
+from tinymae.finetune import default_out
 
 SEEDS = (0, 1, 2)
-EPOCHS = 50
-SCHEDULE = (2, 4, 8)  # longer pre-trainings, in multiples of --epochs: 100, 200 and 400 epochs
-PARTIAL_BLOCKS = (0, 1, 2)  # Figure 9: fine-tune only the last K blocks (all 4: the full fine-tuning)
-DROP_PATH = 0.1  # main_finetune.py's ViT-B recipe
-MIXUP = 0.8  # the same
-# Fine-tuning with every label, as tinymae.finetune's defaults, then with main_finetune.py's regularisation.
-RECIPES = ({}, {"drop_path": DROP_PATH}, {"drop_path": DROP_PATH, "mixup": MIXUP})
-PROBE_SEEDS = 3
-
-# The pre-training variants: the default ViT MAE with the settings shown (flag names without the dashes).
-ABLATIONS = {
-    "mask0.25": dict(mask_ratio=0.25),
-    "mask0.5": dict(mask_ratio=0.5),
-    "mask0.9": dict(mask_ratio=0.9),
-    "loss-all": dict(loss_on="all"),
-    "norm-pix": dict(norm_pix_loss=True),
-    "encoder-mask-tokens": dict(encoder_mask_tokens=True),
-    "decoder-depth1": dict(decoder_depth=1),
-    "decoder-depth4": dict(decoder_depth=4),
-    "decoder-width32": dict(decoder_embed_dim=32),
-    "decoder-width128": dict(decoder_embed_dim=128),
-    "mlp": dict(arch="mlp"),
-}
-PARTS = ("finetune", "schedule", "partial", "ablations", "every-label", "seeds")
-
-
-def run_name(variant, seed):
-    return f"{variant}-seed{seed}"
-
-
-def schedule_variant(factor, args):
-    """The base pre-training stretched to `factor` times --epochs (its cosine too): base-ep100, ..."""
-    return "base" if factor == 1 else f"base-ep{factor * args.epochs}"
-
-
-def pretrain_settings(variant, seed, args):
-    """The settings of a pre-training run: {name: value}, as its command line would give them (the variant's
-    own settings win over --model's). A variant named <name>-ep<E> is <name> pre-trained for E epochs."""
-    name, _, epochs = variant.partition("-ep")
-    variant_settings = {} if name == "base" else ABLATIONS[name]
-    arch = variant_settings.get("arch", "vit")
-    return {"arch": arch, "epochs": int(epochs) if epochs else args.epochs, **model_flags(args.model, arch),
-            **variant_settings, "seed": seed, "per_class": args.per_class}
+LONGER = (2, 4, 8)  # longer pre-trainings, in multiples of --epochs (100, 200, 400: the paper's Figure 7)
+PARTIAL_BLOCKS = (0, 1, 2)  # Figure 9: fine-tune only the last K blocks
+# Fine-tuning with every label: tinymae.finetune's defaults, then main_finetune.py's regularisation.
+RECIPES = {"default": {}, "drop path": {"drop_path": 0.1}, "drop path + mixup": {"drop_path": 0.1, "mixup": 0.8}}
+# The pre-training variants: the default ViT MAE with these settings (the paper's ablations).
+ABLATIONS = {"mask0.25": {"mask_ratio": 0.25}, "mask0.5": {"mask_ratio": 0.5}, "mask0.9": {"mask_ratio": 0.9},
+             "block": {"masking": "block"}, "block-mask0.5": {"masking": "block", "mask_ratio": 0.5},
+             "grid": {"masking": "grid"}, "loss-all": {"loss_on": "all"}, "norm-pix": {"norm_pix_loss": True},
+             "encoder-mask-tokens": {"encoder_mask_tokens": True}, "decoder-depth1": {"decoder_depth": 1},
+             "decoder-depth4": {"decoder_depth": 4}, "decoder-width32": {"decoder_embed_dim": 32},
+             "decoder-width128": {"decoder_embed_dim": 128}, "mlp": {"arch": "mlp"}}
+# docs/recipe.md: one pre-training of the ViT per row, one setting changed from the row it names.
+RECIPE = [("b256-w5", "batch 256, warm-up 5 epochs", None, dict(batch_size=256, warmup_epochs=5.0)),
+          ("b128-w5", "batch 128", "b256-w5", dict(batch_size=128, warmup_epochs=5.0)),
+          ("b128-w2.5", "warm-up 2.5 epochs", "b128-w5", dict(batch_size=128, warmup_epochs=2.5)),
+          ("b64-w2.5", "batch 64", "b128-w2.5", dict(batch_size=64, warmup_epochs=2.5)),
+          ("b64-w5", "warm-up 5 epochs", "b64-w2.5", dict(batch_size=64, warmup_epochs=5.0)),
+          ("b32-w2.5", "batch 32: tinymae's ViT recipe", "b64-w2.5", dict(batch_size=32, warmup_epochs=2.5)),
+          ("b16-w2.5", "batch 16", "b32-w2.5", dict(batch_size=16, warmup_epochs=2.5)),
+          ("b64-w2.5-wd0", "no weight decay", "b64-w2.5", dict(batch_size=64, warmup_epochs=2.5, weight_decay=0.0)),
+          ("b32-w2.5-wd0.1", "weight decay 0.1", "b32-w2.5", dict(batch_size=32, warmup_epochs=2.5, weight_decay=0.1)),
+          ("b64-w2.5-beta0.999", "AdamW's beta2 0.999 (PyTorch's default) for MAE's 0.95", "b64-w2.5",
+           dict(batch_size=64, warmup_epochs=2.5, beta2=0.999)),
+          ("b32-w2.5-qkv", "qkv initialised as three projections (the JAX ViT)", "b32-w2.5",
+           dict(batch_size=32, warmup_epochs=2.5, qkv_init="per-projection")),
+          ("b128-w2.5-nocrop", "no crop: the whole photo resized to 48, flip only", "b128-w2.5",
+           dict(batch_size=128, warmup_epochs=2.5, load_size=48)),
+          ("b32-w2.5-nocrop", "no crop", "b32-w2.5", dict(batch_size=32, warmup_epochs=2.5, load_size=48)),
+          ("torch-b32", "PyTorch instead of tinymae: the same model, recipe, photos, batches and masks", "b32-w2.5",
+           dict(batch_size=32, gelu="tanh")),
+          ("torch-b32-exact-gelu", "PyTorch with the exact (erf) GELU of timm's ViT", "torch-b32",
+           dict(batch_size=32, gelu="exact"))]
+PARTS = ("finetune", "schedule", "partial", "ablations", "every-label", "seeds", "recipe")
+DONE = {"pretrain": "metrics.json", "probe": "probe.json", "finetune": "result.json", "torch": "torch.json"}
 
 
-def batch_for(labels):
-    """The fine-tuning batch: the recipe's 128 with every label; with 50 labels per class a batch of 128 would
-    be one step per epoch, so smaller batches give few labels the optimiser steps that the warm-up and the
-    cosine need. The same for both initialisations."""
-    return 128 if labels is None else 64 if labels >= 200 else 32
+class Job(NamedTuple):
+    id: str  # stable: the same arguments give the same ids
+    kind: str  # pretrain, probe, finetune or torch
+    part: str
+    folder: str  # where it writes, under --out
+    settings: dict  # the command's settings (flag names without the dashes)
+    after: tuple  # the ids of the jobs it needs first
+
+    @property
+    def done(self):
+        """The file whose presence marks the job done, under --out."""
+        return os.path.join(self.folder if self.kind == "finetune" else self.folder.split("/")[0], DONE[self.kind])
 
 
-def finetune_settings(args, labels, seed, scratch=False, blocks=None, drop_path=0.0, mixup=0.0):
-    """A fine-tuning's settings; only the ones a variant sets, so that a result written before a setting
-    existed is still recognised."""
-    settings = {"eval_every": 25, "epochs": args.epochs, "from_scratch": scratch, "labels_per_class": labels,
-                "batch_size": batch_for(labels), "seed": seed}
-    if blocks is not None:
-        settings["trainable_blocks"] = blocks
-    if drop_path:
-        settings["drop_path"] = drop_path
-    if mixup:
-        settings["mixup"] = mixup
-    return settings
+def variant(name, epochs=None):
+    """A pre-training variant's name: base, norm-pix, ..., with -ep<E> when it trains longer."""
+    return name + (f"-ep{epochs}" if epochs else "")
 
 
-RESERVED = ("arch", "seed", "epochs", "per_class", "data", "out", "resume", "overwrite", "progress")
+def plan(args):
+    """Every job of every part, in the order a sequential sweep runs them."""
+    jobs, model = {}, model_flags(args.model)
+    longest = args.epochs * LONGER[-1]
+
+    def pretrain(part, name, seed, epochs=None, probe=True, **settings):
+        run = f"{variant(name, epochs)}-seed{seed}"
+        settings = {"arch": "vit", **({} if name == "base" else ABLATIONS.get(name, {})), **settings}
+        settings = {**{k: v for k, v in model.items() if k in MODEL_CONFIGS[settings["arch"]].__dataclass_fields__
+                       or k in PretrainConfig.__dataclass_fields__}, **settings,
+                    "epochs": epochs or args.epochs, "seed": seed, "per_class": args.per_class}
+        jobs.setdefault(f"pretrain/{run}", Job(f"pretrain/{run}", "pretrain", part, run, settings, ()))
+        if probe:
+            jobs.setdefault(f"probe/{run}", Job(f"probe/{run}", "probe", part, run,
+                                                {"seeds": args.probe_seeds, "baselines": run == "base-seed0"},
+                                                (f"pretrain/{run}",)))
+        return run
+
+    def finetune(part, run, seed, labels=None, scratch=False, blocks=None, recipe="default"):
+        job = finetune_job(args, part, run, seed, labels, scratch, blocks, recipe)
+        jobs.setdefault(job.id, job)
+
+    few, every = args.labels[0], None
+    for s in SEEDS:
+        pretrain("finetune", "base", s)
+    for labels in (*args.labels[:-1], every):  # few labels (a batch of 128 would be one step an epoch) and all
+        for s in SEEDS:
+            for scratch in (False, True):
+                finetune("finetune", f"base-seed{s}", s, labels, scratch)
+    for factor in LONGER:
+        run = pretrain("schedule", "base", 0, args.epochs * factor)
+        finetune("schedule", run, 0, few)
+        finetune("schedule", run, 0, every)
+    for run in ("base-seed0", f"base-ep{longest}-seed0"):
+        for blocks in PARTIAL_BLOCKS:
+            finetune("partial", run, 0, every, blocks=blocks)
+    for s in SEEDS:  # seed 0 of every ablation first, then seeds 1 and 2
+        for name, settings in ABLATIONS.items():
+            run = pretrain("ablations" if s == 0 else "seeds", name, s)
+            if settings.get("arch", "vit") == "vit":  # the MLP's encoder cannot see a whole photo to classify
+                finetune("ablations" if s == 0 else "seeds", run, s, few)
+    for recipe in RECIPES:  # every label: one 400-epoch pre-training with fine-tuning seeds 0-2, and scratch
+        for s in SEEDS:
+            finetune("every-label", f"base-ep{longest}-seed0", s, recipe=recipe)
+            finetune("every-label", f"base-seed{s}", s, scratch=True, recipe=recipe)
+    for name in ("base", "norm-pix"):  # the headline comparisons over pre-training seeds as well
+        for s in SEEDS:
+            run = pretrain("every-label", name, s, longest, probe=False)
+            for recipe in (("default", "drop path + mixup") if name == "base" else ("drop path + mixup",)):
+                finetune("every-label", run, s, recipe=recipe)
+                if s == 0:
+                    for ft_seed in SEEDS[1:]:
+                        finetune("every-label", run, ft_seed, recipe=recipe)
+    for name, _, _, settings in RECIPE:
+        if name.startswith("torch"):
+            jobs[f"torch/recipe-{name}"] = Job(f"torch/recipe-{name}", "torch", "recipe", f"recipe-{name}",
+                                               {**settings, "epochs": args.epochs, "per_class": args.per_class}, ())
+        else:
+            pretrain("recipe", f"recipe-{name}", 0, probe=True, **settings)
+    return [job for job in jobs.values() if args.part in ("all", job.part)]
 
 
-def model_flags(text, arch):
-    """--model's flags that apply to `arch`, as settings: '--embed-dim 16 --depth 1' -> {embed_dim: 16, ...}.
-    Recipe flags (--batch-size 8) apply to every run; a model flag of the other architecture is left out."""
-    words = shlex.split(text)
+def finetune_job(args, part, run, seed, labels=None, scratch=False, blocks=None, recipe="default"):
+    """Fine-tuning the pre-training `run` with these settings (the batch: the recipe's 128 with every label; with
+    few labels smaller, so that the warm-up and the cosine get the steps they need, for both initialisations)."""
+    settings = {"epochs": args.epochs, "seed": seed, "labels_per_class": labels, "from_scratch": scratch,
+                "trainable_blocks": blocks, "batch_size": 128 if labels is None else 64 if labels >= 200 else 32,
+                "eval_every": 25, **RECIPES[recipe]}
+    name = os.path.basename(default_out(FinetuneConfig(checkpoint="checkpoint.npz", **settings)))
+    return Job(f"finetune/{run}/{name}", "finetune", part, f"{run}/{name}", settings, (f"pretrain/{run}",))
+
+
+def model_flags(text):
+    """--model's flags, as settings: '--embed-dim 16 --depth 1' -> {embed_dim: 16, depth: 1}, checked."""
+    words, fields = shlex.split(text), {**PretrainConfig.__dataclass_fields__, **MODEL_CONFIGS["mlp"].__dataclass_fields__,
+                                        **MODEL_CONFIGS["vit"].__dataclass_fields__}
     if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
-        raise SweepError(f"--model takes flag-value pairs such as '--embed-dim 16 --depth 1', got {text!r}")
-    model_fields = MODEL_CONFIGS[arch].__dataclass_fields__
-    any_model = {**MODEL_CONFIGS["mlp"].__dataclass_fields__, **MODEL_CONFIGS["vit"].__dataclass_fields__}
+        raise TinymaeError(f"--model takes flag-value pairs such as '--embed-dim 16 --depth 1', got {text!r}")
     settings = {}
     for flag, value in zip(words[::2], words[1::2]):
         name = flag[2:].replace("-", "_")
-        field = any_model.get(name) or PretrainConfig.__dataclass_fields__.get(name)
-        if field is None or name in RESERVED:
-            raise SweepError(f"--model: {flag} is not a setting it can change (the experiments choose "
-                             f"{', '.join(flag_name(n) for n in RESERVED[:4])} themselves)")
+        if name not in fields or name in ("arch", "seed", "epochs", "per_class", "data", "out", "resume", "overwrite"):
+            raise TinymaeError(f"--model: {flag} is not a setting the sweep lets you change")
         try:
-            typed = tuple(int(w) for w in value.split(",")) if field.type is tuple else field.type(value)
+            settings[name] = tuple(int(w) for w in value.split(",")) if fields[name].type is tuple else \
+                fields[name].type(value)
         except ValueError:
-            raise SweepError(f"--model: {flag} {value!r} is not a {field.type.__name__}") from None
-        if name in model_fields or name not in any_model:
-            settings[name] = typed
+            raise TinymaeError(f"--model: {flag} {value!r} is not a {fields[name].type.__name__}") from None
     return settings
 
 
-# ----------------------------------------------------------------------------------------------
-# the plan: every job of every part, in the order they run
+def command(job, args):
+    """The job's command line (a list), as the sequential sweep and every engine run it."""
+    out, s = os.path.join(args.out, job.folder.split("/")[0]), dict(job.settings)
+    checkpoint = os.path.join(out, "checkpoint.npz")
+    if job.kind == "torch":
+        script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                              "train_torch.py")
+        return [sys.executable, script, "--data", args.data, "--arch", "vit", "--json",
+                os.path.join(args.out, job.done), *flags(s)]
+    base = {"pretrain": ["-m", "tinymae.pretrain", "--data", args.data, "--out", out],
+            "probe": ["-m", "tinymae.probe", "--checkpoint", checkpoint, "--data", args.data, "--json",
+                      os.path.join(out, "probe.json"), "--overwrite"],
+            "finetune": ["-m", "tinymae.finetune", "--checkpoint", checkpoint, "--data", args.data, "--out",
+                         os.path.join(args.out, job.folder)]}[job.kind]
+    resume = {"pretrain": os.path.join(out, "checkpoint.npz"), "finetune": os.path.join(args.out, job.folder,
+                                                                                           "classifier.npz")}
+    again = ["--resume"] if os.path.exists(resume.get(job.kind, "")) else []  # a killed job goes on where it was
+    return [sys.executable, *base, "--no-progress", *again, *flags(s)]
 
-def plan(args):
-    """-> [(part, kind, run name, variant, seed, finetune settings or None)]; kind: pretrain, probe, finetune."""
-    jobs = []
 
-    def pretrained(part, variant, seed, probe=True):
-        jobs.append((part, "pretrain", run_name(variant, seed), variant, seed, None))
-        if probe:
-            jobs.append((part, "probe", run_name(variant, seed), variant, seed, None))
-
-    def finetuned(part, variant, seed, settings):
-        jobs.append((part, "finetune", run_name(variant, seed), variant, seed, settings))
-
-    few, every = args.labels[0], None
-    longest = schedule_variant(SCHEDULE[-1], args)
-    for s in SEEDS:
-        pretrained("finetune", "base", s)
-    for labels in args.labels[:-1]:  # few labels: 3 seeds (the MAE side fine-tunes the base run of its seed)
-        for s in SEEDS:
-            for scratch in (False, True):
-                finetuned("finetune", "base", s, finetune_settings(args, labels, s, scratch=scratch))
-    for scratch in (False, True):
-        finetuned("finetune", "base", 0, finetune_settings(args, every, 0, scratch=scratch))
-
-    for factor in SCHEDULE:
-        pretrained("schedule", schedule_variant(factor, args), 0)
-        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, few, 0))
-        finetuned("schedule", schedule_variant(factor, args), 0, finetune_settings(args, every, 0))
-
-    for variant in ("base", longest):
-        for blocks in PARTIAL_BLOCKS:
-            finetuned("partial", variant, 0, finetune_settings(args, every, 0, blocks=blocks))
-
-    for s in SEEDS:  # every variant once; the "seeds" part repeats them with seeds 1 and 2
-        for variant in ABLATIONS:
-            part = "ablations" if s == 0 else "seeds"
-            pretrained(part, variant, s)
-            if ABLATIONS[variant].get("arch", "vit") == "vit":  # the MLP cannot see a whole image to classify
-                finetuned(part, variant, s, finetune_settings(args, few, s))
-        if s == 0:
-            for labels in args.labels[1:-1]:  # norm-pix, which the official scripts use, with more labels
-                finetuned("ablations", "norm-pix", 0, finetune_settings(args, labels, 0))
-
-    for s in SEEDS[1:]:
-        finetuned("every-label", "base", s, finetune_settings(args, every, s))
-        finetuned("every-label", "base", s, finetune_settings(args, every, s, scratch=True))
-        finetuned("every-label", longest, 0, finetune_settings(args, every, s))
-    for recipe in RECIPES[1:]:  # the fine-tuning recipe's regularisation, MAE-initialised and from scratch
-        for s in SEEDS:
-            finetuned("every-label", longest, 0, finetune_settings(args, every, s, **recipe))
-            finetuned("every-label", "base", s, finetune_settings(args, every, s, scratch=True, **recipe))
-    normpix_longest = longest.replace("base", "norm-pix")  # the normalised-pixel target, pre-trained as long
-    pretrained("every-label", normpix_longest, 0)
-    for s in SEEDS:
-        finetuned("every-label", normpix_longest, 0, finetune_settings(args, every, s, **RECIPES[-1]))
-    return jobs
+def flags(settings):
+    """{name: value} -> the command line's flags; None leaves a setting at its default."""
+    words = []
+    for name, value in settings.items():
+        if isinstance(value, bool):
+            words.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
+        elif value is not None:
+            words += [flag_name(name), ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return words

@@ -1,276 +1,388 @@
-"""docs/results.md from the run folders of research/experiments.py: every number on the page is read from a
-file a run wrote (metrics.json, probe.json, result.json), and every comparison uses one rule (compare).
-A run that has not finished yet is shown as such, never guessed."""
+"""docs/results.md and docs/recipe.md, written from results.json: one entry per finished job of the plan, its
+numbers and its provenance (the photos' fingerprint, the tinymae version and commit, the machine, the date).
+
+An entry is read from its job's done-file when the job's folder is under --out, and kept from an earlier sweep
+when it is not: results.json keeps every result the project has measured, so a page is never written with less
+in it (a page that would have fewer numbers than the one it replaces is refused). Results measured on other
+photos are never mixed in. Every comparison on the pages is read by one rule, stated at the top of the page.
+"""
 import datetime
+import json
 import os
 import platform
+import statistics
+import subprocess
+from statistics import NormalDist
 
 import numpy as np
 
-from tinymae import backend
+from tinymae import __version__
+from tinymae.errors import TinymaeError
+from tinymae.util.figures import pyplot, save
+from tinymae.util.files import write_atomically
 
-from findings import ablations_section
-from plan import PARTIAL_BLOCKS, RECIPES, SCHEDULE, SEEDS, finetune_settings, run_name, schedule_variant
-from plots import plot_curves, plot_mask_ratio, plot_partial, plot_schedule, save_run_reconstructions
-from runs import finished_finetune, probe_row, read_json, step_times, write_text
-from stats import RULE, compare, not_run_yet, pct, present, reading
+from plan import ABLATIONS, LONGER, PARTIAL_BLOCKS, RECIPE, RECIPES, SEEDS, finetune_job, variant
+
+CLAIMS = [  # (variant, what the paper found (ViT-L, 800 epochs, ImageNet-1K), its sign for the probe, for fine-tuning)
+    ("mask0.25", "Figure 5: a mask ratio of 75% beats 25% by a wide margin, most of all in linear probing", -1, -1),
+    ("mask0.5", "Figure 5: 75% beats 50% (a few points of linear probing)", -1, -1),
+    ("mask0.9", "Figure 5: 90% is a little worse than 75%", -1, -1),
+    ("block", "Table 1f: block-wise masking at 75% is worse than random (probe 63.9 vs 73.5; fine-tuning 82.8 vs 84.9)",
+     -1, -1),
+    ("block-mask0.5", "Table 1f: block-wise masking works at 50% (fine-tuning 83.9 vs 84.9 for random at 75%)", -1, -1),
+    ("grid", "Table 1f: grid masking is worse than random (probe 66.0 vs 73.5; fine-tuning 84.0 vs 84.9)", -1, -1),
+    ("loss-all", "Sec. 3: the loss on all patches is about 0.5% worse than on the removed ones", -1, -1),
+    ("norm-pix", "Table 1d: normalised pixel targets are better (+0.5 fine-tuning, +0.4 probing)", +1, +1),
+    ("encoder-mask-tokens", "Table 1c: [M] in the encoder costs 14 points of probing and 0.7 of fine-tuning", -1, -1),
+    ("decoder-depth1", "Table 1a: a 1-block decoder probes worse than 2 blocks, fine-tuning the same", -1, None),
+    ("decoder-depth4", "Table 1a: 4 decoder blocks probe better than 2, fine-tuning the same", +1, None),
+    ("decoder-width32", "Table 1b: a narrower decoder probes worse, fine-tuning the same", -1, None),
+    ("decoder-width128", "Table 1b: a wider decoder probes better", +1, None)]
+
 
 # ----------------------------------------------------------------------------------------------
-# reading the run folders
+# results.json
+
+def digest(job, done):
+    """The numbers the pages use of a job's done-file."""
+    if job.kind == "pretrain":
+        final, h = done["final_validation"], done["history"]
+        return {"ratio": final["ratio_to_mean_patch"], "psnr": final["masked_psnr"], "n_params": done["n_params"],
+                "minutes": done["wall_time_s"] / 60, "epoch_s": statistics.median(e["epoch_time_s"] for e in h),
+                "curve": [e["val_masked_mse"] for e in h], "n_train": done["data"]["n_train"],
+                "n_val": done["data"]["n_val"], "arch": done["arch"], "config": done["config"],
+                "settings": {k: done["settings"][k] for k in ("batch_size", "lr", "warmup_epochs", "weight_decay")}}
+    if job.kind == "probe":
+        return {"minutes": done.get("seconds", 0) / 60, "rows": [
+            {k: row[k] for k in ("encoder", "features", "linear_probe_mean", "linear_probe_std", "knn")}
+            for row in done["results"]]}
+    if job.kind == "finetune":
+        return {"accuracy": done["val_accuracy"], "minutes": done["wall_time_s"] / 60, "n_val": done["n_val"]}
+    return {"ratio": done["ratio_to_mean_patch"], "minutes": done["wall_time_s"] / 60}  # torch
+
+
+def update(jobs, args, photos):
+    """results.json under --docs, with every job finished under --out read in."""
+    path = os.path.join(args.docs, "results.json")
+    try:
+        with open(path) as f:
+            ledger = json.load(f)
+    except FileNotFoundError:
+        ledger = {}
+    other = [jid for jid, entry in ledger.items() if entry["provenance"]["photos"] != photos]
+    if other:
+        raise TinymaeError(f"{path} holds {len(other)} results measured on other photos (e.g. {other[0]}); --data "
+                           f"{args.data} has the fingerprint {photos}: choose another --docs")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(__file__)).stdout.strip()
+    except OSError:
+        commit = ""
+    for job in jobs:
+        done = os.path.join(args.out, job.done)
+        if os.path.exists(done):
+            with open(done) as f:
+                numbers = digest(job, json.load(f))
+            entry = ledger.get(job.id)
+            if entry is None or entry["result"] != numbers:  # a new result: measured here, now
+                ledger[job.id] = {"kind": job.kind, "result": numbers, "provenance": {
+                    "photos": photos, "tinymae": __version__, "commit": commit, "machine":
+                    f"{platform.machine()}, {os.cpu_count()} cores", "date": datetime.date.fromtimestamp(
+                        os.path.getmtime(done)).isoformat()}}
+    text = json.dumps(dict(sorted(ledger.items())), indent=1, allow_nan=False)
+    os.makedirs(args.docs, exist_ok=True)
+    write_atomically(path, lambda f: f.write(text.encode()))
+    return ledger
+
 
 class Results:
-    """The finished runs under args.out: pre-training metrics, probes, fine-tuning results."""
+    """What results.json holds, asked for by job: None for a job that has not run."""
 
-    def __init__(self, args):
-        self.args = args
+    def __init__(self, ledger, args):
+        self.ledger, self.args = ledger, args
 
-    def metrics(self, run):
-        return read_json(os.path.join(self.args.out, run, "metrics.json"))
+    def get(self, jid, key):
+        entry = self.ledger.get(jid)
+        return None if entry is None else entry["result"].get(key)
 
-    def probe(self, run):
-        return read_json(os.path.join(self.args.out, run, "probe.json"))
+    def run(self, name, seed=0, epochs=None, key="ratio"):
+        return self.get(f"pretrain/{variant(name, epochs)}-seed{seed}", key)
 
-    def finetuned(self, run, **kwargs):
-        """A fine-tuning's result (finetune_settings' keyword arguments), or None if it has not finished."""
-        checkpoint = os.path.join(self.args.out, run, "checkpoint.npz")
-        return finished_finetune(checkpoint, self.args.data, finetune_settings(self.args, **kwargs))
+    def acc(self, run, seed, **kwargs):
+        return self.get(finetune_job(self.args, "", run, seed, **kwargs).id, "accuracy")
 
-    def accuracy(self, run, **kwargs):
-        result = self.finetuned(run, **kwargs)
-        return None if result is None else result["val_accuracy"]
-
-    def probe_accuracy(self, run, features=None, encoder="pre-trained"):
-        report, metrics = self.probe(run), self.metrics(run)
-        if report is None or metrics is None:
-            return None
-        row = probe_row(report, encoder, features or ("mean" if metrics["arch"] == "vit" else "latent"))
-        return None if row is None else row["linear_probe_mean"]
-
-    def ratio(self, run):
-        metrics = self.metrics(run)
-        return None if metrics is None else metrics["final_validation"]["ratio_to_mean_patch"]
+    def probe(self, run, encoder="pre-trained", features=None, key="linear_probe_mean"):
+        rows = self.get(f"probe/{run}", "rows") or []
+        features = features or ("latent" if run.startswith("mlp") else "mean")
+        return next((row[key] for row in rows if row["encoder"] == encoder and row["features"] == features), None)
 
 
 # ----------------------------------------------------------------------------------------------
-# the sections
+# the one rule
 
-def finetune_section(r, args):
-    few = args.labels[:-1]
-    lines = ["## 1. Fine-tuning: MAE pre-training against training from scratch", "",
-             f"The paper's main protocol: fine-tune the whole pre-trained encoder on labelled photos "
-             f"(`python -m tinymae.finetune`: global pooling, a fresh LayerNorm and head, label smoothing 0.1, AdamW "
-             f"with layer-wise learning-rate decay 0.75, {args.epochs} epochs), against the same network trained "
-             "from random initialisation with the same recipe. The labelled photos are drawn from the pre-training "
-             "run's training split; accuracy is on its validation split. The MAE side fine-tunes the base "
-             "pre-training run of the same seed.", "",
-             "| labelled photos per class | MAE-initialised (%) | from scratch (%) | MAE − scratch (points) | reading |",
-             "| --- | --- | --- | --- | --- |"]
-    for labels in (*few, None):
-        mae = [r.accuracy(run_name("base", s), labels=labels, seed=s) for s in SEEDS]
-        scratch = [r.accuracy(run_name("base", s), labels=labels, seed=s, scratch=True) for s in SEEDS]
-        text, verdict = compare(mae, scratch)
-        lines.append(f"| {labels or 'all'} | {pct(mae, True)} | {pct(scratch, True)} | {text} | "
-                     f"{reading(verdict, +1).replace('as the paper', 'MAE ahead, as in the paper')} |")
-    m = r.metrics(run_name("base", 0)) or {}
-    lines += ["", "(n): the number of seeds. The paper (Sec. 4, Table 3) fine-tunes ViT-B/L/H after 800-1600 "
-                  "epochs of pre-training on 1.28 million images and finds MAE well ahead of training from scratch, "
-                  f"most of all for large models; here the MAE has {m.get('n_params', 0) / 1e6:.2f} M parameters and "
-                  f"pre-trains on {m.get('data', {}).get('n_train', '?')} photos."]
-    return lines
+def spread(values):
+    values = [v for v in values if v is not None]
+    return values, (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def schedule_section(r, args):
-    lines = ["## 2. Longer pre-training (the paper's Figure 7)", "",
-             "The base ViT pre-trained for longer, its learning-rate schedule stretched to each length (the same "
-             "warm-up, a longer cosine), as the paper does. Each longer run is one pre-training (seed 0): the "
-             "spread of the 50-epoch rows over seeds is the yardstick.", "",
-             f"| pre-training epochs | × mean patch | linear probe (%) | fine-tuned, {args.labels[0]} per class (%) | "
-             "fine-tuned, every label (%) | pre-training (min) |", "| --- | --- | --- | --- | --- | --- |"]
-    rows = []
-    for factor in (1, *SCHEDULE):
-        variant = schedule_variant(factor, args)
-        pretrained = [run_name(variant, s) for s in (SEEDS if factor == 1 else SEEDS[:1])]
-        ratios = present([r.ratio(run) for run in pretrained])
-        probe = [r.probe_accuracy(run) for run in pretrained]
-        few = [r.accuracy(run, labels=args.labels[0], seed=s) for s, run in enumerate(pretrained)]
-        # every label: the base's own seeds; a longer run's one pre-training with 3 fine-tuning seeds
-        every = [r.accuracy(run_name(variant, s if factor == 1 else 0), labels=None, seed=s) for s in SEEDS]
-        minutes = present([(r.metrics(run) or {}).get("wall_time_s") for run in pretrained])
-        rows.append((factor * args.epochs, probe, few, every))
-        ratio = f"{np.mean(ratios):.3f}" if ratios else "—"
-        time = f"{np.mean(minutes) / 60:.0f}" if minutes else "not run yet"
-        lines.append(f"| {factor * args.epochs} | {ratio} | {pct(probe, True)} | {pct(few, True)} | "
-                     f"{pct(every, True)} | {time} |")
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
-        lines += ["", f"From {first[0]} to {last[0]} epochs, in points, read by the rule at the top of the page:"]
-        for name, i in (("linear probe", 1), (f"fine-tuning with {args.labels[0]} labels per class", 2),
-                        ("fine-tuning with every label", 3)):
-            text, verdict = compare(last[i], first[i])
-            lines.append(f"- {name}: {text}, {reading(verdict, +1)} (the paper: still rising at 1600 epochs).")
-    if os.path.exists(os.path.join(args.docs, "schedule.png")):
-        lines += ["", "![accuracy against pre-training epochs](schedule.png)"]
-    return lines
+def pct(values, n=True):
+    """'58.7 ± 1.2 (3)' in percent over seeds (sample std), '58.7 (1)' for one value, '—' for none."""
+    values, s = spread(values)
+    if not values:
+        return "—"
+    text = f"{100 * np.mean(values):.1f}" + ("" if s is None else f" ± {100 * s:.1f}")
+    return text + (f" ({len(values)})" if n else "")
 
 
-def partial_section(r, args):
-    longest = schedule_variant(SCHEDULE[-1], args)
-    header = " | ".join(f"{k} block{'s' if k != 1 else ''}" for k in PARTIAL_BLOCKS)
-    lines = ["## 3. Fine-tuning only the last blocks (the paper's Figure 9)", "",
-             "Every label, fine-tuning seed 0: the encoder frozen except its last K blocks (with fc_norm and the "
-             "head; 0 blocks is a linear classifier on the pooled features, trained with the fine-tuning recipe), "
-             "against the whole encoder fine-tuned. The paper finds MAE's features strong but not linearly "
-             "separable: accuracy climbs steeply from 0 to 1 block.", "",
-             f"| encoder | {header} | all blocks |", "| --- |" + " --- |" * (len(PARTIAL_BLOCKS) + 1)]
-    for variant in ("base", longest):
-        epochs = (r.metrics(run_name(variant, 0)) or {}).get("settings", {}).get("epochs", "?")
-        cells = [pct([r.accuracy(run_name(variant, 0), labels=None, seed=0, blocks=k)]) for k in PARTIAL_BLOCKS]
-        cells.append(pct([r.accuracy(run_name(variant, 0), labels=None, seed=0)]))
+def compare(a, b, sign, z):
+    """The difference of two rows in points, read by the page's rule -> (text, reading)."""
+    (a, sa), (b, sb) = spread(a), spread(b)
+    if not a or not b:
+        return "—", "not run yet"
+    diff = 100 * (np.mean(a) - np.mean(b))
+    if sa is None and sb is None:
+        return f"{diff:+.1f}", "one seed each: no spread to read it by"
+    se = 100 * np.sqrt((sa if sa is not None else sb) ** 2 / len(a) + (sb if sb is not None else sa) ** 2 / len(b))
+    if abs(diff) <= z * se:
+        return f"{diff:+.1f} ± {se:.1f}", "within the spread"
+    return f"{diff:+.1f} ± {se:.1f}", "as the paper" if (diff > 0) == (sign > 0) else "the opposite of the paper"
+
+
+def rule(m, z):
+    return (f"Every ± is the sample standard deviation over seeds (n − 1 in the denominator), over the seeds given in "
+            f"brackets. A difference counts when it is larger than {z:.2f} standard errors, √(s₁²/n₁ + s₂²/n₂) (a "
+            f"row of one seed borrows the other's s): the two-sided 5% level of a normal distribution, divided among "
+            f"the {m} comparisons this page makes (Bonferroni), so that the chance that any reading on the page is "
+            "noise stays at 5%. *Within the spread* means smaller than that.")
+
+
+# ----------------------------------------------------------------------------------------------
+# the sections; `read(a, b, sign)` reads one comparison (counted, then read by the rule)
+
+def sections(r, args, read):
+    few, longest = args.labels[0], args.epochs * LONGER[-1]
+    lines = ["## 1. Fine-tuning against training from scratch", "", "The whole pre-trained encoder fine-tuned "
+             "(`python -m tinymae.finetune`), against the same network from random weights with the same recipe; "
+             "accuracy on the pre-training run's validation photos; the MAE side fine-tunes the base run of the same "
+             "seed.", "", "| labelled photos per class | MAE-initialised (%) | from scratch (%) | MAE − scratch "
+             "(points) | reading |", "| --- | --- | --- | --- | --- |"]
+    for labels in (*args.labels[:-1], None):
+        mae = [r.acc(f"base-seed{s}", s, labels=labels) for s in SEEDS]
+        scratch = [r.acc(f"base-seed{s}", s, labels=labels, scratch=True) for s in SEEDS]
+        lines.append(f"| {labels or 'all'} | {pct(mae)} | {pct(scratch)} | {' | '.join(read(mae, scratch, +1))} |")
+
+    lines += ["", f"## 2. Longer pre-training (the paper's Figure 7)", "", "The base ViT pre-trained longer, its "
+              "cosine stretched; the longer runs are one pre-training each (seed 0), except where the row says.", "",
+              f"| pre-training epochs | × mean patch | linear probe (%) | fine-tuned, {few} per class (%) | fine-tuned, "
+              "every label (%) | minutes |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = {}
+    for epochs in (None, *(args.epochs * f for f in LONGER)):
+        seeds = SEEDS if epochs is None else (0,)
+        runs = [f"{variant('base', epochs)}-seed{s}" for s in seeds]
+        ratio, minutes = spread([r.run("base", s, epochs) for s in seeds])[0], \
+            spread([r.run("base", s, epochs, "minutes") for s in seeds])[0]
+        rows[epochs] = ([r.probe(run) for run in runs], [r.acc(run, s, labels=few) for s, run in zip(seeds, runs)],
+                        [r.acc(runs[0] if epochs else f"base-seed{s}", s) for s in SEEDS])
+        lines.append(f"| {epochs or args.epochs} | {f'{np.mean(ratio):.3f}' if ratio else '—'} | "
+                     f"{' | '.join(map(pct, rows[epochs]))} | {f'{np.mean(minutes):.0f}' if minutes else '—'} |")
+    lines += ["", f"From {args.epochs} to {longest} epochs, in points: "]
+    for i, name in enumerate(("linear probe", f"fine-tuning with {few} labels per class", "fine-tuning, every label")):
+        lines.append(f"- {name}: {', '.join(read(rows[longest][i], rows[None][i], +1))}.")
+    lines += ["", "![accuracy against pre-training epochs](schedule.png)"]
+
+    lines += ["", "## 3. Fine-tuning only the last blocks (the paper's Figure 9)", "", "Every label, fine-tuning seed "
+              "0; 0 blocks is a linear classifier on the pooled features, trained with the fine-tuning recipe.", "",
+              "| encoder | " + " | ".join(f"{k} blocks" for k in PARTIAL_BLOCKS) + " | all blocks |",
+              "| --- |" + " --- |" * (len(PARTIAL_BLOCKS) + 1)]
+    for run, epochs in (("base-seed0", args.epochs), (f"base-ep{longest}-seed0", longest)):
+        cells = [pct([r.acc(run, 0, blocks=k)], n=False) for k in PARTIAL_BLOCKS] + [pct([r.acc(run, 0)], n=False)]
         lines.append(f"| pre-trained {epochs} epochs | " + " | ".join(cells) + " |")
-    if os.path.exists(os.path.join(args.docs, "partial.png")):
-        lines += ["", "![accuracy against the number of fine-tuned blocks](partial.png)"]
-    return lines
+    lines += ["", "![accuracy against the number of fine-tuned blocks](partial.png)"]
 
-
-def recipe_name(recipe):
-    parts = [f"drop path {recipe['drop_path']:g}" if "drop_path" in recipe else "",
-             f"mixup {recipe['mixup']:g}" if "mixup" in recipe else ""]
-    return " + ".join(p for p in parts if p) or "the default recipe"
-
-
-def every_label_section(r, args):
-    longest = schedule_variant(SCHEDULE[-1], args)
-    epochs = SCHEDULE[-1] * args.epochs
-    lines = ["## 4. With every label", "",
-             "The paper's central claim is that pre-training makes the fine-tuned network better, with every label "
-             "too. Each row: a fine-tuning recipe, the network trained from scratch with it (seeds 0-2), and the MAE "
-             f"pre-trained for {epochs} epochs and fine-tuned with it (fine-tuning seeds 0-2), read against scratch. "
-             "main_finetune.py's regularisation is drop path and mixup (tinymae.finetune --drop-path, --mixup).", "",
-             f"| fine-tuning recipe | from scratch (%) | MAE, {args.epochs} epochs (%) | MAE, {epochs} epochs (%) | "
-             f"MAE {epochs} − scratch (points) | reading |", "| --- | --- | --- | --- | --- | --- |"]
-
-    def fine_tunings(variant, recipe):  # one pre-training (seed 0), fine-tuned with each seed
-        return [r.accuracy(run_name(variant, 0), labels=None, seed=s, **recipe) for s in SEEDS]
-
-    candidates = []  # (name, accuracies over seeds): the rows the best mean is picked from
-    pixel_target = {}  # recipe name -> the longest pre-training's fine-tunings, read once
+    lines += ["", "## 4. With every label", "", f"A fine-tuning recipe per row (main_finetune.py's regularisation is "
+              f"drop path and mixup), the network from scratch with it (seeds 0-2, each on its own split), and the MAE "
+              f"pre-trained {longest} epochs and fine-tuned with it: one pre-training (seed 0) fine-tuned with seeds "
+              "0-2, whose spread is the fine-tuning's alone; and pre-training seeds 0-2, each fine-tuned with its own "
+              "seed, whose spread is the pre-training's and the fine-tuning's together.", "",
+              f"| recipe | from scratch (%) | MAE {longest}, one pre-training (%) | MAE {longest}, pre-training seeds "
+              f"(%) | MAE − scratch, one pre-training | reading | MAE − scratch, pre-training seeds | reading |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    long, seeded = f"base-ep{longest}-seed0", {}
     for recipe in RECIPES:
-        scratch = [r.accuracy(run_name("base", s), labels=None, seed=s, scratch=True, **recipe) for s in SEEDS]
-        short = ([r.accuracy(run_name("base", s), labels=None, seed=s) for s in SEEDS] if not recipe else [])
-        long = pixel_target[recipe_name(recipe)] = fine_tunings(longest, recipe)
-        text, verdict = compare(long, scratch)
-        lines.append(f"| {recipe_name(recipe)} | {pct(scratch, True)} | {pct(short, True) if not recipe else ''} | "
-                     f"{pct(long, True)} | {text} | {reading(verdict, +1)} |")
-        candidates += [(f"MAE {epochs} epochs, {recipe_name(recipe)}", long),
-                       (f"from scratch, {recipe_name(recipe)}", scratch)]
-    normpix = fine_tunings(longest.replace("base", "norm-pix"), RECIPES[-1])
-    missing = not_run_yet(normpix, SEEDS)
-    sentence = (f"The normalised-pixel target pre-trained for {epochs} epochs, fine-tuned with "
-                f"{recipe_name(RECIPES[-1])}: ")
-    if not present(normpix):
-        sentence += f"fine-tuning {missing}."
-    else:
-        seeds = f"fine-tuning {missing}" if missing else f"fine-tuning seeds {SEEDS[0]}-{SEEDS[-1]}"
-        sentence += f"{pct(normpix)}% ({seeds})"
-        text, verdict = compare(normpix, pixel_target[recipe_name(RECIPES[-1])])
-        if verdict != "missing":
-            sentence += (f"; against the pixel target with the same recipe: {text} points, {reading(verdict, +1)} "
-                         "(the paper's Table 1d; each side is one pre-training, so the spread is over fine-tuning "
-                         "seeds only)")
-        sentence += "."
-    lines += ["", sentence]
-    candidates.append((f"norm-pix MAE {epochs} epochs, {recipe_name(RECIPES[-1])}", normpix))
-    measured = [(name, present(values)) for name, values in candidates if present(values)]
-    if measured:  # the first of equal means wins, as the rows are listed
-        name, values = max(measured, key=lambda c: np.mean(c[1]))
-        n = len(values)
-        lines += ["", f"The best mean over seeds here: {100 * np.mean(values):.1f}% ({name}, {n} seed{'s' * (n > 1)})."]
-    return lines
+        scratch = [r.acc(f"base-seed{s}", s, scratch=True, recipe=recipe) for s in SEEDS]
+        one = [r.acc(long, s, recipe=recipe) for s in SEEDS]
+        seeded[recipe] = [r.acc(f"base-ep{longest}-seed{s}", s, recipe=recipe) for s in SEEDS]
+        seeds = read(seeded[recipe], scratch, +1) if recipe == "default" else ("", "")
+        lines.append(f"| {recipe} | {pct(scratch)} | {pct(one)} | {pct(seeded[recipe])} | "
+                     f"{' | '.join(read(one, scratch, +1))} | {' | '.join(seeds)} |")
+    mixup = "drop path + mixup"
+    one = [r.acc(f"norm-pix-ep{longest}-seed0", s, recipe=mixup) for s in SEEDS]
+    seeds = [r.acc(f"norm-pix-ep{longest}-seed{s}", s, recipe=mixup) for s in SEEDS]
+    lines += ["", f"The normalised-pixel target pre-trained {longest} epochs, fine-tuned with {mixup}, against the "
+              f"pixel target with the same recipe (the paper's Table 1d):", "",
+              "| | one pre-training (%) | pre-training seeds (%) | − pixel target, one pre-training | reading | − pixel "
+              "target, pre-training seeds | reading |", "| --- | --- | --- | --- | --- | --- | --- |",
+              f"| norm-pix | {pct(one)} | {pct(seeds)} | {' | '.join(read(one, [r.acc(long, s, recipe=mixup) for s in SEEDS], +1))} "
+              f"| {' | '.join(read(seeds, seeded[mixup], +1))} |"]
 
+    lines += ["", "## 5. Linear probe of the frozen encoder", "", "Softmax regression and a cosine k-NN (k = 20) "
+              "on frozen features (`python -m tinymae.probe`), on the validation photos; the base run over its "
+              "pre-training seeds.", "", "| encoder | features | linear probe (%) | k-NN (%) |", "| --- | --- | --- | --- |"]
+    for encoder, features, runs in (("ViT MAE", "mean", None), ("ViT MAE", "cls", None), ("random init", "mean", 1),
+                                    ("random init", "cls", 1), ("raw pixels", "pixels", 1)):
+        runs = [f"base-seed{s}" for s in (SEEDS if runs is None else (0,))]
+        name = "pre-trained" if encoder == "ViT MAE" else encoder
+        lines.append(f"| {encoder} | {features} | {pct([r.probe(x, name, features) for x in runs])} | "
+                     f"{pct([r.probe(x, name, features, 'knn') for x in runs], n=False)} |")
 
-def probe_section(r, args):
-    bases = [run_name("base", s) for s in SEEDS]
-    lines = ["## 5. Linear probe of the frozen encoder", "",
-             "L2 logistic regression on frozen features (`python -m tinymae.probe`), cat against dog, on the "
-             f"validation photos; each encoder probed with {args.probe_seeds} probe seeds; the base run over its "
-             "pre-training seeds. "
-             "k-NN: cosine similarity, k = 20 (or every training photo, when there are fewer).", "",
-             "| encoder | features | linear probe (%) | k-NN (%) |", "| --- | --- | --- | --- |"]
-    for features in ("mean", "cls"):
-        probes = [r.probe_accuracy(run, features) for run in bases]
-        knn = [(probe_row(r.probe(run), "pre-trained", features) or {}).get("knn20") for run in bases]
-        lines.append(f"| ViT MAE, {args.epochs} epochs | {features} | {pct(probes, True)} | {pct(knn)} |")
-    for encoder, features in (("random init", "mean"), ("random init", "cls"), ("raw pixels", "pixels")):
-        row = probe_row(r.probe(bases[0]), encoder, features)
-        if row:
-            lines.append(f"| {encoder} | {features} | {pct([row['linear_probe_mean']])} | {pct([row['knn20']])} |")
-    return lines
+    lines += ["", f"## 6. The ablations at {args.epochs} epochs", "", f"The default ViT MAE with one setting changed, "
+              f"pre-trained, probed and fine-tuned with {few} labels per class over the seeds in brackets. *× mean "
+              f"patch*: validation masked MSE over the mean-patch baseline, at each run's own mask (norm-pix's is "
+              f"un-normalised with the true patch's statistics: not comparable). *s / epoch*: the median epoch of the "
+              f"variant's fastest run.", "", f"| run | × mean patch | probe (%) | fine-tuned @{few} (%) | s / epoch | "
+              "parameters |", "| --- | --- | --- | --- | --- | --- |"]
+    table = {}
+    for name in ("base", *ABLATIONS):
+        runs = [f"{name}-seed{s}" for s in SEEDS]
+        table[name] = ([r.probe(run) for run in runs], [r.acc(run, s, labels=few) for s, run in enumerate(runs)])
+        ratio, epoch_s = spread([r.run(name, s) for s in SEEDS])[0], spread([r.run(name, s, key="epoch_s") for s in SEEDS])[0]
+        lines.append(f"| {name} | {f'{np.mean(ratio):.3f}' if ratio else '—'} | {pct(table[name][0])} | "
+                     f"{pct(table[name][1])} | {f'{min(epoch_s):.1f}' if epoch_s else '—'} | "
+                     f"{r.run(name, key='n_params') or '—'} |")
+    lines += ["", "Against the paper, one finding at a time (variant − base, in points):", ""]
+    for name, claim, probe_sign, tune_sign in CLAIMS:
+        probe = read(table[name][0], table["base"][0], probe_sign or 1)
+        tuned = read(table[name][1], table["base"][1], tune_sign or 1)
+        lines.append(f"- {claim}. Measured: probe {probe[0]} ({probe[1] if probe_sign else 'no direction claimed'}), "
+                     f"fine-tuned {tuned[0]} ({tuned[1] if tune_sign else 'no direction claimed'}).")
+    return lines + ["", "![linear probe and fine-tuning against the mask ratio](mask_ratio.png)", "",
+                    "![validation masked MSE per epoch of the base and longer runs](curves.png)", "",
+                    "![validation reconstructions of the base run](recon_base.png)"]
 
 
 def runs_section(r, jobs):
-    lines = ["## The runs", "", "Every pre-training run, with the minutes it trained and the minutes its probe and "
-             "fine-tunings took (wall clock, whatever else the machine was doing included).", "",
-             "| run | seed | epochs | batch | pre-training (min) | probe (min) | fine-tunings (min) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for run in dict.fromkeys(job[2] for job in jobs if job[1] == "pretrain"):
-        m = r.metrics(run)
-        if m is None:
-            lines.append(f"| {run} | | | | not run yet | | |")
-            continue
-        ft = [r.finetuned(run, **kw) for kw in finetune_kwargs(jobs, run)]
-        ft_minutes = sum(x["wall_time_s"] for x in ft if x is not None) / 60
-        probe = (r.probe(run) or {}).get("seconds")
-        lines.append(f"| {run} | {m['settings']['seed']} | {m['settings']['epochs']} | {m['settings']['batch_size']} | "
-                     f"{m['wall_time_s'] / 60:.1f} | {'—' if probe is None else f'{probe / 60:.1f}'} | {ft_minutes:.1f} |")
+    lines = ["## The runs", "", "Every pre-training run, its minutes, and those of its probe and fine-tunings (wall "
+             "clock, whatever else the machine did), with where and when each was measured.", "",
+             "| run | pre-training (min) | probe (min) | fine-tunings (min) | measured |", "| --- | --- | --- | --- | --- |"]
+    for job in jobs:
+        if job.kind == "pretrain" and job.part != "recipe":
+            entry, minutes = r.ledger.get(job.id), r.get(job.id, "minutes")
+            tuned = sum(r.get(j.id, "minutes") or 0 for j in jobs if j.kind == "finetune" and j.after == (job.id,))
+            where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit"))
+            lines.append(f"| {job.folder} | {'not run yet' if minutes is None else f'{minutes:.1f}'} | "
+                         f"{r.get('probe/' + job.folder, 'minutes') or 0:.1f} | {tuned:.1f} | {where} |")
     return lines
 
 
-def finetune_kwargs(jobs, run):
-    """The finetune_settings keyword arguments of every fine-tuning job of `run`."""
-    kwargs = []
-    for _, kind, name, _, _, settings in jobs:
-        if kind == "finetune" and name == run:
-            kwargs.append(dict(labels=settings["labels_per_class"], seed=settings["seed"],
-                               scratch=settings["from_scratch"], blocks=settings.get("trainable_blocks"),
-                               drop_path=settings.get("drop_path", 0.0), mixup=settings.get("mixup", 0.0)))
-    return kwargs
+def recipe_page(r, args):
+    lines = ["# The ViT MAE's recipe: what each detail is worth", "", "<!-- Written by research/experiments.py from "
+             "results.json; do not edit by hand. -->", "", f"One pre-training per row (seed 0, {args.epochs} epochs), "
+             "one setting changed from the row named in brackets. *× mean patch*: validation masked-patch MSE over "
+             "the mean-patch baseline (lower is better); *probe*: the frozen encoder's mean patch token. The base "
+             "recipe's spread over seeds (results.md) is the size of a difference worth reading.", "",
+             "| variant | what changed | × mean patch | change | linear probe (%) | minutes |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, what, base, _ in RECIPE:
+        jid = lambda n: f"torch/recipe-{n}" if n.startswith("torch") else f"pretrain/recipe-{n}-seed0"  # noqa: E731
+        ratio, before = r.get(jid(name), "ratio"), base and r.get(jid(base), "ratio")
+        lines.append(f"| {name} | {what}{f' ({base})' if base else ''} | {'—' if ratio is None else f'{ratio:.3f}'} | "
+                     f"{f'{ratio - before:+.3f}' if ratio is not None and before else '—'} | "
+                     f"{pct([r.probe(f'recipe-{name}-seed0')], n=False)} | {r.get(jid(name), 'minutes') or 0:.0f} |")
+    return lines
 
 
-FIGURES = ("mask_ratio.png", "schedule.png", "partial.png", "curves.png", "recon_base.png", "recon_norm-pix.png")
+# ----------------------------------------------------------------------------------------------
+# the figures
+
+def plots(r, args, docs):
+    """The figures that results.json can draw (the reconstructions need a run folder: recon())."""
+    plt, longest = pyplot(), args.epochs * LONGER[-1]
+
+    def line(ax, xs, values, label, marker):
+        points = [(x, np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0) for x, v in zip(xs, map(
+            lambda v: [100 * x for x in v if x is not None], values)) if v]
+        if points:
+            ax.errorbar(*zip(*points), marker=marker, capsize=3, label=label)
+        return bool(points)
+
+    masks = [("mask0.25", 0.25), ("mask0.5", 0.5), ("base", 0.75), ("mask0.9", 0.9)]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    drawn = line(ax, [m for _, m in masks], [[r.probe(f"{n}-seed{s}") for s in SEEDS] for n, _ in masks], "probe", "o")
+    drawn |= line(ax, [m for _, m in masks], [[r.acc(f"{n}-seed{s}", s, labels=args.labels[0]) for s in SEEDS]
+                                              for n, _ in masks], f"fine-tuning, {args.labels[0]} per class", "s")
+    ax.set(xlabel="mask ratio", ylabel="validation accuracy (%)")
+    finish(fig, ax, drawn, os.path.join(docs, "mask_ratio.png"))
+
+    epochs = [args.epochs * f for f in (1, *LONGER)]
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    drawn = line(ax, epochs, [[r.acc(f"base-seed{s}" if e == args.epochs else f"base-ep{e}-seed0", s) for s in SEEDS]
+                              for e in epochs], "fine-tuning, every label", "s")
+    drawn |= line(ax, epochs, [[r.probe(f"base-seed{s}")] if e == args.epochs else [r.probe(f"base-ep{e}-seed0")]
+                               for e in epochs for s in (0,)], "linear probe", "o")
+    ax.set(xscale="log", xlabel="pre-training epochs", ylabel="validation accuracy (%)")
+    finish(fig, ax, drawn, os.path.join(docs, "schedule.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    drawn = False
+    for run, epochs in (("base-seed0", args.epochs), (f"base-ep{longest}-seed0", longest)):
+        drawn |= line(ax, [*PARTIAL_BLOCKS, "all"], [[r.acc(run, 0, blocks=k)] for k in PARTIAL_BLOCKS]
+                      + [[r.acc(run, 0)]], f"pre-trained {epochs} epochs", "o")
+    ax.set(xlabel="fine-tuned blocks (the last K of the encoder)", ylabel="validation accuracy (%)")
+    finish(fig, ax, drawn, os.path.join(docs, "partial.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    runs = [("base", s, None) for s in SEEDS] + [("base", 0, args.epochs * f) for f in LONGER]
+    for name, s, e in runs:
+        if r.run(name, s, e, "curve"):
+            ax.plot(range(1, len(r.run(name, s, e, "curve")) + 1), r.run(name, s, e, "curve"), linewidth=1,
+                    label=f"{variant(name, e)}-seed{s}")
+    ax.set(xscale="log", xlabel="epoch", ylabel="validation masked MSE")
+    finish(fig, ax, any(r.run(*run, "curve") for run in runs), os.path.join(docs, "curves.png"))
 
 
-def write_report(jobs, args, command):
-    r = Results(args)
-    os.makedirs(args.docs, exist_ok=True)
-    for png in FIGURES:  # a figure the finished runs cannot draw yet must not linger from an older page
-        if os.path.exists(os.path.join(args.docs, png)):
-            os.remove(os.path.join(args.docs, png))
-    plot_mask_ratio(r, args, os.path.join(args.docs, "mask_ratio.png"))
-    plot_schedule(r, args, os.path.join(args.docs, "schedule.png"))
-    plot_partial(r, args, os.path.join(args.docs, "partial.png"))
-    plot_curves(r, args, os.path.join(args.docs, "curves.png"))
-    for variant, png in (("base", "recon_base.png"), ("norm-pix", "recon_norm-pix.png")):
-        if r.metrics(run_name(variant, 0)) is not None:
-            save_run_reconstructions(os.path.join(args.out, run_name(variant, 0)), args, os.path.join(args.docs, png))
-    times = step_times(args.out, [run for run in ("base-seed0", "encoder-mask-tokens-seed0", "mlp-seed0")
-                                  if r.metrics(run) is not None])
-    first = r.metrics(run_name("base", 0)) or {}
-    data, s, c = first.get("data", {}), first.get("settings", {}), first.get("config", {})
-    lines = ["# Results: MAE's protocols and ablations on 48-pixel Cats & Dogs", "",
-             "<!-- Generated by research/experiments.py from its run folders; do not edit by hand, rerun it. -->", "",
-             f"Generated by `{command}` on {datetime.date.today().isoformat()} ({platform.machine()}, "
-             f"{os.cpu_count()} CPU cores, NumPy {np.__version__}, backend `{backend.name}`).", "",
-             f"- Data: {data.get('n_train', '?')} training / {data.get('n_val', '?')} validation photos, 48 x 48 crops "
-             "in 6 x 6 patches (64 per photo).",
-             f"- Pre-training: {args.epochs} epochs unless a row says otherwise (the paper: 800-1600), batch "
-             f"{s.get('batch_size', '?')}, AdamW lr {s.get('lr', '?')}, warm-up {s.get('warmup_epochs', '?')} epochs, "
-             f"weight decay {s.get('weight_decay', '?')}; a ViT of {c.get('depth', '?')} blocks of width "
-             f"{c.get('embed_dim', '?')} with a decoder of {c.get('decoder_depth', '?')} blocks of width "
-             f"{c.get('decoder_embed_dim', '?')} (docs/recipe.md: how this recipe was chosen).",
-             f"- {RULE}", ""]
-    for section in (finetune_section(r, args), schedule_section(r, args), partial_section(r, args),
-                    every_label_section(r, args), probe_section(r, args), ablations_section(r, args, times),
-                    runs_section(r, jobs)):
-        lines += section + [""]
-    write_text(os.path.join(args.docs, "results.md"), "\n".join(lines))
-    print(f"wrote {os.path.join(args.docs, 'results.md')}")
+def finish(fig, ax, drawn, path):
+    """Save a figure that has something in it (a figure of runs that have not run yet keeps the old file)."""
+    if drawn:
+        ax.legend(fontsize=7)
+        save(fig, path)
+    else:
+        pyplot().close(fig)
+
+
+def recon(args, docs):
+    """recon_base.png, from the base run's checkpoint and photos, when its folder is here."""
+    checkpoint = os.path.join(args.out, "base-seed0", "checkpoint.npz")
+    if os.path.exists(checkpoint):
+        from tinymae.evaluate import main as evaluate
+        evaluate(["--checkpoint", checkpoint, "--data", args.data, "--figure", os.path.join(docs, "recon_base.png"),
+                  "--figure-images", "6", "--overwrite", "--no-progress"])
+
+
+def write_page(path, lines):
+    """Write a page, unless it would replace one with more numbers in its tables."""
+    text = "\n".join(lines) + "\n"
+    count = lambda t: sum(len(np.char.strip(cell)) > 0 and any(c.isdigit() for c in cell) for row in t.splitlines()  # noqa
+                          if row.startswith("|") for cell in row.split("|"))
+    if os.path.exists(path):
+        with open(path) as f:
+            before = count(f.read())
+        if count(text) < before:
+            raise TinymaeError(f"{path} has {before} numbers in its tables and the page from results.json would have "
+                               f"{count(text)}: it is kept. Write to another --docs")
+    write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_report(jobs, args, photos):
+    ledger = update(jobs, args, photos)
+    r = Results(ledger, args)
+    count = []
+    sections(r, args, lambda a, b, sign: count.append(1) or ("", ""))
+    z = NormalDist().inv_cdf(1 - 0.05 / (2 * len(count)))
+    intro = open(os.path.join(os.path.dirname(__file__), "results_intro.md")).read().strip().splitlines()
+    page = intro + ["", f"- {rule(len(count), z)}", ""] + sections(r, args, lambda a, b, s: compare(a, b, s, z)) + \
+        [""] + runs_section(r, jobs)
+    write_page(os.path.join(args.docs, "results.md"), page)
+    write_page(os.path.join(args.docs, "recipe.md"), recipe_page(r, args))
+    plots(r, args, args.docs)
+    recon(args, args.docs)
+    print(f"wrote {args.docs}/results.md, recipe.md and results.json ({len(ledger)} results)")

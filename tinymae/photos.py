@@ -60,8 +60,9 @@ def find_photos(root, per_class=None):
         while True:
             entries = sorted(os.scandir(root), key=lambda e: e.name)
             files = [e.path for e in entries if is_photo(e)]
-            folders = [e for e in entries if not e.name.startswith(".") and _kind(e) == "dir"]
-            if files or len(folders) != 1:
+            folders = [e for e in entries if not e.name.startswith(".") and not is_photo(e)
+                       and _kind(e) in ("dir", "unreadable")]  # a folder that loops counts, to be named below
+            if files or len(folders) != 1 or _kind(folders[0]) != "dir":
                 break
             root = folders[0].path  # e.g. data/catsdogs/PetImages
         names = [KAGGLE_NAME.fullmatch(os.path.basename(p)) for p in files]
@@ -100,10 +101,14 @@ def is_photo(entry):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS) and _kind(entry) != "dir"
 
 
+def _raise(error):
+    raise error
+
+
 def _photos_below(folder):
     """Every photo in `folder` and its sub-folders (links to folders are not followed: no loops)."""
     found = []
-    for path, dirs, _ in os.walk(folder):
+    for path, dirs, _ in os.walk(folder, onerror=_raise):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [e.path for e in os.scandir(path) if is_photo(e)]
     return found

@@ -17,6 +17,7 @@ photo, when there are fewer), majority vote.
 """
 import json
 import sys
+import time
 
 import numpy
 from tqdm import tqdm
@@ -103,6 +104,7 @@ def probe_features(name, X_train, y_train, X_val, y_val, num_classes, seeds, pro
 
 def run_probe(cfg):
     """-> the report: {checkpoint, photos, classes, n_train, n_val, seeds, results: [one row per encoder and features]}."""
+    t0 = time.perf_counter()
     header, model, _ = read_checkpoint(cfg.checkpoint, "pretrain")
     record, mcfg = header["data"], model.config
     photos = photos_of_run(record, cfg.data, mcfg.img_size, cfg.progress) if cfg.per_class is None else None
@@ -135,7 +137,8 @@ def run_probe(cfg):
                                                                range(cfg.seeds), cfg.progress)})
     return {"checkpoint": cfg.checkpoint, "arch": header["arch"], "backend": backend.name, "classes": list(classes),
             "data": {k: photos.record[k] for k in ("root", "fingerprint", "n_train", "n_val")},
-            "pretraining_fingerprint": record["fingerprint"], "seeds": cfg.seeds, "results": rows}
+            "pretraining_fingerprint": record["fingerprint"], "seeds": cfg.seeds, "results": rows,
+            "seconds": time.perf_counter() - t0}
 
 
 def format_table(report):

@@ -129,7 +129,8 @@ class Run:
         batch_size = min(cfg.batch_size, n_train)  # fewer photos than a batch: all of them (the setting is kept)
         steps = n_train // batch_size
         total, warmup = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
-        check_free_space(cfg.out, 12 * sum(int(p.size) for p in model.params.values()) + 2 ** 20, "a checkpoint")
+        check_free_space(cfg.out, 12 * sum(int(p.size) for p in model.params.values()) + 2 ** 16
+                         + len(json.dumps(self.photos.record)), "a checkpoint (weights, AdamW's moments, header)")
         print(f"{self.describe(model)}, backend {backend.name}, kernels {cfg.kernels} ({step.describe()}); {n_train} "
               f"training / {len(self.photos.val_labels)} validation photos; {steps} steps of {batch_size} per epoch",
               flush=True)

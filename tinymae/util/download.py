@@ -18,29 +18,38 @@ from ..photos import find_photos
 ARCHIVE = "kagglecatsanddogs_5340.zip"
 URL = f"https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/{ARCHIVE}"
 BY_HAND = f"download {URL} in a browser, extract it, and pass the extracted folder with --data"
+# What this download puts in its folder: the archive (and its part while fetching), the marker, what it extracts.
+OURS = {ARCHIVE, ARCHIVE + ".part", ARCHIVE + ".extracted", "PetImages", "CDLA-Permissive-2.0.pdf", "readme[1].txt"}
 
 
 def download_catsdogs(folder, progress=True, url=URL):
-    """Fetch and extract the archive into `folder`, unless it already holds photos. Only into a folder that is
-    empty or holds nothing but this download's own files, so that nothing of the user's is mixed in; the archive is
-    written as <name>.part and renamed once checked, and extracted once (a marker says so)."""
+    """Fetch and extract the archive into `folder`, unless it holds photos already (the user's own, or the archive's
+    once completely extracted). Only into a folder that is empty or holds nothing but this download's own files, so
+    that nothing of the user's is mixed in; the archive is written as <name>.part and renamed once checked, and
+    extracted once (a marker says so: an extraction cut short is done again)."""
     folder = os.path.abspath(folder)
-    try:
-        find_photos(folder)
-        return folder
-    except TinymaeError:
-        pass
     zip_path, marker = os.path.join(folder, ARCHIVE), os.path.join(folder, ARCHIVE + ".extracted")
-    ours = {ARCHIVE, ARCHIVE + ".part", ARCHIVE + ".extracted", "PetImages"}
-    others = sorted(set(os.listdir(folder)) - ours) if os.path.isdir(folder) else []
+    try:
+        has_photos = bool(find_photos(folder))
+    except TinymaeError:
+        has_photos = False
+    if os.path.exists(marker):
+        if has_photos:
+            return folder
+        raise TinymaeError(f"{folder} holds the extracted archive but no photos: delete {marker} and PetImages/ to "
+                           f"extract it again, or {BY_HAND}")
+    if has_photos and not os.path.exists(zip_path):
+        return folder  # the user's own photos
+    others = sorted(set(os.listdir(folder)) - OURS) if os.path.isdir(folder) else []
     if others:
         raise TinymaeError(f"--download extracts into an empty folder, and {folder} holds {', '.join(others[:5])} but "
                            "no photos in a layout tinymae reads; pass --data an empty (or new) folder, or your photos "
                            "without --download")
-    if os.path.exists(marker):
-        raise TinymaeError(f"{folder} holds the extracted archive but no photos: delete {marker} and PetImages/ to "
-                           f"extract it again, or {BY_HAND}")
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise TinymaeError(f"cannot make the download folder {folder} ({e.strerror or e}); choose another --data") \
+            from None
     if not os.path.exists(zip_path) or not check_archive(zip_path, zip_path, raise_error=False):
         fetch(url, zip_path, progress)
     try:
@@ -69,7 +78,7 @@ def fetch(url, zip_path, progress):
         check_archive(part, f"the file downloaded from {url}")
         os.replace(part, zip_path)
     except BaseException as e:  # Ctrl-C included: never leave a partial file behind
-        if os.path.exists(part):
+        if os.path.isfile(part):
             os.remove(part)
         if isinstance(e, TinymaeError):
             raise TinymaeError(f"{e}. Run again to retry; if it keeps failing, {BY_HAND}") from None

@@ -96,9 +96,9 @@ def check_free_space(folder, needed_bytes, what):
     """TinymaeError unless `folder`'s disk has room for a new file of `needed_bytes` (written beside the file it
     replaces, which frees its own space only after the rename)."""
     free = shutil.disk_usage(folder).free
-    if free < needed_bytes + 2 ** 20:
-        raise TinymaeError(f"{folder} has {free / 2**20:.0f} MB free, and {what} needs about {needed_bytes / 2**20:.0f}"
-                           " MB; free some space or choose another folder")
+    if free < needed_bytes:
+        raise TinymaeError(f"{folder} has {free / 2**20:.1f} MB free, and {what} needs about "
+                           f"{needed_bytes / 2**20:.1f} MB; free some space or choose another folder")
 
 
 class RunLock:
