@@ -1,165 +1,240 @@
-"""research/experiments.py and research/recipe.py end to end on a tiny synthetic photo set: every run trains,
-is probed and fine-tuned, the pages and their figures are written, a second invocation redoes nothing, and
-bad input is one line."""
+"""The research sweep (research/experiments.py): the plan as jobs, the engines that run them (N at a time here, a
+Slurm cluster through submitit, tested against a small fake Slurm), what a rerun does, and the report it writes
+from results.json. On tiny models and tiny photo sets: the numbers mean nothing, the plumbing is what is tested."""
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import make_photos
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_MODELS = ("--embed-dim 16 --depth 2 --num-heads 2 --decoder-embed-dim 8 --decoder-depth 1 --decoder-num-heads 2 "
-               "--encoder-dims 32,16 --decoder-dims 32 --batch-size 8")
+RESEARCH = Path(__file__).parent.parent / "research"
+FAKE_SLURM = Path(__file__).parent / "fake_slurm"
+TINY = ("--embed-dim 8 --depth 1 --num-heads 2 --decoder-embed-dim 8 --decoder-depth 1 --decoder-num-heads 2 "
+        "--encoder-dims 16 --decoder-dims 16 --batch-size 8")
 
 
-def load_script(name):
-    """A research script as a module; its folder on sys.path, as when it is run (it imports runs.py)."""
-    sys.path.insert(0, str(ROOT / "research"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "research" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sweep(photos, out, *extra, env=None, check=True):
+    """python research/experiments.py on the tiny plan -> the finished process (its output in .stdout)."""
+    argv = [sys.executable, str(RESEARCH / "experiments.py"), "--data", str(photos), "--out", str(out), "--epochs", "1",
+            "--labels", "2", "all", "--probe-seeds", "1", "--model", TINY, *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=RESEARCH)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
-@pytest.fixture
-def tiny_photos(tmp_path, monkeypatch):
-    return make_photos(tmp_path, monkeypatch, per_class=24)  # 38 training / 10 validation images
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        photos = make_photos(tmp, mp, per_class=12)
+        os.environ["TINYMAE_CACHE"] = str(tmp / "cache")  # the sweeps below run in subprocesses: they inherit it
+    yield photos
+    os.environ.pop("TINYMAE_CACHE", None)
 
 
-def test_experiments_write_the_report_and_redo_nothing(tiny_photos, tmp_path, capsys):
-    script = load_script("experiments")
-    out, docs = tmp_path / "runs", tmp_path / "docs"
-    argv = ["--data", str(tiny_photos), "--out", str(out), "--docs", str(docs), "--epochs", "1", "--probe-seeds", "1",
-            "--labels", "4", "all", "--model", TINY_MODELS]
-    assert script.main(argv) == 0
-
-    jobs = script.plan(script.parse_args(argv))
-    for _, kind, run, *_ in jobs:
-        assert (out / run / {"pretrain": "metrics.json", "probe": "probe.json", "finetune": "checkpoint.npz"}[kind]).exists()
-    for folder in ("finetune-N4-seed1", "finetune-scratch-N4-seed1", "finetune-seed2", "finetune-scratch-seed2"):
-        assert (out / "base-seed1" / folder / "result.json").exists() or folder.endswith("seed2")
-    for folder in ("finetune-blocks0-seed0", "finetune-blocks2-seed0", "finetune-droppath0.1-seed1", "finetune-seed2",
-                   "finetune-mixup0.8-droppath0.1-seed2"):
-        assert (out / "base-ep8-seed0" / folder / "result.json").exists(), folder
-    metrics = json.loads((out / "decoder-width32-seed2" / "metrics.json").read_text())
-    assert metrics["config"]["decoder_embed_dim"] == 32 and metrics["settings"]["epochs"] == 1  # the variant wins
-    assert json.loads((out / "base-ep4-seed0" / "metrics.json").read_text())["settings"]["epochs"] == 4
-    normpix = json.loads((out / "norm-pix-ep8-seed0" / "metrics.json").read_text())
-    assert normpix["settings"]["epochs"] == 8 and normpix["config"]["norm_pix_loss"]
-    assert (out / "base-seed1" / "finetune-scratch-mixup0.8-droppath0.1-seed1" / "result.json").exists()
-
-    report = (docs / "results.md").read_text()
-    for heading in ("## 1. Fine-tuning", "## 2. Longer pre-training", "## 3. Fine-tuning only the last blocks",
-                    "## 4. With every label", "## 5. Linear probe", "## 6. The ablations at 1 epochs", "## The runs"):
-        assert heading in report, heading
-    assert "sample standard deviation" in report and "2·√(s₁²/n₁ + s₂²/n₂)" in report  # the one rule, stated
-    assert "| 4 | " in report and "| all | " in report and "| 8 | " in report  # labels rows, the 8x schedule
-    finding = next(line for line in report.splitlines() if line.startswith("- Table 1a: 4 decoder blocks"))
-    assert any(v in finding for v in ("Reproduced.", "The opposite", "Mixed", "Not resolved")), finding
-    normpix_line = next(line for line in report.splitlines() if line.startswith("The normalised-pixel target"))
-    assert "(fine-tuning seeds 0-2); against the pixel target with the same recipe: " in normpix_line, normpix_line
-    assert any(v in normpix_line for v in ("as the paper", "the opposite of the paper", "within the spread"))
-    assert "not run yet" not in report
-    for png in ("mask_ratio.png", "schedule.png", "partial.png", "curves.png", "recon_base.png", "recon_norm-pix.png"):
-        assert (docs / png).stat().st_size > 0, png
-        assert f"]({png})" in report, png
-
-    # a second invocation reads everything back, trains nothing and rewrites the same page
-    def written():
-        return {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "step_times.json"}
-
-    before = written()
-    assert script.main(argv) == 0
-    assert written() == before
-
-    # a truncated probe.json (a write cut short by an older version) is redone, not a failure on every rerun
-    probe = out / "mask0.5-seed0" / "probe.json"
-    probe.write_text(probe.read_text()[:20])
-    assert script.main(argv) == 0
-    assert json.loads(probe.read_text())["results"]
-    after = written()
-    del before[probe], after[probe]
-    assert after == before
-
-    # every finding says over how many seeds it was measured; a verdict drawn from one seed says so
-    assert "Measured (3 seeds)" in finding
-    for seed in (1, 2):
-        (out / f"mask0.9-seed{seed}").rename(tmp_path / f"mask0.9-seed{seed}")
-    assert script.main([*argv, "--part", "report"]) == 0
-    finding = next(line for line in (docs / "results.md").read_text().splitlines() if line.startswith("- Figure 5: 90%"))
-    assert "Measured (1 seed)" in finding
-    assert ("one seed so far: seeds 1 and 2 not run yet" in finding) != ("Not resolved" in finding), finding
+def jobs_of(photos, out, *extra):
+    return [json.loads(line) for line in sweep(photos, out, "--list-jobs", *extra).stdout.splitlines()]
 
 
-def test_the_page_shows_what_has_not_run_yet(tiny_photos, tmp_path):
-    script = load_script("experiments")
+def mtimes(folder):
+    return {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+def numbers(page):
+    """The cells of a page's tables, without the minutes and the provenance (which vary from run to run)."""
+    rows = [row for row in Path(page).read_text().splitlines() if row.startswith("|")]
+    return [row for row in rows if "seed" not in row.split("|")[1]]  # the runs table: minutes and dates
+
+
+def test_the_job_list_is_the_plan_and_stable(photos, tmp_path):
+    """--list-jobs: one JSON line per job, a stable id, its kind, folder, done-file and the ids it needs; the same
+    arguments give the same lines, and a probe or a fine-tuning needs its pre-training."""
+    first, again = jobs_of(photos, tmp_path), jobs_of(photos, tmp_path)
+    assert first == again and len(first) > 150
+    ids = [job["id"] for job in first]
+    assert len(set(ids)) == len(ids)
+    kinds = {job["kind"] for job in first}
+    assert kinds == {"pretrain", "probe", "finetune", "torch"}
+    by_id = {job["id"]: job for job in first}
+    for job in first:
+        assert set(job) == {"id", "kind", "part", "folder", "done", "after"}
+        if job["kind"] in ("probe", "finetune"):
+            (dep,) = job["after"]
+            assert by_id[dep]["kind"] == "pretrain" and job["folder"].startswith(by_id[dep]["folder"])
+        assert ids.index(job["id"]) > max([ids.index(d) for d in job["after"]], default=-1)  # dependencies first
+    assert {"finetune/base-ep8-seed1/finetune-seed1", "finetune/norm-pix-ep8-seed2/finetune-mixup0.8-droppath0.1-seed2",
+            "pretrain/block-seed2", "pretrain/grid-seed0", "pretrain/block-mask0.5-seed1"} <= set(ids)
+
+
+def test_run_job_refuses_a_job_whose_dependency_is_not_done(photos, tmp_path):
+    done = sweep(photos, tmp_path, "--run-job", "probe/base-seed0", check=False)
+    assert done.returncode == 1 and done.stderr.strip() == \
+        "error: probe/base-seed0 needs pretrain/base-seed0 first, which is not done"
+    done = sweep(photos, tmp_path, "--run-job", "nothing/like-this", check=False)
+    assert done.returncode == 1 and "--list-jobs lists them" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(photos, tmp_path_factory):
+    """The finetune part of the tiny plan, one job at a time."""
+    out = tmp_path_factory.mktemp("jobs1")
+    started = time.perf_counter()
+    done = sweep(photos, out, "--part", "finetune", "--jobs", "1")
+    return out, done, time.perf_counter() - started
+
+
+def test_two_jobs_at_a_time_write_the_same_page_as_one(photos, one_at_a_time, tmp_path):
+    out1, _, _ = one_at_a_time
+    done = sweep(photos, tmp_path, "--part", "finetune", "--jobs", "2")
+    assert "2 running" in done.stdout  # two at a time, with progress
+    assert numbers(out1 / "report" / "results.md") == numbers(tmp_path / "report" / "results.md")
+    one, two = (json.loads((o / "report" / "results.json").read_text()) for o in (out1, tmp_path))
+    assert set(one) == set(two) and len(one) == 18
+    strip = lambda entry: {k: v for k, v in entry["result"].items() if k not in ("minutes", "epoch_s")}  # noqa: E731
+    assert all(strip(one[j]) == strip(two[j]) for j in one)
+    assert all(entry["provenance"]["photos"] == one[j]["provenance"]["photos"] for j, entry in two.items())
+
+
+def test_a_rerun_starts_no_job_and_writes_no_run_file(photos, one_at_a_time):
+    out, _, _ = one_at_a_time
+    before = mtimes(out)
+    done = sweep(photos, out, "--part", "finetune", "--no-report")
+    assert "to run" not in done.stdout
+    assert {p: t for p, t in mtimes(out).items() if "report" not in p.parts} == \
+        {p: t for p, t in before.items() if "report" not in p.parts}
+    assert sweep(photos, out, "--run-job", "pretrain/base-seed0").stdout.strip() == "pretrain/base-seed0: done already"
+
+
+def test_a_killed_driver_loses_nothing_and_redoes_nothing_finished(photos, tmp_path):
+    """SIGKILL the driver mid-sweep: its jobs end with it, the finished ones stay finished, a rerun does only the
+    rest and resumes an interrupted pre-training from its checkpoint."""
+    argv = [sys.executable, str(RESEARCH / "experiments.py"), "--data", str(photos), "--out", str(tmp_path),
+            "--epochs", "1", "--labels", "2", "all", "--probe-seeds", "1", "--model", TINY.replace("--batch-size 8", "")
+            + " --batch-size 2", "--part", "schedule", "--no-report"]
+    driver = subprocess.Popen(argv, cwd=RESEARCH, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "base-ep8-seed0" / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    driver.kill()
+    driver.wait()
+    time.sleep(1)  # the jobs get SIGTERM with their driver's end
+    finished = {p: t for p, t in mtimes(tmp_path).items() if p.name in ("metrics.json", "result.json", "probe.json")}
+    done = subprocess.run(argv, cwd=RESEARCH, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for p, t in finished.items():
+        assert p.stat().st_mtime_ns == t, f"{p} was redone"
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+    assert "resuming" in logs or (tmp_path / "base-ep8-seed0" / "metrics.json").stat().st_mtime_ns in finished.values()
+    assert (tmp_path / "base-ep8-seed0" / "finetune-seed0" / "result.json").exists()
+
+
+def test_a_failing_job_is_retried_named_and_rerun_alone_next_time(photos, tmp_path):
+    """A job forced to fail (its folder's lock held by this process) is retried once; the others go on; the
+    driver ends non-zero naming it and its log; the next run runs it alone."""
+    from tinymae.util.files import RunLock
+    sweep(photos, tmp_path, "--part", "schedule", "--no-report", "--run-job", "pretrain/base-ep2-seed0")
+    with RunLock(str(tmp_path / "base-ep2-seed0" / "finetune-seed0")):
+        done = sweep(photos, tmp_path, "--part", "schedule", "--no-report", check=False)
+    assert done.returncode == 1
+    assert "finetune/base-ep2-seed0/finetune-seed0 failed" in done.stdout and "retrying it once" in done.stdout
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: 1 jobs failed: finetune/base-ep2-seed0/finetune-seed0 (") and ".log)" in message
+    assert (tmp_path / "base-ep8-seed0" / "metrics.json").exists()  # the others went on
+    again = sweep(photos, tmp_path, "--part", "schedule", "--no-report")
+    assert "1 to run" in again.stdout
+
+
+def test_a_second_driver_on_the_same_out_stops_naming_the_first(photos, tmp_path):
+    from tinymae.util.files import RunLock
+    with RunLock(str(tmp_path)):
+        done = sweep(photos, tmp_path, "--part", "schedule", check=False)
+    assert done.returncode == 1 and f"pid {os.getpid()}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_finished_runs_on_other_photos_are_refused_not_reused(photos, one_at_a_time, tmp_path, monkeypatch):
+    """The same sweep with --data B after --data A retrained nothing and wrote A's numbers under B's name."""
+    out, _, _ = one_at_a_time
+    other = make_photos(tmp_path, monkeypatch, per_class=12, seed=5)
+    done = sweep(other, out, "--part", "finetune", check=False, env={"TINYMAE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 1 and "was trained on other photos" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model, message", [("--patch-size 7", "not a multiple of --patch-size"),
+                                            ("--img-size 0", "--img-size must be in"),
+                                            ("--img-size 1024", "--img-size must be in [1, 512]"),
+                                            ("--depth", "flag-value pairs"), ("--seed 3", "not a setting")])
+def test_an_impossible_model_is_one_line_before_any_photo_is_decoded(photos, tmp_path, model, message):
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(RESEARCH / "experiments.py"), "--data", str(tmp_path / "nowhere"),
+                           "--out", str(tmp_path / "out"), f"--model={model}"], capture_output=True, text=True,
+                          cwd=RESEARCH)
+    assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr and time.perf_counter() - started < 30
+
+
+def test_the_report_goes_to_a_folder_of_its_own_and_never_replaces_a_page_with_less(photos, one_at_a_time, tmp_path):
+    """--part report used to delete docs/'s figures and rewrite docs/results.md with "?": by default the report is
+    written under --out; a page with more numbers than the new one is kept; results.json keeps what it had."""
+    out, _, _ = one_at_a_time
+    assert (out / "report" / "results.md").exists() and (out / "report" / "results.json").exists()
     docs = tmp_path / "docs"
-    argv = ["--data", str(tiny_photos), "--out", str(tmp_path / "runs"), "--docs", str(docs), "--epochs", "1",
-            "--probe-seeds", "1", "--labels", "4", "all", "--model", TINY_MODELS]
-    assert script.main([*argv, "--part", "report"]) == 0  # nothing trained: the page says so, no number invented
-    report = (docs / "results.md").read_text()
-    assert "| base | not run yet |" in report and "| the default recipe | — |" in report
-    assert "| all | — | — | — |" in report  # the fine-tuning table's every-label row: no number invented
-    assert "mixup 0.8: fine-tuning seeds 0, 1 and 2 not run yet." in report
+    docs.mkdir()
+    (docs / "results.md").write_text("| a | 1 | 2 | 3 |\n" * 500)  # a page with far more numbers
+    empty = tmp_path / "empty-out"
+    done = sweep(photos, empty, "--part", "finetune", "--report-only", "--docs", str(docs), check=False)
+    assert done.returncode == 1 and "it is kept" in done.stderr
+    assert (docs / "results.md").read_text() == "| a | 1 | 2 | 3 |\n" * 500
+    # results.json keeps every result, even when the run folders are gone: the page is written from it
+    (docs / "results.md").unlink()
+    sweep(photos, out, "--part", "finetune", "--report-only", "--docs", str(docs))
+    before = numbers(docs / "results.md")
+    sweep(photos, empty, "--part", "finetune", "--report-only", "--docs", str(docs))
+    assert numbers(docs / "results.md") == before
+    assert len(json.loads((docs / "results.json").read_text())) == 18
 
 
-def test_experiments_refuse_a_run_trained_with_other_settings(tiny_photos, tmp_path, capsys):
-    script = load_script("experiments")
-    out = tmp_path / "runs"
-    argv = ["--data", str(tiny_photos), "--out", str(out), "--docs", str(tmp_path / "docs"), "--probe-seeds", "1",
-            "--labels", "4", "all", "--model", TINY_MODELS, "--no-report"]
-    first = script.parse_args([*argv, "--epochs", "1"])
-    script.run_jobs(script.plan(first)[:1], first)  # base-seed0, pre-trained for 1 epoch
-    with pytest.raises(SystemExit, match="trained with other settings: epochs 1 \\(now 2\\)"):
-        script.main([*argv, "--epochs", "2", "--part", "finetune"])
+def test_the_page_states_its_rule_once_and_reads_every_comparison_by_it(one_at_a_time):
+    out, _, _ = one_at_a_time
+    page = (out / "report" / "results.md").read_text()
+    assert page.count("Bonferroni") == 1 and "standard errors" in page
+    m = int(page.split("divided among the ")[1].split(" comparisons")[0])
+    assert m > 30
+    assert "## 4. With every label" in page and "pre-training seeds" in page
+    assert "block-wise masking" in page and "grid masking" in page
 
 
-def test_more_labels_than_photos_are_refused_before_any_training(tiny_photos, tmp_path):
-    script = load_script("experiments")
-    with pytest.raises(SystemExit, match="--labels 1000 .* 19 training photos of each class"):
-        script.main(["--data", str(tiny_photos), "--out", str(tmp_path / "runs"), "--labels", "1000", "all"])
-    assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--probe-seeds", "0"], "--probe-seeds must be at least 1"),
-    (["--per-class", "0"], "--per-class must be at least 1"),
-    (["--labels", "foo"], "--labels takes whole numbers"),
-    (["--labels", "50"], "then 'all' last"),
-    (["--labels", "0", "all"], "then 'all' last"),
-    (["--model", "embed-dim 3"], "--model takes flag-value pairs"),
-    (["--model", "--bogus 3"], "--bogus is not a setting"),
-    (["--model", "--embed-dim x"], "is not a int"),
-    (["--out", "a-file"], "--out a-file is a file"),
-    (["--epochs", "two"], "invalid int value"),
-])
-def test_bad_flags_are_one_line_errors(flags, message, tmp_path, monkeypatch, capsys):
-    script = load_script("experiments")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "a-file").write_text("x")
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--data", str(tmp_path), *flags])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
-
-
-def test_a_missing_data_folder_is_one_line(tmp_path, capsys):
-    script = load_script("experiments")
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "runs"), "--part", "finetune"])
-    assert str(exit_info.value.code).startswith("error: ") and "nowhere" in str(exit_info.value.code)
-
-
-def test_recipe_writes_its_table(tiny_photos, tmp_path):
-    script = load_script("recipe")
-    docs = tmp_path / "docs"
-    assert script.main(["--data", str(tiny_photos), "--out", str(tmp_path / "runs"), "--docs", str(docs),
-                        "--epochs", "1", "--only", "b256-w5", "b128-w5"]) == 0
-    page = (docs / "recipe.md").read_text()
-    assert "| b256-w5 |" in page and "| b128-w5 |" in page and "| b64-w2.5 | " in page
-    assert "not run yet" in page  # the variants not asked for are listed, not invented
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                    reason="the Slurm engine's tests need submitit (pip install -e '.[slurm]')")
+def test_the_slurm_engine_runs_the_plan_as_job_arrays_through_a_fake_slurm(photos, tmp_path):
+    """--engine slurm on a fake Slurm (tests/fake_slurm): one array per stage, each later stage depending on the one
+    before; the time limit in every submitted script; job ids of the array form; a task pre-empted mid-way (USR2)
+    is requeued and resumes from its checkpoint; the same page as the local engine's."""
+    env = {"PATH": f"{FAKE_SLURM}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "FAKE_SLURM_DIR": str(tmp_path / "slurm-state"),
+           "FAKE_SLURM_PREEMPT_FILE": str(tmp_path / "out" / "base-ep4-seed0" / "checkpoint.npz")}
+    model = TINY.replace("--batch-size 8", "--batch-size 2")
+    argv = [sys.executable, str(RESEARCH / "experiments.py"), "--data", str(photos), "--out", str(tmp_path / "out"),
+            "--epochs", "1", "--labels", "2", "all", "--probe-seeds", "1", "--model", model, "--part", "schedule",
+            "--engine", "slurm", "--slurm-time", "30", "--slurm-parallel", "2"]
+    done = subprocess.run(argv, cwd=RESEARCH, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    scripts = sorted((tmp_path / "slurm-state" / "jobs").glob("*.json"))
+    specs = [json.loads(p.read_text()) for p in scripts if p.stem.isdigit()]
+    assert len(specs) == 2  # the pre-trainings, then what is derived from them
+    assert all(s["opts"]["time"] == "30" and s["opts"]["array"].endswith("%2") for s in specs)
+    assert "dependency" not in specs[0]["opts"] and specs[1]["opts"]["dependency"] == f"afterany:{specs[0]['tasks'][0].split('_')[0]}"
+    assert all("_" in task for s in specs for task in s["tasks"])  # array ids: <job>_<index>
+    assert "submitted 3 jobs as the array" in done.stdout
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "out" / "slurm").rglob("*.out"))
+    assert "resuming" in logs  # the pre-empted pre-training went on from its checkpoint
+    local = tmp_path / "local"
+    sweep(photos, local, "--part", "schedule", "--model", model)
+    assert numbers(tmp_path / "out" / "report" / "results.md") == numbers(local / "report" / "results.md")

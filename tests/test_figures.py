@@ -1,95 +1,107 @@
-"""research/figures.py draws docs/pipeline.png, docs/mask_grid.png and docs/attention.png from a checkpoint.
+"""The figures of a run (tinymae/util/figures.py), drawn on the host with matplotlib: the four columns of the
+reconstruction figure hold what their titles say, the saved files are images of the format their name asks for,
+and save() is atomic: a failure while writing leaves the previous file and no temporary behind.
 
-On a tiny ViT trained here: the command writes three small, non-empty PNGs; the mask grid's green cells are
-exactly the patches the engine keeps for that validation image (read back from the PNG's pixels); and the
-attention maps are the cls token's softmax row, put back in patch order.
+(The mask grid and the attention maps are drawn by research/ and tested with it.)
 """
-import importlib.util
-from pathlib import Path
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tinymae.backend import asarray, host_rng, to_numpy
-from tinymae.evaluate import fixed_noise
-from tinymae.util.checkpoint import load_checkpoint
-from tinymae.util.figures import KEPT_COLOUR, REMOVED_COLOUR, cls_attention_maps
+from tinymae.model.patches import patchify
+from tinymae.util import figures
+from tinymae.util.files import TEMPORARY
 
-from conftest import make_photos, train_tiny
-
-ROOT = Path(__file__).resolve().parents[1]
+PATCH = 4
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("figures_script", ROOT / "research" / "figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def reconstruction_inputs(n=3, side=8, seed=0):
+    """Host imgs (n, 3, side, side) in [0, 1], a mask (n, L) with both kinds of patch in every image, and
+    predictions (n, L, P) that stray outside [0, 1]."""
+    rng = np.random.default_rng(seed)
+    L, P = (side // PATCH) ** 2, PATCH * PATCH * 3
+    imgs = rng.random((n, 3, side, side)).astype(np.float32)
+    mask = np.zeros((n, L), dtype=np.float32)
+    for i in range(n):
+        mask[i, rng.permutation(L)[:3]] = 1.0  # 3 of the 4 patches removed
+    pred = (rng.random((n, L, P)) * 1.6 - 0.3).astype(np.float32)
+    return imgs, mask, pred
 
 
-@pytest.fixture
-def tiny_vit(tmp_path, monkeypatch):
-    photos = make_photos(tmp_path, monkeypatch, per_class=20)
-    train_tiny(tmp_path / "run", photos, "vit")
-    return tmp_path / "run" / "checkpoint.npz", photos
+def test_reconstruction_panels_are_the_four_columns():
+    """original, masked (removed patches mid-grey), reconstruction (the predictions as an image, clipped to [0, 1]),
+    reconstruction + visible (the visible patches put back); each (n, H, W, 3)."""
+    imgs, mask, pred = reconstruction_inputs()
+    columns = figures.reconstruction_panels(imgs, mask, pred, PATCH)
+    assert len(columns) == 4 and all(c.shape == (3, 8, 8, 3) for c in columns)
+    original, masked, reconstruction, pasted = (patchify(c.transpose(0, 3, 1, 2), PATCH) for c in columns)
+    expected_original = patchify(imgs, PATCH)  # (n, L, P)
+    clipped = np.clip(pred, 0.0, 1.0)
+    np.testing.assert_array_equal(original, expected_original)
+    np.testing.assert_array_equal(reconstruction, clipped)
+    removed = mask[:, :, None] == 1  # (n, L, 1)
+    np.testing.assert_array_equal(masked, np.where(removed, 0.5, expected_original))
+    np.testing.assert_array_equal(pasted, np.where(removed, clipped, expected_original))
+    assert all(c.min() >= 0.0 and c.max() <= 1.0 for c in columns)
 
 
-def test_figure_command_draws_the_engines_mask(tiny_vit, tmp_path):
-    checkpoint, photos = tiny_vit
-    out = tmp_path / "figures"
-    result = load_script().main(["--checkpoint", str(checkpoint), "--data", str(photos), "--out", str(out),
-                                 "--images", "3", "--image", "1"])
-    for name in ("pipeline", "mask_grid", "attention"):
-        path = out / f"{name}.png"
-        assert path == Path(result["paths"][name])
-        assert 5_000 < path.stat().st_size < 150_000, f"{path}: {path.stat().st_size} bytes"
-        with Image.open(path) as image:
-            assert min(image.size) > 300
-
-    # The engine's mask for that validation image, computed here from the checkpoint alone: the run's fixed
-    # validation noise (evaluate.fixed_noise with the run's seed), through the model's own forward_encoder.
-    model, header, _ = load_checkpoint(str(checkpoint))
-    cfg = model.config
-    pick = result["picks"][result["image"]]
-    noise = fixed_noise(header["data"]["n_val"], cfg.num_patches, header["settings"]["seed"])[pick:pick + 1]
-    imgs = asarray(host_rng(0).standard_normal((1, 3, cfg.img_size, cfg.img_size)), dtype="float32")
-    _, mask, _, _ = model.forward_encoder(imgs, asarray(noise))  # the mask does not depend on the pixels
-    kept = to_numpy(mask)[0] == 0  # (L,)
-    assert kept.sum() == cfg.len_keep
-
-    with Image.open(result["paths"]["mask_grid"]) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0  # (height, width, 3)
-    colours = np.array([pixels[int(round(y)), int(round(x))] for x, y in result["cells"]])  # (L, 3)
-    to_kept = np.abs(colours - np.array(KEPT_COLOUR)).max(axis=1)  # (L,)
-    to_removed = np.abs(colours - np.array(REMOVED_COLOUR)).max(axis=1)
-    assert (np.minimum(to_kept, to_removed) < 0.05).all(), "a sampled point is not inside a grid cell"
-    drawn_kept = to_kept < to_removed
-    wrong = np.flatnonzero(drawn_kept != kept)
-    assert not len(wrong), f"patches {wrong.tolist()} are drawn {'kept' if drawn_kept[wrong[0]] else 'removed'}"
+def test_saved_figures_open_as_png(tmp_path):
+    """The reconstruction figure and the loss curves are PNG files of a sensible size."""
+    imgs, mask, pred = reconstruction_inputs()
+    figures.save_reconstructions(tmp_path / "reconstructions.png", imgs, mask, pred, PATCH, title="a title")
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_masked_mse": 0.02 / e} for e in (1, 2, 3)]
+    figures.save_loss_curves(tmp_path / "loss.png", history, baseline_mse=0.03)
+    figures.save_loss_curves(tmp_path / "loss-no-baseline.png", history)
+    for name in ("reconstructions.png", "loss.png", "loss-no-baseline.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100, name
+            image.load()  # the whole file decodes
+    assert sorted(os.listdir(tmp_path)) == ["loss-no-baseline.png", "loss.png", "reconstructions.png"]
 
 
-def test_figure_command_refuses_an_mlp_checkpoint(tmp_path, monkeypatch):
-    photos = make_photos(tmp_path, monkeypatch, per_class=10)
-    train_tiny(tmp_path / "run", photos, "mlp")
-    with pytest.raises(SystemExit, match="need MAE's ViT"):
-        load_script().main(["--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--data", str(photos),
-                            "--out", str(tmp_path / "figures")])
+def a_figure():
+    plt = figures.pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    return fig
 
 
-def test_cls_attention_maps_put_the_cls_row_in_patch_order():
-    rng = host_rng(0)
-    N, H, L, K = 2, 3, 8, 2
-    scores = rng.standard_normal((N, H, 1 + K, 1 + K))
-    attn = np.exp(scores) / np.exp(scores).sum(axis=-1, keepdims=True)  # (N, H, 1+K, 1+K) softmax rows
-    ids_restore = np.argsort(np.argsort(rng.random((N, L)), axis=1), axis=1)  # (N, L)
-    maps, cls_self = cls_attention_maps(attn, ids_restore, K)
-    assert maps.shape == (N, H, L) and cls_self.shape == (N, H)
-    for n in range(N):
-        for l in range(L):
-            slot = ids_restore[n, l]
-            if slot < K:  # kept: token 1 + slot is patch l
-                np.testing.assert_array_equal(maps[n, :, l], attn[n, :, 0, 1 + slot])
-            else:
-                assert np.isnan(maps[n, :, l]).all()
-    np.testing.assert_allclose(np.nansum(maps, axis=2) + cls_self, 1.0, rtol=1e-12)
+def test_save_writes_the_format_its_ending_names(tmp_path):
+    """.png is PNG, .svg is SVG, no ending is PNG; colors=16 writes a palette PNG of at most 16 colours."""
+    figures.save(a_figure(), str(tmp_path / "plot.svg"))
+    assert b"<svg" in (tmp_path / "plot.svg").read_bytes()[:1000]
+    figures.save(a_figure(), str(tmp_path / "plot"))
+    figures.save(a_figure(), str(tmp_path / "small.png"), colors=16)
+    with Image.open(tmp_path / "plot") as image:
+        assert image.format == "PNG"
+    with Image.open(tmp_path / "small.png") as image:
+        assert image.format == "PNG" and image.mode == "P" and len(image.getcolors()) <= 16
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    """A failure while the new file is written (here the disk refuses the flush) leaves the previous file as it
+    was and no temporary file behind; the error reaches the caller."""
+    path = tmp_path / "loss.png"
+    figures.save(a_figure(), str(path))
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            figures.save(a_figure(), str(path), dpi=50)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["loss.png"]
+    assert not any(name.startswith(TEMPORARY[0]) for name in os.listdir(tmp_path))
+
+
+def test_save_closes_the_figure(tmp_path):
+    """A saved figure is closed: a run that draws every epoch keeps no figures open."""
+    plt = figures.pyplot()
+    fig = a_figure()
+    figures.save(fig, str(tmp_path / "plot.png"))
+    assert not plt.fignum_exists(fig.number)

@@ -231,13 +231,14 @@ def test_a_three_class_folder_gives_three_class_results(tmp_path, monkeypatch, c
     header, _, _ = read_checkpoint(out / "checkpoint.npz", "pretrain")
     capsys.readouterr()
     report, printed, err = probe_report(capsys, tmp_path, "--checkpoint", str(out / "checkpoint.npz"), "--data",
-                                        str(three), "--seeds", "1")
+                                        str(three), "--seeds", "1", "--no-baselines")
     assert report["classes"] == ["a", "b", "c"] and "of 3 classes" in printed
     assert report["data"]["n_train"] == 48 and report["data"]["n_val"] == 12  # 20% of each class
     found = find_photos(three)
     assert report["data"]["fingerprint"] == fingerprint(found.paths, found.labels, [file_hash(p) for p in found.paths])
     assert report["pretraining_fingerprint"] == header["data"]["fingerprint"] != report["data"]["fingerprint"]
-    assert {r["encoder"] for r in report["results"]} == {"pre-trained", "random init", "raw pixels"}
+    assert [(r["encoder"], r["features"]) for r in report["results"]] == [("pre-trained", "mean"),
+                                                                           ("pre-trained", "cls")]
     for row in report["results"]:
         assert 0.0 <= row["linear_probe_mean"] <= 1.0 and 0.0 <= row["knn"] <= 1.0
     assert "pre-trained, train" in err and "probing" in err  # the progress bars

@@ -91,7 +91,9 @@ def figure_batch(model, images, mean, std, mask_seed=0, n=8):
 
 def evaluate(cfg):
     """The command's body: one JSON object on stdout."""
-    figure = output_file("--figure", cfg.figure, cfg.overwrite, [cfg.checkpoint], default_ending=".png")
+    from matplotlib.backend_bases import FigureCanvasBase
+    figure = output_file("--figure", cfg.figure, cfg.overwrite, [cfg.checkpoint], default_ending=".png",
+                         endings=set(FigureCanvasBase.get_supported_filetypes()))
     header, model, arrays = read_checkpoint(cfg.checkpoint, "pretrain")
     record, mcfg = header["data"], model.config
     photos = photos_of_run(record, cfg.data, mcfg.img_size, cfg.progress) if cfg.per_class is None else None

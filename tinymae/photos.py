@@ -60,8 +60,10 @@ def find_photos(root, per_class=None):
         while True:
             entries = sorted(os.scandir(root), key=lambda e: e.name)
             files = [e.path for e in entries if is_photo(e)]
-            folders = [e for e in entries if not e.name.startswith(".") and not is_photo(e)
-                       and _kind(e) in ("dir", "unreadable")]  # a folder that loops counts, to be named below
+            folders = [e for e in entries if not e.name.startswith(".") and not is_photo(e)  # a folder that loops
+                       and _kind(e) in ("dir", "unreadable")  # counts, to be named below; one that leads back up
+                       and not os.path.join(os.path.realpath(root), "").startswith(
+                           os.path.join(os.path.realpath(e.path), ""))]
             if files or len(folders) != 1 or _kind(folders[0]) != "dir":
                 break
             root = folders[0].path  # e.g. data/catsdogs/PetImages

@@ -2,13 +2,13 @@
 main_finetune.py of the official MAE share theirs.
 
     Run.main(argv)  the flags (config.py), checked before any work; every error a user can cause is one line
-    run()           the outputs checked as the exact files they will be -> the folder locked (one writer) -> a new
-                    run, an --overwrite (what the old run and everything derived from it wrote goes first) or a
-                    --resume (the checkpoint's own settings; only the flags marked on_resume="new" may change)
-                    -> the photos, the model and AdamW, restored from the checkpoint on --resume
-                    -> for every epoch: train_one_epoch, validate, the checkpoint (atomic, only while the losses
-                       are finite) -> the results: printed, then the figures, then `done` (written last: a run is
-                       finished when it is there with the checkpoint's run id)
+    run()           inputs and output files checked (each as the exact file it will be) -> the folder locked (one
+                    writer) -> a new run, an --overwrite (the old run and everything derived from it go first) or
+                    a --resume (the checkpoint's own settings: only flags marked on_resume="new" may change)
+                    -> the photos, the model, the step (fast/ chooses it) and AdamW, restored on --resume
+                    -> every epoch: train_one_epoch, validate, the checkpoint (atomic, only with finite losses)
+                    -> the results: printed, then the figures, then the done-file, written last (a run is finished
+                       when it is there with the checkpoint's run id)
 
 A subclass (pretrain.Pretraining, finetune.Finetuning) says what is its own: the config, the files, the photos,
 the model, the batches, the validation, the results. A resumed run ends bit-identical to an uninterrupted one:
@@ -21,7 +21,6 @@ import time
 import uuid
 
 from . import __version__, backend, fast
-from .backend import host_rng
 from .config import check, flag_name
 from .engine import Diverged, prefetched, train_one_epoch
 from .errors import Interrupted, TinymaeError
@@ -33,8 +32,7 @@ from .util.files import RunLock, check_free_space, check_writable, remove_stale_
 
 class Run:
     Config = None  # the settings' dataclass (config.py)
-    kind, checkpoint, done = None, None, None  # the checkpoint's kind, and the two files every run writes
-    description = ""
+    kind, checkpoint, done, description = None, None, None, ""  # the kind, the two files every run writes
 
     def __init__(self, cfg, typed):
         self.cfg, self.typed = cfg, typed  # the settings, and the flags the user typed
@@ -64,7 +62,7 @@ class Run:
         return os.path.join(self.cfg.out, name)
 
     def owned(self):
-        """What this run's folder holds of it (names, or folders): removed by --overwrite."""
+        """What the folder holds of this run (files or folders), the checkpoint first: --overwrite removes it."""
         return [self.checkpoint, self.done]
 
     def check_outputs(self):
@@ -73,92 +71,38 @@ class Run:
     # ------------------------------------------------------------------------------------------
     def run(self):
         """The whole run -> its result (None when a resumed run had nothing left to do)."""
-        cfg = self.cfg
         self.check_outputs()
-        check_writable(cfg.out)
-        with RunLock(cfg.out):
-            remove_stale_temporaries(cfg.out)
+        check_writable(self.cfg.out)
+        with RunLock(self.cfg.out):
+            remove_stale_temporaries(self.cfg.out)
             try:
-                return self.train()
+                header, resumed = self.begin()
+                self.photos = self.load_photos(header)
+                self.model = resumed[0] if resumed else self.build_model()
+                path = fast.training_step(self.model, self.cfg.kernels, self.cfg.threads)
+                self.step = path.step
+                try:
+                    return self.train(path, header, resumed)
+                finally:
+                    self.step.close()
             except KeyboardInterrupt:
                 kept = self.path(self.checkpoint)
                 raise Interrupted(f"\ninterrupted. Every finished epoch is in {kept}: continue with the same command "
                                   "plus --resume" if os.path.exists(kept) else "\ninterrupted. Nothing was saved.")
 
-    def train(self):
-        cfg = self.cfg
-        header, resumed = None, None
-        if cfg.resume:
+    def begin(self):
+        """A --resume's checkpoint -> (header, (model, arrays)), or a new run's clean folder -> (None, None)."""
+        if self.cfg.resume:
             header, model, arrays = read_checkpoint(self.path(self.checkpoint), self.kind, optimizer=True)
             self.adopt(header)
-            resumed = (model, arrays)
-        else:
-            existing = [name for name in self.owned() if os.path.exists(self.path(name))]
-            if existing and not cfg.overwrite:
-                raise TinymaeError(f"{cfg.out} already holds a run ({', '.join(existing)}); continue it with --resume, "
-                                   "choose another --out, or pass --overwrite to start over")
-            for name in existing:  # the old run goes before the new one starts: nothing of it can be mistaken
-                shutil.rmtree(self.path(name)) if os.path.isdir(self.path(name)) else os.remove(self.path(name))
-
-        self.photos = self.load_photos(header)
-        self.model = model = resumed[0] if resumed else self.build_model()
-        path = fast.training_step(model, cfg.kernels, cfg.threads)
-        self.step, step, done = path.step, path.step, (header["epoch"] if header else 0)
-        params = {name: model.params[name] for name in getattr(model, "trainable", model.params)}
-        optimizer = path.AdamW(params, lr=cfg.lr, **self.adamw())
-        model.params.update(params)  # the fast AdamW moved them into its flat buffer: the model reads them there
-        rng = self.rng()
-        self.history, self.wall_time, self.run_id = [], 0.0, uuid.uuid4().hex[:12]
-        if header:
-            optimizer.load_state_dict({key[4:]: v for key, v in resumed[1].items() if key.startswith("opt/")})
-            rng.bit_generator.state = header["rng_state"]
-            self.history, self.wall_time, self.run_id = header["history"], header["wall_time_s"], header["run_id"]
-            if done > cfg.epochs:
-                raise TinymaeError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {self.path(self.checkpoint)} "
-                                     f"has trained; pass --epochs {done} or more")
-            finished = self.finished()
-            if done == cfg.epochs and finished:
-                print(f"{self.path(self.checkpoint)} has trained its {done} epochs and its results are complete: "
-                      "nothing to do. Pass a larger --epochs to train longer.")
-                return None
-            for name in self.owned()[1:]:  # the run trains on or redraws them: its old results are not its results
-                if os.path.exists(self.path(name)) and not os.path.isdir(self.path(name)):
-                    os.remove(self.path(name))
-            print(f"resuming {self.path(self.checkpoint)} after epoch {done} (--lr {cfg.lr:g}, --epochs {cfg.epochs})")
-        n_train = len(self.photos.train_labels)
-        batch_size = min(cfg.batch_size, n_train)  # fewer photos than a batch: all of them (the setting is kept)
-        steps = n_train // batch_size
-        total, warmup = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
-        check_free_space(cfg.out, 12 * sum(int(p.size) for p in model.params.values()) + 2 ** 16
-                         + len(json.dumps(self.photos.record)), "a checkpoint (weights, AdamW's moments, header)")
-        print(f"{self.describe(model)}, backend {backend.name}, kernels {cfg.kernels} ({step.describe()}); {n_train} "
-              f"training / {len(self.photos.val_labels)} validation photos; {steps} steps of {batch_size} per epoch",
-              flush=True)
-        prepare = self.prepare if path.resident else None
-        try:
-            for epoch in range(done, cfg.epochs):
-                t0 = time.perf_counter()
-                batches = prefetched(self.batches(rng.permutation(n_train), batch_size, rng, path.resident))
-                stats = train_one_epoch(step, optimizer, batches, steps, epoch * steps,
-                                        lambda i: cosine_lr(i, total, warmup, cfg.lr, cfg.min_lr),
-                                        f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress, prepare)
-                stats.update(self.validate(epoch + 1))
-                self.wall_time += time.perf_counter() - t0
-                self.history.append({"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - t0})
-                self.save(epoch + 1, optimizer, rng)
-                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  {self.line(stats)}"
-                      f"{stats['train_time_s']:.1f} s, {stats['train_images_per_s']:.0f} img/s", flush=True)
-        except Diverged as e:
-            kept = os.path.exists(self.path(self.checkpoint))
-            step.close()
-            raise TinymaeError(f"training diverged: {e}. " + (
-                f"The last good checkpoint (finite losses) is {self.path(self.checkpoint)}: continue it with --resume "
-                "and a lower --lr" if kept else "No checkpoint was written: start again with a lower --lr or more "
-                "--warmup-epochs")) from None
-        try:
-            return self.results()
-        finally:
-            step.close()
+            return header, (model, arrays)
+        existing = [name for name in self.owned() if os.path.exists(self.path(name))]
+        if existing and not self.cfg.overwrite:
+            raise TinymaeError(f"{self.cfg.out} already holds a run ({', '.join(existing)}); continue it with --resume, "
+                               "choose another --out, or pass --overwrite to start over")
+        for name in existing:  # the old run goes before the new one starts: nothing of it can be mistaken
+            shutil.rmtree(self.path(name)) if os.path.isdir(self.path(name)) else os.remove(self.path(name))
+        return None, None
 
     def adopt(self, header):
         """A resumed run is the checkpoint's run: its settings, with only the flags marked on_resume="new" taken
@@ -176,6 +120,58 @@ class Run:
         self.cfg = self.Config(**{**settings, **{k: v for k, v in self.typed.items() if k in may}, "out": self.cfg.out})
         check(self.cfg)
 
+    def train(self, path, header, resumed):
+        cfg, model, step = self.cfg, self.model, self.step
+        params = {name: model.params[name] for name in getattr(model, "trainable", model.params)}
+        optimizer = path.AdamW(params, lr=cfg.lr, **self.adamw())
+        model.params.update(params)  # the fast AdamW moved them into its flat buffer: the model reads them there
+        rng, done = self.rng(), header["epoch"] if header else 0
+        self.history, self.wall_time, self.run_id = [], 0.0, uuid.uuid4().hex[:12]
+        if header:
+            optimizer.load_state_dict({key[4:]: v for key, v in resumed[1].items() if key.startswith("opt/")})
+            rng.bit_generator.state = header["rng_state"]
+            self.history, self.wall_time, self.run_id = header["history"], header["wall_time_s"], header["run_id"]
+            if done > cfg.epochs:
+                raise TinymaeError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {self.path(self.checkpoint)} "
+                                   f"has trained; pass --epochs {done} or more")
+            if done == cfg.epochs and self.finished():
+                print(f"{self.path(self.checkpoint)} has trained its {done} epochs and its results are complete: "
+                      "nothing to do. Pass a larger --epochs to train longer.")
+                return None
+            for name in self.owned()[1:]:  # the run trains on or redraws them: its old results are not its results
+                if os.path.isfile(self.path(name)):
+                    os.remove(self.path(name))
+            print(f"resuming {self.path(self.checkpoint)} after epoch {done} (--lr {cfg.lr:g}, --epochs {cfg.epochs})")
+        n_train = len(self.photos.train_labels)
+        batch_size = min(cfg.batch_size, n_train)  # fewer photos than a batch: all of them (the setting is kept)
+        steps = n_train // batch_size
+        total, warmup = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+        check_free_space(cfg.out, 12 * sum(int(p.size) for p in model.params.values()) + 2 ** 16
+                         + len(json.dumps(self.photos.record)), "a checkpoint (weights, AdamW's moments, header)")
+        print(f"{self.describe(model)}, backend {backend.name}, kernels {cfg.kernels} ({step.describe()}); {n_train} "
+              f"training / {len(self.photos.val_labels)} validation photos; {steps} steps of {batch_size} per epoch",
+              flush=True)
+        try:
+            for epoch in range(done, cfg.epochs):
+                t0 = time.perf_counter()
+                batches = prefetched(self.batches(rng.permutation(n_train), batch_size, rng, path.resident))
+                stats = train_one_epoch(step, optimizer, batches, steps, epoch * steps,
+                                        lambda i: cosine_lr(i, total, warmup, cfg.lr, cfg.min_lr),
+                                        f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress,
+                                        self.prepare if path.resident else None)
+                stats.update(self.validate(epoch + 1))
+                self.wall_time += time.perf_counter() - t0
+                self.history.append({"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - t0})
+                self.save(epoch + 1, optimizer, rng)
+                print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  {self.line(stats)}"
+                      f"{stats['train_time_s']:.1f} s, {stats['train_images_per_s']:.0f} img/s", flush=True)
+        except Diverged as e:
+            raise TinymaeError(f"training diverged: {e}. " + (
+                f"The last good checkpoint (finite losses) is {self.path(self.checkpoint)}: continue it with --resume "
+                "and a lower --lr" if os.path.exists(self.path(self.checkpoint)) else
+                "No checkpoint was written: start again with a lower --lr or more --warmup-epochs")) from None
+        return self.results()
+
     def save(self, epoch, optimizer, rng):
         header = {"kind": self.kind, "arch": "vit" if self.kind == "finetune" else self.model.arch,
                   "config": self.model.config.to_dict(), "settings": vars(self.cfg), "data": self.photos.record,
@@ -184,27 +180,23 @@ class Run:
         save_checkpoint(self.path(self.checkpoint), header, self.model.params, optimizer.state_dict(), self.extra())
 
     def finished(self):
-        """The done-file of this run (its run id), or None."""
+        """Whether the done-file is there, of this run (its run id)."""
         try:
             with open(self.path(self.done)) as f:
-                done = json.load(f)
-        except (OSError, ValueError):
-            return None
-        return done if isinstance(done, dict) and done.get("run_id") == self.run_id else None
+                return json.load(f).get("run_id") == self.run_id
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def write_json(self, path, value):
         text = json.dumps(value, indent=2, allow_nan=False)  # NaN is not JSON: fail here, not in a reader
         write_atomically(path, lambda f: f.write(text.encode()))
 
-    # the subclass's part ------------------------------------------------------------------------
+    # the subclass's part, where it has nothing of its own ----------------------------------------
     def header(self):
         return {}
 
     def extra(self):
         return {}
-
-    def prepare(self, *batch):
-        return batch
 
     def line(self, stats):
         return ""

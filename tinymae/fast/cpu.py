@@ -6,15 +6,16 @@ DataParallel computes the reference step (engine.Step) with every core busy, the
 a batch across devices:
 
   * the batch is cut into shards of model.shard_images images, so each shard's activations stay in cache;
-  * worker thread w takes shards w, w + T, w + 2T, ... and runs the model's own forward and backward on them,
-    adding their gradients up as it goes; NumPy releases the GIL in its loops and BLAS calls, so the threads run
-    in parallel, BLAS held to one thread per worker meanwhile;
-  * the workers' sums are added in worker order, and AdamW updates its pieces on every worker.
+  * the worker threads run the model's own forward and backward on the shards; NumPy releases the GIL in its
+    loops and BLAS calls, so the threads run in parallel, BLAS held to one thread per worker meanwhile;
+  * the shards' gradients are added in shard order, each worker adding up its part of every parameter, and
+    AdamW updates its pieces on every worker.
 
 Why this is the reference's gradient: the loss is a mean over the batch's images (each with the same number of
 removed patches), so the batch's loss is sum_s (n_s / N) loss_s over shards of n_s images, and so is its gradient;
-each shard's backward gets dloss = n_s / N. The additions happen in a fixed order, so a run is bit-for-bit
-repeatable for a given thread count; against the reference it differs by float32 rounding (tests/test_fast.py).
+each shard's backward gets dloss = n_s / N. The shards and the order of the additions do not depend on the number
+of threads, so a run is bit-for-bit the same on 1 thread or 16 (the sweep's jobs may run on any share of the
+cores); against the reference it differs by float32 rounding (tests/test_fast.py).
 """
 import ctypes
 import os
@@ -36,7 +37,7 @@ def cpu_count():
 
 
 class DataParallel:
-    """engine.Step's methods, spread over `threads` worker threads (0: one per core; 1: the plain step).
+    """engine.Step's methods, spread over `threads` worker threads (0: one per core).
     shard_images: images per shard (default: the model's own, model.shard_images)."""
 
     def __init__(self, model, threads=0, shard_images=None):
@@ -55,50 +56,32 @@ class DataParallel:
     def loss_and_grads(self, *inputs):
         """inputs: the batch, images along axis 0 -> (the batch's mean loss, its gradients), as engine.Step."""
         N = inputs[0].shape[0]
-        if self.pool is None or N == 1:
-            outputs = self.model.forward(*inputs)  # (loss, ..., cache)
-            return outputs[0], self.model.backward(1.0, outputs[-1])
-        shard = min(self.shard_images, -(-N // self.threads))  # never fewer shards than workers
-        bounds = [(start, min(N, start + shard)) for start in range(0, N, shard)]
 
-        def worker(w):
-            loss_sum, grads_sum = 0.0, None
-            for start, stop in bounds[w::self.threads]:
-                outputs = self.model.forward(*(a[start:stop] for a in inputs))
-                weight = (stop - start) / N  # this shard's share of the batch mean
-                grads = self.model.backward(weight, outputs[-1])
-                loss_sum = loss_sum + outputs[0] * weight
-                del outputs  # free the shard's activations before the next shard's forward
-                if grads_sum is None:
-                    grads_sum = grads
-                else:
-                    for name, g in grads.items():
-                        grads_sum[name] += g  # fresh arrays from backward: ours to add into
-            return loss_sum, grads_sum
+        def shard(bounds):  # one shard's forward and backward -> its share of the loss and of the gradients
+            start, stop = bounds
+            outputs = self.model.forward(*(a[start:stop] for a in inputs))  # (loss, ..., cache)
+            weight = (stop - start) / N  # this shard's share of the batch mean
+            return outputs[0] * weight, self.model.backward(weight, outputs[-1])
 
-        with self.blas.limit(limits=1, user_api="blas"):
-            results = list(self.pool.map(worker, range(min(self.threads, len(bounds)))))
-        loss, grads = results[0]
-        for other, _ in results[1:]:  # in worker order: the same sum every run
+        results = self.map(shard, [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)])
+        loss, grads = results[0][0], {name: xp.ascontiguousarray(g) for name, g in results[0][1].items()}
+        for other, _ in results[1:]:  # added in shard order: the same sums for any number of threads
             loss = loss + other
-        grads = {name: xp.ascontiguousarray(g) for name, g in grads.items()}  # (flat views below)
 
-        def add_up(w):  # worker w adds up part w of every gradient, in worker order
+        def add_up(w):  # worker w adds up part w of every gradient (fresh arrays from backward: ours to add into)
             for name, g in grads.items():
                 flat = g.reshape(-1)
                 part = slice(w * flat.size // self.threads, (w + 1) * flat.size // self.threads)
                 for _, other in results[1:]:
                     flat[part] += other[name].reshape(-1)[part]
 
-        list(self.pool.map(add_up, range(self.threads)))
+        self.map(add_up, range(self.threads))
         return loss, grads
 
     def map(self, fn, items):
-        """[fn(item) for item in items], spread over the workers, in order: for work without gradients."""
-        if self.pool is None:
-            return [fn(item) for item in items]
+        """[fn(item) for item in items], spread over the workers, in order, BLAS on one thread in each."""
         with self.blas.limit(limits=1, user_api="blas"):
-            return list(self.pool.map(fn, items))
+            return list(self.pool.map(fn, items)) if self.pool is not None else [fn(item) for item in items]
 
     def optimizer_step(self, optimizer, grads):
         """A FlatAdamW's pieces updated on every worker (bit-identical to its step(): the pieces are independent)."""
@@ -121,6 +104,8 @@ def keep_freed_memory(threshold_bytes=1 << 30):
     mmap, unmapped on free, and trims free memory at the top of its heap: the next step gets the memory back as
     fresh pages, a page fault each, zeroed by the kernel. Raising both thresholds (M_MMAP_THRESHOLD = -3,
     M_TRIM_THRESHOLD = -1 in <malloc.h>) keeps it. Process-wide; it changes how memory is obtained, never a result."""
+    if not 0 < threshold_bytes < 2 ** 31:  # a C int: a larger value would wrap round to nonsense
+        raise ValueError(f"threshold_bytes must be between 1 and 2**31 - 1, got {threshold_bytes}")
     if not sys.platform.startswith("linux"):
         return False
     try:

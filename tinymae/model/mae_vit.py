@@ -56,7 +56,7 @@ class MaskedAutoencoderViT(MaskedAutoencoder):
     """Parameters live in `self.params` (name -> array); forward/backward are plain functions of them."""
 
     arch = "vit"
-    shard_images = 32  # fast/cpu.py's shard: an elementwise-heavy step keeps a few images' activations in cache
+    shard_images = 16  # fast/cpu.py's shard: an elementwise-heavy step keeps a few images' activations in cache
 
     def __init__(self, config=None, seed=0):
         cfg = config if config is not None else ViTConfig()

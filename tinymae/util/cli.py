@@ -44,7 +44,7 @@ def parser(prog, description, *config_classes):
         elif len(set(map(repr, defaults.values()))) > 1:  # e.g. --embed-dim: mlp 64, vit 128
             note = "default: " + ", ".join(f"{cls} {_shown(d)}" for cls, d in defaults.items())
         else:
-            note = f"default: {_shown(f.default)}" if "default:" not in meta["help"] else ""
+            note = f"default: {_shown(f.default)}" if "(default:" not in meta["help"] else ""
         kwargs = dict(default=argparse.SUPPRESS, help=(meta["help"] + (f" ({note})" if note else "")).replace("%", "%%"))
         if meta["positional"]:
             p.add_argument(name, nargs="+", metavar=name.upper().rstrip("S"), **kwargs)

@@ -60,19 +60,22 @@ def check_writable(folder, what="--out"):
                            "free space") from None
 
 
-def output_file(flag, path, overwrite, inputs=(), default_ending=None):
+def output_file(flag, path, overwrite, inputs=(), default_ending=None, endings=None):
     """The exact file a command will write for `flag` (with default_ending added when the name has none, as
     matplotlib does), checked now: not a folder, not one of the command's input files, not an existing file
-    unless overwrite, a name the folder takes, a folder that can be written."""
+    unless overwrite, an ending it can be written in, a name the folder takes, a folder that can be written."""
     if path is None:
         return None
     path = os.path.abspath(path)
     if default_ending and not os.path.splitext(path)[1]:
         path += default_ending
     folder, name = os.path.split(path)
+    ending = os.path.splitext(name)[1][1:].lower()
     problem = ("is a folder; give the path of a file" if os.path.isdir(path) else
                "is one of this command's inputs; choose another path" if any(
                    os.path.exists(i) and os.path.exists(path) and os.path.samefile(i, path) for i in inputs) else
+               f"ends in .{ending}, which cannot be written; use .{', .'.join(sorted(endings))}"
+               if endings and ending not in endings else
                "already exists; choose another path, or pass --overwrite to replace it"
                if os.path.exists(path) and not overwrite else None)
     if problem is None and len(name.encode()) > _name_max(folder):
