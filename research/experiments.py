@@ -95,7 +95,9 @@ def run_job(job, jobs, args):
     missing = [dep for dep in job.after if not is_done(jobs[dep], args)]
     if missing:
         raise TinymaeError(f"{job.id} needs {', '.join(missing)} first, which is not done")
-    return subprocess.run(command(job, args)).returncode
+    argv = command(job, args)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # this process becomes the job's command: its signals, its end, its exit status
 
 
 def check_reuse(jobs, args):

@@ -3,9 +3,9 @@ sbatch, srun, sacct, scancel and scontrol requeue, keeping their state in files 
 
 sbatch reads the #SBATCH lines (the array and its parallelism, the output files, the dependency, the time limit),
 records the script, and starts a runner in the background that waits for the dependency, then runs the array's
-tasks with Slurm's environment variables, as many at a time as the array allows, and reruns a task that asked
-`scontrol requeue`. With $FAKE_SLURM_PREEMPT_FILE set, the first task that runs while that file appears gets
-USR2 (Slurm's warning before the time limit, as --signal=USR2@90 asks), once.
+tasks with Slurm's environment variables, as many at a time as the array allows, ends every process of a task
+when it ends (as Slurm does), and reruns a task that asked `scontrol requeue`. With $FAKE_SLURM_PREEMPT_FILE set,
+a task running when that file appears gets USR2 (Slurm's warning before the time limit: --signal=USR2@90), once.
 """
 import json
 import os
@@ -65,7 +65,9 @@ def runner(job):
     for dep in re.findall(r"\d+", opts.get("dependency", "")):  # afterany: wait until every task has ended
         while not all(read(t) in FINISHED for t in json.load(open(path(f"{dep}.json")))["tasks"]):
             time.sleep(0.2)
-    queue, running, preempted = list(spec["tasks"]), {}, False
+    queue, running = list(spec["tasks"]), {}
+    preempt = os.environ.get("FAKE_SLURM_PREEMPT_FILE")
+    preempted = preempt is None or os.path.exists(preempt)  # only a file that appears while this array runs
     while queue or running:
         while queue and len(running) < spec["parallel"]:
             task = queue.pop(0)
@@ -83,9 +85,10 @@ def runner(job):
             running[task] = subprocess.Popen(["bash", spec["script"]], env=env, start_new_session=True,
                                              stdout=open(names(opts["output"]), "a"),
                                              stderr=open(names(opts["error"]), "a"))
-        preempt = os.environ.get("FAKE_SLURM_PREEMPT_FILE")
-        if preempt and not preempted and os.path.exists(preempt) and running:
-            for task in running:
+            with open(path(task + ".pgid"), "w") as f:
+                f.write(str(running[task].pid))
+        if not preempted and os.path.exists(preempt):
+            for task in running:  # a task whose step has started
                 if os.path.exists(path(task + ".pid")):
                     os.kill(int(open(path(task + ".pid")).read()), signal.SIGUSR2)
                     preempted = True
@@ -94,6 +97,10 @@ def runner(job):
             if proc.poll() is None:
                 continue
             del running[task]
+            try:  # as Slurm ends a job: every process of the task, whatever it started
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             if os.path.exists(path(task + ".requeue")):
                 os.remove(path(task + ".requeue"))
                 write(task, "PENDING")
@@ -148,9 +155,11 @@ def scancel(argv):
 
 
 def scontrol(argv):
+    """scontrol requeue TASK: the task ends now, every process of it (this one too), and runs again."""
     if argv[:1] == ["requeue"]:
         for task in argv[1].split(","):
             open(path(task + ".requeue"), "w").close()
+            os.killpg(int(open(path(task + ".pgid")).read()), signal.SIGKILL)
 
 
 if __name__ == "__main__":  # fake_slurm.py runner JOB, or fake_slurm.py <the command's path> ARGS (the wrappers)
