@@ -48,7 +48,10 @@ def masking_noise(rng, n_images, config):
         removed = ((rows % 2) | (cols % 2)).astype("float32")  # (L,) 0 at the top left of each 2 x 2
         noise = removed + 0.5 * noise  # (n, L) kept patches below 0.5, removed ones at 1 or above
     elif config.masking == "block":
-        removed = numpy.stack([block_mask(rng, side, n_removed).reshape(-1) for _ in range(n_images)])  # (n, L)
+        # each image's rectangles from a generator seeded by its own noise row: image i's mask depends on (seed, i)
+        # alone, however many images are drawn at once (evaluate's fixed masks need that)
+        removed = numpy.stack([block_mask(numpy.random.default_rng(row.view(numpy.uint32)), side, n_removed)
+                               .reshape(-1) for row in noise])  # (n, L)
         noise = removed + noise  # (n, L) a block's patches sort after every other one
     return noise
 
