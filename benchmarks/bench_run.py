@@ -3,101 +3,71 @@
     python benchmarks/bench_run.py --data data/catsdogs --download       # the ViT, 10 epochs x 2 rounds
     python benchmarks/bench_run.py --data data/catsdogs --epochs 50 --rounds 1
 
-bench_step.py times single training steps; this times what a user waits for: the epochs of a training
-run, each with its batches prepared, its steps, and its validation. Each round runs the tinymae run
-(python -m tinymae.pretrain) and the PyTorch run (benchmarks/train_torch.py, which shares everything with
-tinymae but the engine) one after the other, each in a fresh process, the order flipping every round so
-that the machine's drift hits both alike. It prints each run's seconds of epochs (training and
-validation, as metrics.json counts them) and validation ratio, and the speed ratio of every round
-(PyTorch's seconds over tinymae's: above 1, tinymae is faster).
+bench_step.py times single training steps; this times what a user waits for: the epochs of a training run, each
+with its batches prepared, its steps and its validation. Each round runs the tinymae run (python -m tinymae.pretrain)
+and the PyTorch run (benchmarks/train_torch.py, which shares everything with tinymae but the engine), each in a fresh
+process, the order flipping every round so that the machine's drift hits both alike. It prints each run's seconds
+of epochs (training and validation, as metrics.json counts them) and validation ratio, and the speed ratio of every
+round (PyTorch's seconds over tinymae's: above 1, tinymae is faster). A run that fails shows its whole error output.
 """
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-from cli import ArgumentParser, positive  # benchmarks/cli.py, next to this script
+from common import ArgumentParser, at_least, run_child  # benchmarks/common.py, next to this script
+from tinymae.util import cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class RunFailed(Exception):
-    """One of the two runs ended with an error; the message is its own last line."""
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(__doc__)
-    p.add_argument("--data", default=os.path.join("data", "catsdogs"),
-                   help="the photo folder (a Cat and a Dog folder of photos, or PetImages/ with them)")
+    p = ArgumentParser("bench_run", __doc__)
+    p.add_argument("--data", default="data/catsdogs", help="the photo folder, as tinymae.pretrain's --data")
     p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
     p.add_argument("--arch", choices=("mlp", "vit"), default="vit", help="which model")
-    p.add_argument("--epochs", type=positive, default=10, help="epochs of every run")
-    p.add_argument("--rounds", type=positive, default=2, help="pairs of runs, taking turns")
-    p.add_argument("--per-class", type=positive, default=None,
+    p.add_argument("--epochs", type=at_least(1), default=10, help="epochs of every run")
+    p.add_argument("--rounds", type=at_least(1), default=2, help="pairs of runs, taking turns")
+    p.add_argument("--per-class", type=at_least(1), default=None,
                    help="only the first N photos of each class, in both runs (a quick check)")
     return p.parse_args(argv)
 
 
-def common_flags(args):
-    """The flags both runs take, so that they train on the same photos."""
-    flags = ["--data", args.data, "--arch", args.arch, "--epochs", str(args.epochs)]
-    flags += ["--download"] if args.download else []
-    flags += ["--per-class", str(args.per_class)] if args.per_class else []
-    return flags
-
-
-def run_quietly(cmd, name):
-    """Run cmd (its output discarded, its errors kept); a failure raises RunFailed with its last line."""
-    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise RunFailed(f"the {name} run failed: {last.removeprefix('error: ')}")
-
-
-def tinymae_run(args, out):
-    run_quietly([sys.executable, "-m", "tinymae.pretrain", *common_flags(args), "--out", out, "--no-progress",
-                 "--figure-images", "0"], "tinymae")
-    with open(os.path.join(out, "metrics.json")) as f:
-        metrics = json.load(f)
-    return metrics["wall_time_s"], metrics["final_validation"]["ratio_to_mean_patch"]
-
-
-def torch_run(args, out):
-    path = os.path.join(out, "torch.json")
-    run_quietly([sys.executable, str(ROOT / "benchmarks" / "train_torch.py"), *common_flags(args), "--json", path],
-                "PyTorch")
-    with open(path) as f:
+def run(name, flags, out):
+    """One run in a fresh process -> (its seconds of epochs, its validation ratio to the mean-patch baseline)."""
+    if name == "tinymae":
+        run_child([sys.executable, "-m", "tinymae.pretrain", *flags, "--out", out, "--no-progress", "--figure-images",
+                   "0"], "the tinymae run")
+        with open(os.path.join(out, "metrics.json")) as f:
+            metrics = json.load(f)
+        return metrics["wall_time_s"], metrics["final_validation"]["ratio_to_mean_patch"]
+    run_child([sys.executable, os.path.join(HERE, "train_torch.py"), *flags, "--json", out + ".json"],
+              "the PyTorch run")
+    with open(out + ".json") as f:
         result = json.load(f)
     return result["wall_time_s"], result["ratio_to_mean_patch"]
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    args.data = os.path.abspath(args.data)
-    if not os.path.isdir(args.data) and not args.download:
-        sys.exit(f"error: --data {args.data} is not a folder: point it at the photos, or add --download to fetch "
-                 "the cats-and-dogs photos there")
+def bench(args):
+    flags = ["--data", os.path.abspath(args.data), "--arch", args.arch, "--epochs", str(args.epochs)]
+    flags += ["--download"] if args.download else []
+    flags += ["--per-class", str(args.per_class)] if args.per_class else []
     ratios = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for r in range(args.rounds):
-                order = (("tinymae", tinymae_run), ("torch", torch_run))
-                seconds = {}
-                for name, run in order if r % 2 == 0 else order[::-1]:
-                    seconds[name], quality = run(args, os.path.join(tmp, f"{name}-{r}"))
-                    print(f"round {r + 1}: {name:8} {seconds[name]:7.1f} s of {args.epochs} epochs, validation "
-                          f"{quality:.3f}x mean patch", flush=True)
-                ratios.append(seconds["torch"] / seconds["tinymae"])
-    except RunFailed as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            seconds = {}
+            for name in ("tinymae", "torch") if r % 2 == 0 else ("torch", "tinymae"):
+                seconds[name], quality = run(name, flags, os.path.join(tmp, f"{name}-{r}"))
+                print(f"round {r + 1}: {name:8} {seconds[name]:7.1f} s of {args.epochs} epochs, validation "
+                      f"{quality:.3f}x mean patch", flush=True)
+            ratios.append(seconds["torch"] / seconds["tinymae"])
     print(f"speed tinymae/torch over the whole run ({args.arch}, {args.epochs} epochs): "
           f"{', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f}; above 1: tinymae faster)")
-    return 0
+
+
+def main(argv=None):
+    return cli.run(bench, parse_args(argv))
 
 
 if __name__ == "__main__":

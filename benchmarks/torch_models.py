@@ -1,27 +1,23 @@
 """tinymae's two MAEs in PyTorch (eager), built from a tinymae model's own weights: the one transcription.
 
-The benchmarks (bench_step.py, train_torch.py) time and train these; tests/test_torch_models.py shows that
-they compute the same loss and gradients as tinymae for the same weights, batch and mask; and
-tests/test_torch_oracle_vit.py checks tinymae's ViT against their pieces (Attention, Block) and the whole
-TorchViTMAE in float64. tinymae itself never imports torch; only this folder and the tests do.
+bench_step.py and train_torch.py time and train these; tests/test_torch_models.py shows that they compute tinymae's
+loss and gradients for the same weights, batch and mask, and tests/test_torch_oracle_vit.py checks tinymae's ViT
+against their pieces in float64. tinymae itself never imports torch; only this folder and the tests do.
 
-    TorchViTMAE   a transcription of MaskedAutoencoderViT in models_mae.py (facebookresearch/mae), with
-                  timm 0.3.2's Block and Attention as the MAE repository pins them: pre-norm blocks,
-                  fused qkv, a cls token, fixed 2-D sin-cos position embeddings, one shared mask token
-                  and the ids_restore gather, LayerNorm eps 1e-6. One deliberate difference, tinymae's:
-                  GELU in its tanh form (tinymae has no erf; see layers.py), where timm's is exact.
-    TorchMLPMAE   tinymae's mae_mlp.py: a Linear per patch + pos embed, random_masking with
-                  keep_order=True, the visible tokens flattened, Linear + ReLU x 3, decoder Linear +
-                  ReLU, decoder_pred.
+    TorchViTMAE   MaskedAutoencoderViT of models_mae.py (facebookresearch/mae) with timm 0.3.2's Block and Attention,
+                  as the MAE repository pins them; one deliberate difference, tinymae's: GELU in its tanh form
+                  (tinymae has no erf; see layers.py), where timm's is exact (gelu="none" here)
+    TorchMLPMAE   tinymae's mae_mlp.py: a Linear per patch + pos embed, random_masking with keep_order=True, the
+                  visible tokens flattened, Linear + ReLU layers, decoder_pred
 
-Names: each torch parameter is named as tinymae's, with `.w` -> `.weight` and `.b` -> `.bias`
-(`torch_name`), so the two models line up name by name. Layouts: tinymae's Linear weights are
-(D_in, D_out), torch's (D_out, D_in): a transpose. The ViT's patch embedding is a Conv2d here, as in
-models_mae.py; tinymae's is the same map as a (p*p*C, D) matrix over patchify's (row, col, channel)
-order, so the kernel is its transpose reshaped to (D, p, p, C) and permuted to (D, C, p, p).
-
-Masks: both sides take the same `noise` (N, L) and argsort it, so they keep the same patches.
+Names: each torch parameter is named as tinymae's, `.w` -> `.weight` and `.b` -> `.bias` (torch_name). Layouts:
+tinymae's Linear weights are (D_in, D_out), torch's (D_out, D_in); the ViT's patch embedding is a Conv2d here, as in
+models_mae.py, and tinymae's the same map as a (p*p*C, D) matrix over patchify's (row, col, channel) order, so the
+kernel is its transpose reshaped to (D, p, p, C) and permuted to (D, C, p, p). Masks: both sides argsort the same
+`noise` (N, L), so they keep the same patches.
 """
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,16 +26,11 @@ from torch import nn
 from tinymae.backend import to_numpy  # the one device -> host door of tinymae
 
 
-# ----------------------------------------------------------------------------------------------
 # Names and layouts: tinymae <-> torch
 
 def torch_name(name):
     """tinymae's parameter name -> the torch module's: 'blocks.0.attn.qkv.w' -> 'blocks.0.attn.qkv.weight'."""
-    if name.endswith(".w"):
-        return name[:-2] + ".weight"
-    if name.endswith(".b"):
-        return name[:-2] + ".bias"
-    return name  # cls_token, mask_token
+    return re.sub(r"\.w$", ".weight", re.sub(r"\.b$", ".bias", name))  # cls_token, mask_token stay
 
 
 def to_torch_layout(ours, torch_shape):
@@ -105,7 +96,6 @@ def no_decay_param_groups(module, no_decay, weight_decay):
             {"params": [t for n, t in named if n in skip], "weight_decay": 0.0}]
 
 
-# ----------------------------------------------------------------------------------------------
 # The steps both models share (models_mae.py)
 
 def patchify(imgs, p):
@@ -147,7 +137,6 @@ def forward_loss(imgs, pred, mask, patch_size, norm_pix_loss, loss_on):
     return (loss * mask).sum() / mask.sum()  # mean loss on removed patches
 
 
-# ----------------------------------------------------------------------------------------------
 # The ViT MAE: timm 0.3.2's Attention, Mlp and Block, and models_mae.py's MaskedAutoencoderViT
 
 class Attention(nn.Module):
@@ -261,7 +250,6 @@ class TorchViTMAE(nn.Module):
         return loss, pred, mask
 
 
-# ----------------------------------------------------------------------------------------------
 # The MLP MAE of mae_mlp.py
 
 class TorchMLPMAE(nn.Module):
@@ -293,7 +281,6 @@ class TorchMLPMAE(nn.Module):
         return loss, pred, mask
 
 
-# ----------------------------------------------------------------------------------------------
 # Building from a tinymae model, and comparing
 
 def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False, gelu="tanh"):

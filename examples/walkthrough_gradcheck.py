@@ -1,47 +1,41 @@
-"""The live gradient check of `python examples/walkthrough.py`: the whole ViT MAE's backward against finite
-differences, by the engine's own checker, tinymae/util/gradcheck.py.
+"""The live gradient check of `python examples/walkthrough.py`, also on its own (exit status 1 when it fails):
 
-gradcheck.check_backward(forward, backward, inputs) perturbs every element of its inputs, which for a
-model of 922,860 parameters would take two forward passes per parameter. So each input here is a single
-number t, a step along a fixed random direction: in one parameter (mask_token, cls_token,
-blocks.0.attn.qkv.w, patch_embed.w: spread along the chain from the decoder's mask token back to the
-patch embedding), and in every parameter at once, which exercises every backward of the model in one
-number. The chain rule gives d loss / dt = sum(grad * direction), which is what `backward` below returns
-from MaskedAutoencoderViT.backward's gradients; check_backward compares it with the centered difference.
+    python examples/walkthrough_gradcheck.py [--seed N]
 
-A key bias on its own could not be checked this way: its gradient is exactly zero (softmax ignores a
-constant added to a row), so finite differences see only rounding noise (tinymae/util/gradcheck.py's
-docstring). Inside a random direction over many parameters it adds nothing, and does no harm.
+tinymae/util/gradcheck.py's check_backward perturbs every element of its inputs: two forward passes for each of
+922,860 parameters. So each input here is one number t, a step along a fixed random direction in one parameter
+(mask_token, cls_token, blocks.0.attn.qkv.w, patch_embed.w: from the decoder back to the patch embedding), and in
+every parameter at once, which exercises every backward of the model; d loss / dt = sum(grad * direction). (A key
+bias alone would fail: its true gradient is exactly zero, section 8 of docs/walkthrough.md.)
 """
+import argparse
+import sys
+
 import numpy as np
 
 from tinymae.backend import asarray, host_rng
 from tinymae.config import ViTConfig
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import masking_noise
+from tinymae.util import cli
 from tinymae.util.gradcheck import check_backward
+
+from walkthrough_values import seed_number
 
 TOLERANCE = 1e-7  # the largest relative error allowed: assert_backward_matches' default
 CHECKED = ("mask_token", "cls_token", "blocks.0.attn.qkv.w", "patch_embed.w")
 
 
-def float64_model(seed=0):
-    """The default ViT MAE in float64, for finite differences: its parameters and constant position tables."""
-    model = MaskedAutoencoderViT(ViTConfig(), seed=seed)
-    for name, value in model.params.items():
-        model.params[name] = value.astype("float64")
-    model.pos_embed = model.pos_embed.astype("float64")
-    model.decoder_pos_embed = model.decoder_pos_embed.astype("float64")
-    return model
-
-
 def gradient_check(seed=0, n_images=2, names=CHECKED):
     """d loss / dt along a random direction in each parameter of `names`, and in every parameter at once,
     analytic against numeric, on n_images random images -> a list of gradcheck.GradReport, one per direction."""
-    model = float64_model(seed)
+    model = MaskedAutoencoderViT(ViTConfig(), seed=seed)
+    for name in model.params:  # float64, for finite differences: the parameters and the constant position tables
+        model.params[name] = model.params[name].astype("float64")
+    model.pos_embed, model.decoder_pos_embed = (t.astype("float64") for t in (model.pos_embed, model.decoder_pos_embed))
     rng = host_rng(seed + 2)
     imgs = asarray(rng.standard_normal((n_images, 3, 48, 48)))  # (n, 3, 48, 48) float64
-    noise = masking_noise(rng, n_images, model.config.num_patches)  # (n, 64)
+    noise = asarray(masking_noise(rng, n_images, model.config))  # (n, 64)
     saved = dict(model.params)
     directions = {name: {name: asarray(rng.standard_normal(saved[name].shape))} for name in names}
     directions["every parameter"] = {name: asarray(rng.standard_normal(p.shape)) for name, p in saved.items()}
@@ -71,6 +65,24 @@ def report_lines(reports):
     lines = [f"  {r.name:<20} analytic {r.analytic:+.8e}  numeric {r.numeric:+.8e}  rel error {r.rel_error:.1e}"
              for r in reports]
     worst = max(r.rel_error for r in reports)
-    ok = worst <= TOLERANCE
-    lines.append(f"worst relative error {worst:.1e}: {'OK' if ok else 'FAILED'} (tolerance {TOLERANCE:.0e})")
-    return lines, ok
+    lines.append(f"worst relative error {worst:.1e}: {'OK' if worst <= TOLERANCE else 'FAILED'} "
+                 f"(tolerance {TOLERANCE:.0e})")
+    return lines, worst <= TOLERANCE
+
+
+def check(seed=0):
+    """Run the check and print it -> 0 when it passed, 1 when it failed."""
+    lines, ok = report_lines(gradient_check(seed=seed))
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="examples/walkthrough_gradcheck.py", description="Check the default ViT MAE's "
+                                "backward against finite differences, as python examples/walkthrough.py ends.")
+    p.add_argument("--seed", type=seed_number, default=0, help="seeds the model, the images, the masks, the directions")
+    return cli.run(check, p.parse_args(argv).seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

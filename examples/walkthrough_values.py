@@ -1,34 +1,100 @@
-"""The numbers of docs/walkthrough.md: what `python examples/walkthrough.py --values` prints.
+"""The batch of docs/walkthrough.md, and its numbers: what `python examples/walkthrough.py --values` prints.
 
-Each function below returns named blocks of text, a list of (name, lines). docs/walkthrough.md quotes
-every block verbatim after a line `<!-- walkthrough --values: NAME -->`, and tests/test_walkthrough.py
-regenerates them and compares. Every number comes from the engine's own functions on seeded inputs; the
-only numbers typed in are the worked example's easy inputs (its tokens, mask token and upstream gradient),
-chosen so that every row shows where it came from.
+    python examples/walkthrough_values.py [--data FOLDER] [--seed N] [--markdown]   # the same as --values
 
-    masking, unshuffle, backward   random_masking worked out on one image of 8 patches, the decoder's
-                                   append of mask tokens and un-shuffle, and the gradient back through both
-    image                          image 0 of the tour's batch: its noise, mask grid and index arrays
-    attention                      the cls token's row of attention in encoder block 0
-    loss_on                        the gradient with the loss on removed or on all patches
-    cost                           the blocks' multiply-adds by mask ratio
-    lr_decay                       fine-tuning's layer-wise learning-rate decay, layer by layer
-
-examples/walkthrough.py draws the tour's batch and passes it here: value_blocks(batch) reads only its
-imgs (N, 3, 48, 48), noise (N, 64), source (in words) and seed.
+Each *_blocks function returns named blocks of lines; docs/walkthrough.md quotes every block verbatim after a line
+`<!-- walkthrough --values: NAME -->`, and tests/test_walkthrough.py regenerates and compares them. Every number
+comes from the engine's own functions on seeded inputs; the only numbers typed in are the worked example's easy
+inputs (its tokens, mask token and upstream gradient), chosen so that every row shows where it came from.
 """
+import argparse
+import sys
+from types import SimpleNamespace
+from typing import NamedTuple
+
 import numpy as np
 
 from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.config import FinetuneConfig, ViTConfig
+from tinymae.data import channel_stats, crop_flip_draws, normalize, random_crop_flip
+from tinymae.errors import TinymaeError
 from tinymae.model.loss import mse_backward
 from tinymae.model.mae_vit import MaskedAutoencoderViT
 from tinymae.model.masking import (append_mask_tokens, append_mask_tokens_backward, gather_tokens, masking_indices,
                                    masking_noise, random_masking, random_masking_backward)
 from tinymae.model.models_vit import ViTClassifier
+from tinymae.photos import decode, find_photos
+from tinymae.util import cli
 from tinymae.util.lr_decay import param_groups_lrd
 
-EXAMPLE_L, EXAMPLE_D, EXAMPLE_RATIO = 8, 3, 0.75  # 8 patches, tokens 3 wide: K = int(8 * 0.25) = 2
+BATCH, LOAD_SIZE = 8, 54  # the batch the doc follows; the training script's default --load-size, img_size * 9/8
+# The worked example: one image of 8 patches (a strip, not a square grid), tokens 3 wide, K = int(8 * 0.25) = 2.
+# masking_noise reads these settings of a model (side = img_size // patch_size only for block and grid masking).
+EXAMPLE = SimpleNamespace(num_patches=8, len_keep=2, mask_ratio=0.75, masking="random", img_size=8, patch_size=1)
+EXAMPLE_D = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# the tour's batch
+
+class Batch(NamedTuple):
+    photos: object  # (8, 54, 54, 3) uint8, host
+    mean: object  # (3,) per-channel mean in [0, 1] units, host
+    batch: object  # (8, 48, 48, 3) uint8 after the random crop and flip, host
+    imgs: object  # (8, 3, 48, 48) normalised float32, backend
+    noise: object  # (8, 64) masking noise, backend
+    source: str  # where the photos came from, in words
+    seed: int
+
+
+def load_photos(data, n=BATCH, seed=0):
+    """uint8 (n, 54, 54, 3): n photos spread evenly over the folder `data` (sorted by class: 4 cats and 4 dogs), or
+    random pixels when it is None; and where they came from, in words."""
+    if data is None:
+        return host_rng(seed).integers(0, 256, (n, LOAD_SIZE, LOAD_SIZE, 3), dtype=np.uint8), f"{n} synthetic images"
+    decoded = decode(find_photos(data, per_class=n), LOAD_SIZE, progress=False)
+    if len(decoded.images) < n:
+        raise TinymaeError(f"{data} holds {len(decoded.images)} readable photos; the walkthrough needs {n}")
+    picks = [round(i * (len(decoded.images) - 1) / (n - 1)) for i in range(n)]
+    return decoded.images[picks], f"{n} photos from {data}"
+
+
+def the_batch(data=None, seed=0):
+    """The one batch the tour follows (the trace and --values alike), drawn as the training script draws it: the
+    crops and flips, then the masking noise, from one seeded host generator."""
+    cfg = ViTConfig()
+    rng = host_rng(seed + 1)
+    photos, source = load_photos(data, seed=seed)  # (8, 54, 54, 3) uint8
+    mean, std = channel_stats(photos)  # (3,), (3,): training uses the whole training split's
+    batch = random_crop_flip(photos, cfg.img_size, rng)  # (8, 48, 48, 3)
+    # The crops draw the same count of numbers whatever the pixels, so the noise, and with it every mask and
+    # index array of the tour, depends on the seed only: the same for synthetic images and photos.
+    noise = asarray(masking_noise(rng, BATCH, cfg))  # (8, 64)
+    return Batch(photos, mean, batch, asarray(normalize(batch, mean, std)), noise, source, seed)
+
+
+def seed_number(text):
+    """argparse type of --seed: a whole number, 0 or more (NumPy's generators take no negative seed)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more; got {text!r}")
+    return int(text)
+
+
+def parser(prog, description):
+    """The flags of the batch, --data and --seed, which walkthrough.py and this file share."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--data", help="a folder of photos, e.g. data/catsdogs: 8 of them, spread over its classes (4 cats "
+                                  "and 4 dogs); default: 8 synthetic images")
+    p.add_argument("--seed", type=seed_number, default=0, help="seeds the weights, the crops and the masks")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# masking worked out on 8 patches
+
+def row_text(values, width=5, decimals=1):
+    """(7.0, 7.1, 7.2) -> '(  7.0   7.1   7.2)': one token on one line."""
+    return "(" + " ".join(f"{float(v):{width}.{decimals}f}" for v in values) + ")"
 
 
 def check_equal(what, ours, engine):
@@ -38,33 +104,16 @@ def check_equal(what, ours, engine):
                            "examples/walkthrough_values.py and docs/walkthrough.md.")
 
 
-def row_text(values, width=5, decimals=1):
-    """(7.0, 7.1, 7.2) -> '(  7.0   7.1   7.2)': one token on one line."""
-    return "(" + " ".join(f"{float(v):{width}.{decimals}f}" for v in values) + ")"
-
-
-def ints_text(values, width=3):
-    return " ".join(f"{int(v):{width}d}" for v in values)
-
-
-# ----------------------------------------------------------------------------------------------
-# masking worked out on 8 patches
-
 def masking_example(seed=0):
-    """The masking steps of MAE on one image of L = 8 patches, with the engine's functions -> a dict of host
-    arrays (N = 1 dropped), forward and backward.
-
-    The tokens are easy numbers, x[l] = (l, l + 0.1, l + 0.2), so that each row tells which patch it is;
-    the noise is drawn by masking_noise from host_rng(seed), as in training. The encoder (and the
-    decoder_embed Linear) would change the kept tokens' values but never their order, so here the kept
-    tokens go straight to the decoder's step, and its gradient straight back to the masking.
-    """
-    L, D = EXAMPLE_L, EXAMPLE_D
-    K = int(L * (1 - EXAMPLE_RATIO))
-    noise = masking_noise(host_rng(seed), 1, L)  # (1, L)
+    """The masking steps of MAE on one image of L = 8 patches, forward and backward, with the engine's functions
+    -> a dict of host arrays (N = 1 dropped). The tokens are easy numbers, x[l] = (l, l + 0.1, l + 0.2), so that
+    each row tells which patch it is. The encoder (and decoder_embed) would change the kept tokens' values but
+    never their order, so here they go straight to the decoder's step, and its gradient straight back."""
+    L, K, D = EXAMPLE.num_patches, EXAMPLE.len_keep, EXAMPLE_D
+    noise = asarray(masking_noise(host_rng(seed), 1, EXAMPLE))  # (1, L)
     ids_shuffle, ids_restore, ids_keep = masking_indices(noise, K)  # (1, L), (1, L), (1, K)
     x = asarray(np.arange(L)[:, None] + 0.1 * np.arange(D)[None, :], dtype="float32")[None]  # (1, L, D)
-    x_masked, mask, _, masking_cache = random_masking(x, EXAMPLE_RATIO, noise)  # (1, K, D)
+    x_masked, mask, _, masking_cache = random_masking(x, EXAMPLE.mask_ratio, noise)  # (1, K, D)
 
     mask_token = asarray(np.full((1, 1, D), -1.0), dtype="float32")  # (1, 1, D) an easy value to spot
     x_full, append_cache = append_mask_tokens(x_masked, mask_token, ids_restore)  # (1, L, D)
@@ -94,7 +143,7 @@ def masking_example(seed=0):
 
 def masking_example_blocks(ex):
     """The worked example as three blocks: masking, unshuffle (the decoder's side) and backward."""
-    L, K, D = ex["L"], ex["K"], ex["D"]
+    L, K, D, ratio = ex["L"], ex["K"], ex["D"], EXAMPLE.mask_ratio
     kept = [int(i) for i in ex["ids_keep"]]
     removed = [int(i) for i in ex["ids_shuffle"][K:]]
     cells = "".join(f"{i:6d}" for i in range(L))
@@ -102,12 +151,14 @@ def masking_example_blocks(ex):
     def cells_of(values, fmt):
         return "".join(f"{v:{fmt}}" for v in values)
 
+    def grad_text(row):
+        return row_text(row, width=3, decimals=0)
+
     masking = [
-        f"L = {L} patches, mask_ratio = {EXAMPLE_RATIO}: K = int({L} * (1 - {EXAMPLE_RATIO})) = {K} kept, "
-        f"{L - K} removed. One image,",
+        f"L = {L} patches, mask_ratio = {ratio}: K = int({L} * (1 - {ratio})) = {K} kept, {L - K} removed. One image,",
         f"tokens D = {D} wide with easy values, x[l] = (l, l + 0.1, l + 0.2): the first number is the patch.",
         "",
-        f"noise = masking_noise(host_rng({ex['seed']}), 1, {L})",
+        f"noise = masking_noise(host_rng({ex['seed']}), 1, config): --masking {EXAMPLE.masking}, L = {L}",
         "  patch l     " + cells,
         "  noise       " + cells_of(ex["noise"], "6.2f"),
         "ids_shuffle = argsort(noise): the patches, smallest noise first",
@@ -122,41 +173,34 @@ def masking_example_blocks(ex):
         "  mask        " + cells_of(ex["mask"].astype(int), "6d"),
         "",
         "x_masked = gather_tokens(x, ids_keep): x_masked[k] = x[ids_keep[k]], what the encoder sees",
+        *(f"  k = {k}   x[{l}] = {row_text(ex['x_masked'][k])}" for k, l in enumerate(kept)),
     ]
-    for k, l in enumerate(kept):
-        masking.append(f"  k = {k}   x[{l}] = {row_text(ex['x_masked'][k])}")
 
     unshuffle = [
         f"mask_token = {row_text(ex['mask_token'][0])}: in the model one learned vector shared by every removed",
         "patch; -1 here, to be easy to spot",
         "append_mask_tokens(x_masked, mask_token, ids_restore), in two steps:",
         f"1. x_shuffled = x_masked followed by {L - K} copies of mask_token: the slot order of ids_shuffle",
+        *(f"  slot {s}   {row_text(ex['x_shuffled'][s])}   "
+          + (f"kept token of patch {kept[s]}" if s < K else f"mask token, for patch {removed[s - K]}")
+          for s in range(L)),
+        "2. un-shuffle, gather_tokens(x_shuffled, ids_restore): x_full[l] = x_shuffled[ids_restore[l]]",
+        *(f"  patch {l} <- slot {s}   {row_text(ex['x_full'][l])}   {'kept' if s < K else 'mask token'}"
+          for l, s in enumerate(ex["ids_restore"])),
+        "Every row is back at its patch: the decoder adds decoder_pos_embed[l] to row l, so each mask",
+        "token learns where it is.",
     ]
-    for s in range(L):
-        what = f"kept token of patch {kept[s]}" if s < K else f"mask token, for patch {removed[s - K]}"
-        unshuffle.append(f"  slot {s}   {row_text(ex['x_shuffled'][s])}   {what}")
-    unshuffle.append("2. un-shuffle, gather_tokens(x_shuffled, ids_restore): x_full[l] = x_shuffled[ids_restore[l]]")
-    for l in range(L):
-        s = int(ex["ids_restore"][l])
-        unshuffle.append(f"  patch {l} <- slot {s}   {row_text(ex['x_full'][l])}   {'kept' if s < K else 'mask token'}")
-    unshuffle.append("Every row is back at its patch: the decoder adds decoder_pos_embed[l] to row l, so each mask")
-    unshuffle.append("token learns where it is.")
-
-    def grad_text(row):
-        return row_text(row, width=3, decimals=0)
 
     backward = [
         "An upstream gradient for x_full with easy numbers, row l = (l, 1, 10 l):",
-        "  " + "   ".join(f"patch {l} {grad_text(ex['dx_full'][l])}" for l in range(0, L // 2)),
-        "  " + "   ".join(f"patch {l} {grad_text(ex['dx_full'][l])}" for l in range(L // 2, L)),
+        *("  " + "   ".join(f"patch {l} {grad_text(ex['dx_full'][l])}" for l in half)
+          for half in (range(0, L // 2), range(L // 2, L))),
         "",
         "append_mask_tokens_backward(dx_full, cache): undo the un-shuffle by a gather with",
         "ids_shuffle = argsort(ids_restore), dx_shuffled[s] = dx_full[ids_shuffle[s]]",
-    ]
-    for s in range(L):
-        what = f"-> dx_masked[{s}], the kept token's gradient" if s < K else "-> summed into dmask_token"
-        backward.append(f"  slot {s} <- patch {int(ex['ids_shuffle'][s])}   {grad_text(ex['dx_shuffled'][s])}   {what}")
-    backward += [
+        *(f"  slot {s} <- patch {int(ex['ids_shuffle'][s])}   {grad_text(ex['dx_shuffled'][s])}   "
+          + (f"-> dx_masked[{s}], the kept token's gradient" if s < K else "-> summed into dmask_token")
+          for s in range(L)),
         f"dmask_token = sum of slots {K}..{L - 1} (patches {' + '.join(map(str, removed))}) = "
         f"{grad_text(ex['dmask_token'][0])}:",
         f"  the one mask token was used {L - K} times, so its gradient is the sum of the {L - K} uses",
@@ -166,13 +210,12 @@ def masking_example_blocks(ex):
         "order), then gather with ids_restore, the same un-shuffle as the decoder's:",
         "  dx_padded   " + "   ".join(f"slot {s} {grad_text(ex['dx_padded'][s])}" for s in range(K))
         + f"   slots {K}..{L - 1} zero",
+        *(f"  patch {l} <- slot {s}   {grad_text(ex['dx'][l])}   "
+          + ("kept: the gradient it sent" if s < K else "removed: zero, the encoder never saw it")
+          for l, s in enumerate(ex["ids_restore"])),
+        "(The encoder between is taken as the identity here, so each kept patch gets back exactly",
+        "the gradient the decoder sent it; in the model the encoder's backward changes the values.)",
     ]
-    for l in range(L):
-        s = int(ex["ids_restore"][l])
-        what = "kept: the gradient it sent" if s < K else "removed: zero, the encoder never saw it"
-        backward.append(f"  patch {l} <- slot {s}   {grad_text(ex['dx'][l])}   {what}")
-    backward.append("(The encoder between is taken as the identity here, so each kept patch gets back exactly")
-    backward.append("the gradient the decoder sent it; in the model the encoder's backward changes the values.)")
     return [("masking", masking), ("unshuffle", unshuffle), ("backward", backward)]
 
 
@@ -194,39 +237,46 @@ def image_blocks(batch, cfg, index=0):
     noise, ids_shuffle = to_numpy(noise)[0], to_numpy(ids_shuffle)[0]  # (L,), (L,)
     mask, ids_restore = to_numpy(mask)[0].astype(int), to_numpy(ids_restore)[0]  # (L,), (L,)
     cells = [f"[{l:2d}]" if not mask[l] else f" {l:2d} " for l in range(L)]
-    lines = [
-        f"Image {index} of the tour's batch ({batch.source}, --seed {batch.seed}), on the {grid} x {grid} patch "
-        "grid: patch l at",
-        f"row l // {grid}, column l % {grid}. L = {L}, K = {K} kept. The noise depends on the seed only: --data "
-        "gives the",
-        "same arrays.",
-        "",
-    ]
+    lines = [f"Image {index} of the tour's batch ({batch.source}, --seed {batch.seed}), on the {grid} x {grid} patch "
+             "grid: patch l at", f"row l // {grid}, column l % {grid}. L = {L}, K = {K} kept. The noise depends on the "
+             "seed only: --data gives the", "same arrays.", ""]
     noise_rows, restore_rows = grid_text(noise, grid, "5.2f"), grid_text(ids_restore, grid, "4d")
-    left = 2 + len(noise_rows[0]) + 6  # where the right-hand grid starts
-    lines.append(f"{'noise (the K smallest are kept)':<{left}}ids_restore (the slot of each patch)")
+    lines.append(f"{'noise (the K smallest are kept)':<{len(noise_rows[0]) + 8}}ids_restore (the slot of each patch)")
     lines += [f"  {n}      {r}" for n, r in zip(noise_rows, restore_rows)]
     mask_rows = [" ".join(cells[r * grid:(r + 1) * grid]) for r in range(grid)]
-    left = 2 + len(mask_rows[0]) + 6
-    lines += ["", f"{f'mask grid: [l] kept (slot < {K}), l removed':<{left}}mask (1 = removed)"]
-    for r in range(grid):
-        lines.append(f"  {mask_rows[r]}      {' '.join(str(m) for m in mask[r * grid:(r + 1) * grid])}")
+    lines += ["", f"{f'mask grid: [l] kept (slot < {K}), l removed':<{len(mask_rows[0]) + 8}}mask (1 = removed)"]
+    lines += [f"  {row}      {' '.join(map(str, mask[r * grid:(r + 1) * grid]))}" for r, row in enumerate(mask_rows)]
     lines += ["", f"ids_shuffle (slot s -> patch), {grid * 2} slots a line; the first line is ids_keep, what the "
                   "encoder sees:"]
-    per_line = 2 * grid
-    for start in range(0, L, per_line):
-        label = "ids_keep" if start == 0 else "removed "
-        lines.append(f"  slots {start:2d}-{start + per_line - 1:2d} {label}  "
-                     f"{ints_text(ids_shuffle[start:start + per_line])}")
+    for start in range(0, L, 2 * grid):
+        lines.append(f"  slots {start:2d}-{start + 2 * grid - 1:2d} {'ids_keep' if start == 0 else 'removed '}  "
+                     + " ".join(f"{int(v):3d}" for v in ids_shuffle[start:start + 2 * grid]))
     return [("image", lines)]
+
+
+def strategy_blocks(batch, index=0):
+    """Image `index`'s mask under each --masking: the tour's noise drawn by masking_noise with ViTConfig(masking=...),
+    after the crops and flips as the_batch draws it; its K smallest values are the kept patches."""
+    masks = {}
+    for masking in ("random", "block", "grid"):
+        cfg, rng = ViTConfig(masking=masking), host_rng(batch.seed + 1)
+        crop_flip_draws(rng, BATCH, LOAD_SIZE, cfg.img_size)  # the crops and flips come first
+        kept = np.argsort(masking_noise(rng, BATCH, cfg)[index])[:cfg.len_keep]  # (K,)
+        masks[masking] = np.where(np.isin(np.arange(cfg.num_patches), kept), "#", ".")  # (L,)
+    grid = cfg.img_size // cfg.patch_size
+    lines = [f"Image {index} of the tour's batch, its noise drawn by masking_noise for ViTConfig(masking=...) "
+             "(the crops", f"first, as the_batch draws it): # kept, . removed, {cfg.len_keep} of {cfg.num_patches} "
+             "in each.", "",
+             "  " + "".join(f"{'--masking ' + m:<{2 * grid + 4}}" for m in masks)]
+    lines += ["  " + "".join(" ".join(masks[m][r * grid:(r + 1) * grid]) + "     " for m in masks) for r in range(grid)]
+    return [("strategies", lines)]
 
 
 def attention_blocks(batch, model, index=0):
     """The cls token's row of encoder block 0's attention for image `index`, per head, from the engine's cache."""
-    cfg = model.config
     _, _, _, cache = model.forward(batch.imgs, batch.noise)
     attn = to_numpy(cache.encoder.blocks[0].attn.attn)[index]  # (H, 1+K, 1+K) softmax rows
-    ids_keep = to_numpy(masking_indices(batch.noise, cfg.len_keep)[2])[index]  # (K,) the patch behind each token
+    ids_keep = to_numpy(masking_indices(batch.noise, model.config.len_keep)[2])[index]  # (K,) each token's patch
     H, T = attn.shape[0], attn.shape[1]
     row = attn[:, 0, :]  # (H, T) the cls token (query 0) over every token
     lines = [
@@ -236,13 +286,12 @@ def attention_blocks(batch, model, index=0):
         "tokens. Token t >= 1 holds patch ids_keep[t - 1].",
         "",
         "  token   patch  " + "".join(f"  head {h}" for h in range(H)),
+        *(f"  {t:5d}  {'cls' if t == 0 else str(int(ids_keep[t - 1])):>5}  "
+          + "".join(f"{row[h, t]:8.3f}" for h in range(H)) for t in range(T)),
+        "  sum           " + "".join(f"{row[h].sum():8.3f}" for h in range(H)),
+        f"Each head's row sums to 1 (uniform would be 1 / {T} = {1 / T:.3f} each). These are untrained",
+        "weights; docs/attention.png draws a trained model's rows on the image.",
     ]
-    for t in range(T):
-        patch = "cls" if t == 0 else str(int(ids_keep[t - 1]))
-        lines.append(f"  {t:5d}  {patch:>5}  " + "".join(f"{row[h, t]:8.3f}" for h in range(H)))
-    lines.append("  sum           " + "".join(f"{row[h].sum():8.3f}" for h in range(H)))
-    lines.append(f"Each head's row sums to 1 (uniform would be 1 / {T} = {1 / T:.3f} each). These are untrained")
-    lines.append("weights; docs/attention.png draws a trained model's rows on the image.")
     return [("attention", lines)]
 
 
@@ -267,8 +316,7 @@ def loss_on_blocks(batch):
 def block_multiply_adds(T, D, mlp_ratio=4.0):
     """Multiply-adds of one Transformer block's matrix products on T tokens of width D (per image):
     qkv T D 3D, scores and attn @ v T T D each (all heads together), proj T D D, fc1 and fc2 T D 4D each."""
-    hidden = int(D * mlp_ratio)
-    return T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * hidden
+    return T * D * 3 * D + 2 * T * T * D + T * D * D + 2 * T * D * int(D * mlp_ratio)
 
 
 def cost_blocks(ratios=(0.0, 0.5, 0.75, 0.9)):
@@ -306,8 +354,7 @@ def lr_decay_blocks(seed=0):
     groups = {}  # lr factor -> the parameter groups that get it ("blocks.3", "head", ...), in the model's order
     for name, factor in lr_scale.items():
         group = ".".join(name.split(".")[:2]) if name.startswith("blocks.") else name.split(".")[0]
-        groups.setdefault(factor, [])
-        if group not in groups[factor]:
+        if group not in groups.setdefault(factor, []):
             groups[factor].append(group)
     lines = [f"lr_scale, no_decay = param_groups_lrd(ViTClassifier(...).params, depth={model.config.depth}, "
              f"layer_decay={finetune.layer_decay}):",
@@ -324,12 +371,9 @@ def lr_decay_blocks(seed=0):
 def value_blocks(batch):
     """Every --values block for the tour's batch, in order: a list of (name, lines)."""
     cfg = ViTConfig()
-    blocks = masking_example_blocks(masking_example(batch.seed))
-    blocks += image_blocks(batch, cfg)
+    blocks = masking_example_blocks(masking_example(batch.seed)) + image_blocks(batch, cfg) + strategy_blocks(batch)
     blocks += attention_blocks(batch, MaskedAutoencoderViT(cfg, seed=batch.seed))
-    blocks += loss_on_blocks(batch)
-    blocks += cost_blocks()
-    blocks += lr_decay_blocks(batch.seed)
+    blocks += loss_on_blocks(batch) + cost_blocks() + lr_decay_blocks(batch.seed)
     return [(name, [line.rstrip() for line in lines]) for name, lines in blocks]
 
 
@@ -342,3 +386,15 @@ def values_text(blocks, markdown=False):
         else:
             out += [f"-- {name} " + "-" * (96 - len(name)), *lines, ""]
     return "\n".join(out)
+
+
+def main(argv=None):
+    p = parser("examples/walkthrough_values.py", "Print the numbers of docs/walkthrough.md for the tour's batch: the "
+               "same as python examples/walkthrough.py --values.")
+    p.add_argument("--markdown", action="store_true", help="print the blocks as docs/walkthrough.md quotes them")
+    args = p.parse_args(argv)
+    return cli.run(lambda: print(values_text(value_blocks(the_batch(args.data, args.seed)), args.markdown), end=""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -382,7 +382,8 @@ def write_report(jobs, args, photos):
     page = intro + ["", f"- {rule(len(count), z)}", ""] + sections(r, args, lambda a, b, s: compare(a, b, s, z)) + \
         [""] + runs_section(r, jobs)
     write_page(os.path.join(args.docs, "results.md"), page)
-    write_page(os.path.join(args.docs, "recipe.md"), recipe_page(r, args))
+    if any(jid.startswith(("pretrain/recipe-", "torch/recipe-")) for jid in ledger):
+        write_page(os.path.join(args.docs, "recipe.md"), recipe_page(r, args))
     plots(r, args, args.docs)
     recon(args, args.docs)
-    print(f"wrote {args.docs}/results.md, recipe.md and results.json ({len(ledger)} results)")
+    print(f"wrote results.md and results.json ({len(ledger)} results) in {args.docs}")

@@ -160,3 +160,14 @@ def random_noise(rng, n, num_patches, dtype="float32"):
     """Masking noise (n, L) on the backend, drawn as masking.masking_noise draws it for random masking."""
     from tinymae.backend import asarray
     return asarray(rng.random((n, num_patches), dtype="float32"), dtype=dtype)
+
+
+def run_main(main, argv, capsys):
+    """A command's main as a user runs it -> (exit status, stderr, stdout)."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, err, out

@@ -33,7 +33,7 @@ def test_install_check_says_fail_with_the_step_when_the_backend_cannot_load(tmp_
 def test_bad_flags_are_refused_before_any_step(tmp_path):
     """One epoch cannot show a falling loss, and a typo in --data must not cost the tests' minute first."""
     for flags, message in ((["--epochs", "1"], "--epochs must be at least 2"),
-                           (["--data", str(tmp_path / "nowhere")], "--data: the data folder")):
+                           (["--data", str(tmp_path / "nowhere")], "--data: the photo folder")):
         done = subprocess.run([sys.executable, SCRIPT, "--backend", "numpy", *flags], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 2 and done.stdout == ""

@@ -15,19 +15,9 @@ import tinymae
 from tinymae import finetune, predict, pretrain
 from tinymae.util.checkpoint import Checkpoint
 
-from conftest import make_photos, tiny_run_args, train_tiny
+from conftest import make_photos, run_main, tiny_run_args, train_tiny
 
 README = Path(__file__).parent.parent / "README.md"
-
-
-def run_main(main, argv, capsys):
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, err, out
 
 
 @pytest.fixture(scope="module")

@@ -23,18 +23,7 @@ from tinymae.util import files
 from tinymae.util.checkpoint import Checkpoint, read_checkpoint
 from tinymae.util.files import RunLock, write_atomically
 
-from conftest import make_photos, tiny_run_args, train_tiny
-
-
-def run_main(main, argv, capsys):
-    """A command's main as a user runs it -> (exit status, stderr, stdout)."""
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, err, out
+from conftest import make_photos, run_main, tiny_run_args, train_tiny
 
 
 def assert_one_line(code, err, *expected):

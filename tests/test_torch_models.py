@@ -5,7 +5,7 @@ ViT layer by layer against the same transcription, so first they must compute th
 models at their default sizes (a small batch), built from tinymae's own weights and fed the same images
 and mask noise, the loss, the prediction and every gradient agree, and AdamW steps from the same
 gradients land on the same parameters, with tinymae's plain AdamW (model/optim.py) and with the flat one
-the training runs use (fast.AdamW). In float32 (what the benchmark times) and in float64.
+the training runs use (fast/optim.py's FlatAdamW). In float32 (what the benchmark times) and in float64.
 
 Tolerances, each as max |ours - torch| / max |torch| over one array (benchmarks' `max_rel_diff`), the
 loss relative: measured worst in float32 7e-7 (gradients, prediction) and 7e-8 (loss), asserted 1e-4
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinymae import backend, fast
+from tinymae import backend
 from tinymae.backend import to_numpy
 from tinymae.model import build_model
 from conftest import random_noise
+from tinymae.fast.optim import FlatAdamW
 from tinymae.model.optim import AdamW
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the benchmark's twins")
@@ -75,7 +76,7 @@ def test_torch_twin_gives_same_loss_and_gradients(xp, arch, dtype):
     assert r["grads"][worst] <= tol["arrays"], f"gradient of {worst} differs by {r['grads'][worst]:.2e} of its scale"
 
 
-@pytest.mark.parametrize("optimizer", [AdamW, fast.AdamW], ids=["AdamW", "fast.AdamW"])
+@pytest.mark.parametrize("optimizer", [AdamW, FlatAdamW], ids=["AdamW", "FlatAdamW"])
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_torch_adamw_step_matches_tinymae_adamw(xp, arch, optimizer):
     """Two optimiser steps from the same gradients (float64): tinymae's AdamW is torch's, groups included,
@@ -97,17 +98,17 @@ def test_torch_adamw_step_matches_tinymae_adamw(xp, arch, optimizer):
 
 @pytest.mark.parametrize("arch", ["mlp", "vit"])
 def test_benchmark_flop_count_matches_torch_flop_counter(arch):
-    """The benchmarks' analytic FLOPs of a step (benchmarks/measure.py's formula) = torch's own count of the
+    """The benchmarks' analytic FLOPs of a step (benchmarks/common.py's formula) = torch's own count of the
     twin's matmuls and convolutions, forward and backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    measure = load_benchmark_module("measure")
+    common = load_benchmark_module("common")
     model, imgs, noise = model_and_batch(arch, "float32", n=8)
     twin = torch_models.from_tinymae(model)
     with FlopCounterMode(display=False) as counter:
         loss, _, _ = twin(torch.tensor(to_numpy(imgs)), torch.tensor(to_numpy(noise)))
         loss.backward()
-    assert measure.step_flops(model, 8) == counter.get_total_flops()
+    assert common.step_flops(model, 8) == counter.get_total_flops()
 
 
 def test_torch_names_and_layouts_round_trip():

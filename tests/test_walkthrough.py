@@ -1,11 +1,12 @@
 """docs/walkthrough.md cannot drift from the code: its trace tables are exactly what examples/walkthrough.py
 prints, in the same order, every file:function they name exists, its value blocks are exactly what
 `examples/walkthrough.py --values` prints (examples/walkthrough_values.py), the live gradient check
-(examples/walkthrough_gradcheck.py) passes, and a bad --data or --seed is one line, not a traceback.
+(examples/walkthrough_gradcheck.py) passes, every script's --help prints its usage, --data takes a folder of
+photos, and a bad --data or --seed is one line, not a traceback.
 
 The doc's conventions:
 - a trace row is a Markdown table row whose three cells are
-      | stage | `tinymae/model/file.py:function` | `(8, 64, 108)` |
+      | stage | `tinymae/model/<file>.py:<function>` | `(8, 64, 108)` |
   (the shape in backticks, written as Python writes a tuple). Any other table (no backticked shape in the
   third cell) is free prose. Every backticked numeric tuple anywhere in the doc must also be a shape the
   script prints, so prose cannot quote a stale shape either.
@@ -21,6 +22,9 @@ import numpy as np
 import pytest
 
 from tinymae import backend
+from tinymae.photos import decode, find_photos
+
+from conftest import make_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "walkthrough.md"
@@ -51,7 +55,7 @@ def doc_rows():
 @pytest.fixture(scope="module")
 def traced():
     stages, results = walkthrough.walkthrough(walkthrough.the_batch(seed=0))  # synthetic images: no data needed
-    return [(stage, where, walkthrough.format_shape(shape)) for _, stage, where, shape in stages], results
+    return [(stage, where, str(shape)) for _, stage, where, shape in stages], results
 
 
 @pytest.fixture(scope="module")
@@ -118,31 +122,76 @@ def test_script_runs_and_reports_ok(capsys):
     assert "(8, 17, 128)" in out and ": OK (tolerance 1e-07)" in out
 
 
+# ---- the command lines --------------------------------------------------------------------------------
+
+def script(name, *argv):
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *argv], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name", ["walkthrough.py", "walkthrough_values.py", "walkthrough_gradcheck.py",
+                                  "train_catsdogs.py"])
+def test_every_script_s_help_prints_its_usage(name):
+    """Each script of examples/ this page uses (walkthrough_figures.py's: tests/test_walkthrough_figures.py)."""
+    shown = script(name, "--help")
+    assert shown.returncode == 0 and shown.stdout.startswith(f"usage: examples/{name}"), shown.stderr
+    assert "--seed" in shown.stdout
+
+
+def test_the_values_script_prints_what_the_tour_prints(capsys):
+    assert walkthrough_values.main(["--markdown"]) == 0
+    alone = capsys.readouterr().out
+    assert walkthrough.main(["--values", "--markdown"]) == 0
+    assert capsys.readouterr().out == alone
+
+
+def test_the_gradient_check_script_reports_ok(capsys):
+    assert walkthrough_gradcheck.main([]) == 0
+    assert ": OK (tolerance 1e-07)" in capsys.readouterr().out
+
+
 # ---- bad input: one line, no traceback ------------------------------------------------------------
 
 def test_a_missing_data_folder_is_a_one_line_error(tmp_path):
     missing = tmp_path / "no-photos-here"
-    run = subprocess.run([sys.executable, str(ROOT / "examples" / "walkthrough.py"), "--data", str(missing)],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0
+    run = script("walkthrough.py", "--data", str(missing))
+    assert run.returncode == 1
     assert run.stdout == ""
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0], run.stderr
 
 
-def test_a_folder_without_both_classes_is_an_error(tmp_path, capsys):
-    (tmp_path / "cat").mkdir()
-    with pytest.raises(SystemExit) as exit_:
-        walkthrough.main(["--data", str(tmp_path), "--values"])
-    message = str(exit_.value.code)
-    assert message.startswith("error: ") and "\n" not in message
+@pytest.mark.parametrize("per_class", [0, 3])
+def test_a_folder_without_8_photos_is_a_one_line_error(tmp_path, monkeypatch, capsys, per_class):
+    if per_class:
+        folder = make_photos(tmp_path, monkeypatch, per_class=per_class)  # 3 cats and 3 dogs
+    else:
+        folder = tmp_path / "photos"
+        (folder / "cat").mkdir(parents=True)  # an empty class folder
+    assert walkthrough.main(["--data", str(folder), "--values"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert ("holds 6 readable photos; the walkthrough needs 8" if per_class else "found no photos") in lines[0]
+
+
+def test_photos_give_4_of_each_class_and_the_same_masks(tmp_path, monkeypatch):
+    """--data takes 8 photos spread over the folder (sorted by class: 4 cats, 4 dogs); the noise, and with it every
+    mask and index array of the tour, depends on the seed only, as the doc says."""
+    folder = make_photos(tmp_path, monkeypatch, per_class=10)
+    batch, synthetic = walkthrough.the_batch(str(folder)), walkthrough.the_batch()
+    assert batch.photos.shape == (8, 54, 54, 3) and batch.source == f"8 photos from {folder}"
+    decoded = decode(find_photos(folder), 54, progress=False)  # every photo, and its class
+    labels = [int(decoded.labels[(decoded.images == photo).all(axis=(1, 2, 3))][0]) for photo in batch.photos]
+    assert labels == [0, 0, 0, 0, 1, 1, 1, 1]
+    np.testing.assert_array_equal(backend.to_numpy(batch.noise), backend.to_numpy(synthetic.noise))
 
 
 def test_a_negative_seed_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_:
         walkthrough.main(["--seed", "-1"])
     assert exit_.value.code == 2  # argparse's usage error
-    assert "argument --seed: must be 0 or more, got -1" in capsys.readouterr().err
+    assert "argument --seed: must be a whole number, 0 or more; got '-1'" in capsys.readouterr().err
 
 
 # ---- the value blocks (--values) ------------------------------------------------------------------
@@ -167,7 +216,8 @@ def test_doc_values_are_the_script_values(script_values):
             assert doc_line == line, (f"value block {name!r}, line {i + 1}: the doc shows {doc_line!r}, the script "
                                       f"prints {line!r}. Regenerate with: python examples/walkthrough.py --values "
                                       "--markdown")
-        assert len(doc[name]) == len(lines), f"value block {name!r}: {len(doc[name])} lines in the doc, {len(lines)} printed"
+        assert len(doc[name]) == len(lines), (f"value block {name!r}: {len(doc[name])} lines in the doc, {len(lines)} "
+                                              "printed")
     stale = set(doc) - {name for name, _ in script_values}
     assert not stale, f"value blocks in docs/walkthrough.md that the script no longer prints: {sorted(stale)}"
 

@@ -1,20 +1,14 @@
 """Every setting of tinymae in one place: its default, its help, its bounds.
 
-nanoGPT keeps its model's settings in a small dataclass and derives its command-line overrides from it; here
-every setting is declared once, below, and everything else derives from it: the flags and their help
-(util/cli.py), the checks before any work (check), a checkpoint's header, what a resumed run may change.
+nanoGPT keeps its model's settings in a small dataclass and derives its command-line overrides from it; here every
+setting is declared once, below, and the rest derives from it: the flags and their help (util/cli.py), the checks
+before any work (check), a checkpoint's header, what a resumed run may change (on_resume="new"). Bounds are
+intervals, "[0, 1)": check() tests every value against them (and that a float is finite), naming the flag.
 
-    MAEConfig       what both MAEs share: image and patch size, masking, the loss
-    MLPConfig       + the MLP's widths                        (model/mae_mlp.py)
-    ViTConfig       + the Vision Transformer's shape          (model/mae_vit.py)
-    TrainConfig     what pre-training and fine-tuning share: the optimisation and the run folder
-    PretrainConfig  + pre-training's recipe                   (python -m tinymae.pretrain)
-    FinetuneConfig  + fine-tuning's recipe                    (python -m tinymae.finetune)
-    EvaluateConfig, ProbeConfig, PredictConfig                (python -m tinymae.evaluate, .probe, .predict)
-
-A setting's bounds are written as an interval, "[0, 1)": check() tests every value against them (and that a
-float is finite), and the message names the flag. Settings marked on_resume="new" may change when a run is
-resumed (more epochs, a lower --lr); every other one is the checkpoint's.
+    MAEConfig, MLPConfig, ViTConfig       the models (model/mae_mlp.py, model/mae_vit.py)
+    TrainConfig                           what pre-training and fine-tuning share: AdamW, the schedule, the run
+    PretrainConfig, FinetuneConfig        python -m tinymae.pretrain, tinymae.finetune
+    EvaluateConfig, ProbeConfig, PredictConfig
 """
 import math
 import re
@@ -22,11 +16,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import TinymaeError
 
-MAX_PARAMS = 200_000_000  # parameters of a model: a typo in a width is one line, not a machine out of memory
+MAX_PARAMS = 200_000_000  # a typo in a width is one line, not a machine out of memory
 
 
 def setting(default, help, bounds=None, choices=None, on_resume="kept", flag=True, required=False, positional=False):
-    """A dataclass field with what the command line and the checks need to know about it."""
     return field(default=default, metadata=dict(help=help, bounds=bounds, choices=choices, on_resume=on_resume,
                                                 flag=flag, required=required, positional=positional))
 
@@ -36,16 +29,14 @@ def flag_name(name):
 
 
 def check(cfg):
-    """TinymaeError naming the flag for a value outside its declared bounds or choices, or a float that is not
-    finite; then the config's own checks of settings that depend on each other (validate)."""
+    """TinymaeError naming the flag for a value outside its bounds or choices, or a float that is not finite; then
+    the config's checks of settings that depend on each other (validate)."""
     for f in fields(cfg):
         value, meta = getattr(cfg, f.name), f.metadata
         what = flag_name(f.name) if meta.get("flag") else f.name
-        if value is None:
-            if meta.get("required"):
-                raise TinymaeError(f"{what} is required: {meta['help']}")
-            continue
-        for v in value if isinstance(value, (tuple, list)) else (value,):
+        if value is None and meta.get("required"):
+            raise TinymaeError(f"{what} is required: {meta['help']}")
+        for v in value if isinstance(value, (tuple, list)) else () if value is None else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise TinymaeError(f"{what} must be a finite number, got {v}")
             if meta.get("choices") and v not in meta["choices"]:
@@ -56,24 +47,32 @@ def check(cfg):
 
 
 def within(value, bounds):
-    """Whether value lies in an interval written "[a, b)", "(0, 1]", "[1, inf)", ..."""
+    """Whether value lies in an interval written "[a, b)", "(0, 1]", ..."""
     low_open, low, high, high_open = re.fullmatch(r"([\[(])(.+), (.+)([\])])", bounds).groups()
     low, high = float(low), float(high)
     return (low < value if low_open == "(" else low <= value) and (value < high if high_open == ")" else value <= high)
+
+
+@dataclass
+class Settings:
+    def validate(self):
+        pass
+
+    def to_dict(self):
+        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------
 # the models
 
 @dataclass
-class MAEConfig:
+class MAEConfig(Settings):
     img_size: int = setting(48, "image side in pixels", "[1, 512]")
     patch_size: int = setting(6, "patch side in pixels (48 / 6 = 8 x 8 = 64 patches)", "[1, 512]")
     in_chans: int = setting(3, "colour channels", "[3, 3]", flag=False)
-    mask_ratio: float = setting(0.75, "share of the patches removed (the paper's 75%: the encoder sees 16 of 64)",
-                                "(0, 1)")
+    mask_ratio: float = setting(0.75, "share of the patches removed (the paper's 75%)", "(0, 1)")
     masking: str = setting("random", "which patches are removed (the paper's Table 1f): random, block-wise (BEiT) or "
-                                     "a regular grid (one of every four kept)", choices=("random", "block", "grid"))
+                                     "a regular grid (one of every 2 x 2 kept)", choices=("random", "block", "grid"))
     norm_pix_loss: bool = setting(False, "predict per-patch normalised pixels (the paper's Table 1d)")
     loss_on: str = setting("masked", "the loss on the removed patches only (the paper) or on all patches",
                            choices=("masked", "all"))
@@ -90,32 +89,28 @@ class MAEConfig:
     def len_keep(self):  # K, as random_masking computes it
         return int(self.num_patches * (1 - self.mask_ratio))
 
-    def to_dict(self):
-        return asdict(self)
-
     def validate(self):
-        L = self.num_patches
+        side = self.img_size // self.patch_size
         if self.img_size % self.patch_size:
             raise TinymaeError(f"--img-size {self.img_size} is not a multiple of --patch-size {self.patch_size}")
-        if not 1 <= self.len_keep < L:
-            raise TinymaeError(f"--mask-ratio {self.mask_ratio} keeps {self.len_keep} of the {L} patches; it must keep "
-                               "at least one and remove at least one")
-        side = self.img_size // self.patch_size
+        if not 1 <= self.len_keep < self.num_patches:
+            raise TinymaeError(f"--mask-ratio {self.mask_ratio} keeps {self.len_keep} of the {self.num_patches} "
+                               "patches; it must keep at least one and remove at least one")
         if self.masking == "grid" and (self.mask_ratio != 0.75 or side % 2):
-            raise TinymaeError("--masking grid keeps one patch of every 2 x 2: it needs --mask-ratio 0.75 and an even "
+            raise TinymaeError(f"--masking grid keeps one patch of every 2 x 2: it needs --mask-ratio 0.75 and an even "
                                f"number of patches on a side (here {side})")
-        if hasattr(self, "param_count") and self.param_count() > MAX_PARAMS:
+        if self.param_count() > MAX_PARAMS:
             raise TinymaeError(f"these model settings make {self.param_count():,} parameters; tinymae builds at most "
                                f"{MAX_PARAMS:,}: choose smaller widths or sizes")
 
 
 @dataclass
 class MLPConfig(MAEConfig):
-    # For this model mask_ratio is part of the architecture: the encoder's input width is K * embed_dim.
+    # mask_ratio is part of this architecture: the encoder's input width is K * embed_dim.
     embed_dim: int = setting(64, "width of each token before the K visible tokens are flattened", "[1, 65536]")
-    encoder_dims: tuple = setting((512, 512, 256), "mlp: widths of the encoder's Linear + ReLU layers; the last is "
-                                                   "the latent", "[1, 65536]")
-    decoder_dims: tuple = setting((512,), "mlp: widths of the decoder's hidden Linear + ReLU layers", "[1, 65536]")
+    encoder_dims: tuple = setting((512, 512, 256), "mlp: widths of the encoder's layers; the last is the latent",
+                                  "[1, 65536]")
+    decoder_dims: tuple = setting((512,), "mlp: widths of the decoder's hidden layers", "[1, 65536]")
 
     def validate(self):
         if not self.encoder_dims:
@@ -123,7 +118,7 @@ class MLPConfig(MAEConfig):
         super().validate()
 
     def param_count(self):
-        """The number of parameters MaskedAutoencoderMLP builds from these settings (tested equal)."""
+        """The number of parameters MaskedAutoencoderMLP builds (tested equal)."""
         E, L, P = self.embed_dim, self.num_patches, self.patch_dim
         dims = [self.len_keep * E, *self.encoder_dims, *self.decoder_dims, L * P]
         return P * E + E + sum(a * b + b for a, b in zip(dims, dims[1:]))
@@ -137,11 +132,11 @@ class ViTConfig(MAEConfig):
     decoder_embed_dim: int = setting(64, "vit: decoder width", "[4, 65536]")
     decoder_depth: int = setting(2, "vit: decoder blocks", "[1, 64]")
     decoder_num_heads: int = setting(4, "vit: decoder attention heads", "[1, 1024]")
-    mlp_ratio: float = setting(4.0, "vit: hidden width of each block's MLP, relative to the block's width", "[0.25, 16]")
-    qkv_init: str = setting("fused", "vit: xavier-uniform init of the qkv weight as one fused Linear (models_mae.py) "
-                                     "or as three projections (the JAX ViT)", choices=("fused", "per-projection"))
+    mlp_ratio: float = setting(4.0, "vit: each block's MLP width, relative to the block's", "[0.25, 16]")
+    qkv_init: str = setting("fused", "vit: xavier-uniform qkv weight as one fused Linear (models_mae.py) or as three "
+                                     "projections (the JAX ViT)", choices=("fused", "per-projection"))
     encoder_mask_tokens: bool = setting(False, "vit ablation (the paper's Table 1c): the encoder also processes the "
-                                               "removed positions, as mask tokens (model/ablations.py)")
+                                               "removed positions as mask tokens (model/ablations.py)")
 
     def validate(self):
         for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
@@ -151,7 +146,7 @@ class ViTConfig(MAEConfig):
         super().validate()
 
     def param_count(self):
-        """The number of parameters MaskedAutoencoderViT builds from these settings (tested equal)."""
+        """The number of parameters MaskedAutoencoderViT builds (tested equal)."""
         def blocks(dim, depth):
             hidden = int(dim * self.mlp_ratio)
             return depth * (4 * dim + 3 * dim * dim + 3 * dim + dim * dim + dim + 2 * dim * hidden + hidden + dim)
@@ -168,9 +163,9 @@ def model_config(arch, settings):
     """The checked config of `arch` from a dict of settings (a command line's, or a checkpoint's)."""
     if arch not in MODEL_CONFIGS:
         raise TinymaeError(f"unknown architecture {arch!r}; choose one of {', '.join(MODEL_CONFIGS)}")
-    known = {f.name for f in fields(MODEL_CONFIGS[arch])}
-    if set(settings) - known:
-        raise TinymaeError(f"--arch {arch} has no {', '.join(map(flag_name, sorted(set(settings) - known)))}")
+    unknown = sorted(set(settings) - {f.name for f in fields(MODEL_CONFIGS[arch])})
+    if unknown:
+        raise TinymaeError(f"--arch {arch} has no {', '.join(map(flag_name, unknown))}")
     # JSON has no tuples: the widths saved in a checkpoint come back as lists.
     cfg = MODEL_CONFIGS[arch](**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
     check(cfg)
@@ -180,34 +175,29 @@ def model_config(arch, settings):
 # ----------------------------------------------------------------------------------------------
 # the runs
 
-# Pre-training defaults that depend on the architecture. The ViT learns best from many small steps at this
-# scale (docs/recipe.md measures it); the MLP is almost all large matrix products, which run best in large batches.
+# Pre-training defaults that depend on the architecture: the ViT learns best from many small steps at this scale
+# (docs/archive/recipe-2026-11-28/recipe.md); the MLP is almost all large matrix products: large batches.
 ARCH_RECIPE = {"mlp": {"batch_size": 256, "warmup_epochs": 5.0}, "vit": {"batch_size": 32, "warmup_epochs": 2.5}}
 
 
-def per_arch(name):
-    return ", ".join(f"{arch} {defaults[name]:g}" for arch, defaults in ARCH_RECIPE.items())
-
-
 @dataclass
-class TrainConfig:
-    """What a pre-training and a fine-tuning run share: the optimisation (AdamW, warm-up + cosine) and the run."""
+class TrainConfig(Settings):
     out: str = setting(None, "the run's folder", on_resume="new")
-    epochs: int = setting(50, "passes over the training images (a resumed run may train longer)", "[1, 100000]",
+    epochs: int = setting(50, "passes over the training photos (a resumed run may train longer)", "[1, 100000]",
                           on_resume="new")
-    batch_size: int = setting(128, "images per step", "[1, 65536]")
+    batch_size: int = setting(128, "photos per step", "[1, 65536]")
     lr: float = setting(0.005, "peak learning rate of AdamW (a resumed run may take a lower one)", "(0, 10]",
                         on_resume="new")
     min_lr: float = setting(0.0, "learning rate at the end of the cosine", "[0, 10]")
     warmup_epochs: float = setting(5.0, "epochs of linear learning-rate warm-up", "[0, 100000]")
     weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on biases and norms)", "[0, 10]")
     seed: int = setting(0, "seeds the split, the weights, the batches and the augmentation", "[0, 4294967295]")
-    kernels: str = setting("fast", "fast: the training step on every core (fast/); reference: the plain formulas of "
-                                   "tinymae/model/, one step at a time", choices=("fast", "reference"), on_resume="new")
-    threads: int = setting(0, "CPU worker threads of the fast step: 0 = one per core", "[0, 1024]", on_resume="new")
+    kernels: str = setting("fast", "fast: the step on every core (tinymae/fast/); reference: the plain formulas of "
+                                   "tinymae/model/, one batch at a time", choices=("fast", "reference"), on_resume="new")
+    threads: int = setting(0, "worker threads of the fast step on the CPU: 0 = one per core", "[0, 1024]",
+                           on_resume="new")
     resume: bool = setting(False, "continue the run in --out from its checkpoint", on_resume="new")
-    overwrite: bool = setting(False, "replace the run in --out (and what was derived from it) instead of refusing",
-                              on_resume="new")
+    overwrite: bool = setting(False, "replace the run in --out, and what was derived from it", on_resume="new")
     progress: bool = setting(True, "progress bars (--no-progress: one line per epoch)", on_resume="new")
 
     def validate(self):
@@ -218,53 +208,49 @@ class TrainConfig:
 @dataclass
 class PretrainConfig(TrainConfig):
     """MAE pre-training, as main_pretrain.py of the official MAE, scaled to 48-pixel photos."""
-    data: str = setting("data/catsdogs", "a folder of photos, labelled (one sub-folder per class) or not",
-                        on_resume="new")
+    data: str = setting("data/catsdogs", "a folder of photos, with a sub-folder per class or not", on_resume="new")
     download: bool = setting(False, "if --data holds no photos, download Microsoft's Cats and Dogs archive (~800 MB) "
                                     "into it first", on_resume="new")
     out: str = setting(None, "the run's folder (default: runs/<arch>)", on_resume="new")
     per_class: int = setting(None, "only the first N photos of each class (default: all)", "[1, 10000000]")
     val_fraction: float = setting(0.2, "share of each class held out for validation", "(0, 1)")
-    load_size: int = setting(None, "photos are resized to this side, then cropped to --img-size (default: img_size "
-                                   "* 9 / 8)", "[1, 1024]")
+    load_size: int = setting(None, "photos are resized to this side, then cropped to --img-size (default: img_size * "
+                                   "9 / 8)", "[1, 1024]")
     arch: str = setting("mlp", "mlp: an MLP encoder and decoder; vit: the paper's Vision Transformer MAE",
                         choices=tuple(MODEL_CONFIGS))
-    batch_size: int = setting(None, f"images per step (default: {per_arch('batch_size')})", "[1, 65536]")
-    warmup_epochs: float = setting(None, f"epochs of linear learning-rate warm-up (default: {per_arch('warmup_epochs')})",
+    batch_size: int = setting(None, "photos per step (default: mlp 256, vit 32)", "[1, 65536]")
+    warmup_epochs: float = setting(None, "epochs of linear learning-rate warm-up (default: mlp 5, vit 2.5)",
                                    "[0, 100000]")
-    beta2: float = setting(0.95, "AdamW's second-moment decay (MAE's pre-training: 0.95; PyTorch's default: 0.999)",
+    beta2: float = setting(0.95, "AdamW's second-moment decay (MAE's pre-training; PyTorch's default is 0.999)",
                            "(0, 1)")
     figure_images: int = setting(8, "validation photos in reconstructions.png (0: no figure)", "[0, 64]",
                                  on_resume="new")
 
     def __post_init__(self):
         for name, value in ARCH_RECIPE.get(self.arch, {}).items():  # the architecture's defaults, where unset
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+            setattr(self, name, value if getattr(self, name) is None else getattr(self, name))
         self.out = self.out or f"runs/{self.arch}"
 
 
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Supervised fine-tuning of a pre-trained ViT encoder, as main_finetune.py of the official MAE."""
-    checkpoint: str = setting(None, "checkpoint.npz of a ViT pre-training run (python -m tinymae.pretrain --arch vit)",
-                              required=True)
-    data: str = setting(None, "photos in class folders, <data>/<class>/... (default: the pre-training run's own "
-                              "photos and split); other photos are split anew", on_resume="new")
+    checkpoint: str = setting(None, "checkpoint.npz of a ViT pre-training run", required=True)
+    data: str = setting(None, "photos in class folders, <data>/<class>/... (default: the pre-training run's own photos "
+                              "and split); other photos are split anew", on_resume="new")
     out: str = setting(None, "the run's folder (default: <checkpoint's folder>/finetune-<settings>)", on_resume="new")
-    val_fraction: float = setting(0.2, "share of each class held out for validation, for photos other than the "
-                                       "pre-training run's", "(0, 1)")
+    val_fraction: float = setting(0.2, "share of each class held out, for photos other than the pre-training run's",
+                                  "(0, 1)")
     test_data: str = setting(None, "also report the accuracy on every photo of this folder (class folders)",
                              on_resume="new")
-    from_scratch: bool = setting(False, "train the same network from random initialisation (the paper's baseline)")
+    from_scratch: bool = setting(False, "train the same network from random weights (the paper's baseline)")
     labels_per_class: int = setting(None, "fine-tune on N labelled photos per class (default: all)", "[1, 10000000]")
-    trainable_blocks: int = setting(None, "partial fine-tuning (the paper's Figure 9): train only the last K encoder "
-                                          "blocks, fc_norm and the head; 0: a linear classifier on the frozen encoder "
-                                          "(default: every block)", "[0, 64]")
-    mixup: float = setting(0.0, "mixup's alpha: each batch blended with itself reversed by lam ~ Beta(alpha, alpha) "
-                                "(main_finetune.py's ViT-B recipe: 0.8; 0: off)", "[0, 10]")
-    drop_path: float = setting(0.0, "stochastic depth: the highest rate at which a block's residual branches are "
-                                    "skipped per image, rising from 0 at the first block (ViT-B recipe: 0.1)", "[0, 1)")
+    trainable_blocks: int = setting(None, "train only the last K encoder blocks, fc_norm and the head (Figure 9; 0: a "
+                                          "linear classifier on the frozen encoder; default: every block)", "[0, 64]")
+    mixup: float = setting(0.0, "mixup's alpha: each batch blended with itself reversed (ViT-B recipe: 0.8; 0: off)",
+                           "[0, 10]")
+    drop_path: float = setting(0.0, "stochastic depth's highest rate, rising from 0 at the first block (ViT-B "
+                                    "recipe: 0.1)", "[0, 1)")
     min_lr: float = setting(1e-6, "learning rate at the end of the cosine", "[0, 10]")
     layer_decay: float = setting(0.75, "layer-wise learning-rate decay (the official param_groups_lrd)", "(0, 1]")
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", "[0, 1)")
@@ -274,7 +260,7 @@ class FinetuneConfig(TrainConfig):
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Settings):
     checkpoint: str = setting(None, "checkpoint.npz of a pre-training run", required=True)
     data: str = setting(None, "photos to measure on (default: the run's own validation photos); of another folder, "
                               "every photo the run did not train on")
@@ -282,16 +268,13 @@ class EvaluateConfig:
     batch_size: int = setting(256, "photos per forward pass", "[1, 65536]")
     per_class: int = setting(None, "only the first N photos of each class of another folder", "[1, 10000000]")
     figure: str = setting(None, "also draw the four-column reconstruction figure here (.png unless another ending)")
-    figure_images: int = setting(8, "rows in the figure, photos spread evenly over the set", "[1, 64]")
+    figure_images: int = setting(8, "rows in the figure, photos spread over the set", "[1, 64]")
     overwrite: bool = setting(False, "replace an existing --figure file")
     progress: bool = setting(True, "a progress bar while decoding")
 
-    def validate(self):
-        pass
-
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(Settings):
     checkpoint: str = setting(None, "checkpoint.npz of a pre-training run", required=True)
     data: str = setting(None, "photos in class folders (default: the run's own photos and split); other photos are "
                               "split anew")
@@ -303,15 +286,9 @@ class ProbeConfig:
     overwrite: bool = setting(False, "replace an existing --json file")
     progress: bool = setting(True, "progress bars")
 
-    def validate(self):
-        pass
-
 
 @dataclass
-class PredictConfig:
+class PredictConfig(Settings):
     checkpoint: str = setting(None, "classifier.npz of a fine-tuning run (python -m tinymae.finetune)", required=True)
     photos: tuple = setting((), "photo files to classify", required=True, positional=True)
     json: bool = setting(False, "one JSON object per photo instead of a line of text")
-
-    def validate(self):
-        pass

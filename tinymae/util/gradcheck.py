@@ -1,35 +1,22 @@
 """Check a hand-written backward pass against centered finite differences, in float64.
 
 The method of the cs231n notes ("neural-networks-3", gradient checks):
-  * a random upstream gradient `dout` (never all ones: the backward of a softmax applied to ones is zero
-    and hides every bug), so we check  d/dx sum(forward(x) * dout)  against  backward(dout);
+  * a random upstream gradient `dout` (never all ones: the backward of a softmax applied to ones is zero and hides
+    every bug), so we check  d/dx sum(forward(x) * dout)  against  backward(dout);
   * centered differences  (f(x + h) - f(x - h)) / 2h,  error O(h^2), in double precision;
-  * the relative error  |a - n| / max(floor, |a| + |n|)  per element, and its maximum. cs231n uses
-    floor = 1e-8; we use 1e-6, because an element whose true gradient is exactly zero (a dead ReLU
-    unit, a removed patch) still gets ~1e-13 of rounding noise from the differences in float64, and
-    1e-13 / 1e-8 would read as a 1e-5 "error". With 1e-6, elements that small are held to an absolute
-    error of ~1e-12 instead, and everything larger to the plain relative error.
+  * the relative error  |a - n| / max(floor, |a| + |n|)  per element, and its maximum. cs231n's floor is 1e-8; ours
+    is 1e-6, because an element whose true gradient is exactly zero (a dead ReLU, a removed patch) still gets ~1e-13
+    of rounding noise from the differences, which 1e-8 would read as a 1e-5 "error".
 
 Check your own layer:
 
     from tinymae.util.gradcheck import assert_backward_matches
     assert_backward_matches(my_forward, my_backward, {"x": x, "w": w})   # float64 inputs
 
-where `my_forward(x, w) -> (out, cache)` and `my_backward(dout, cache) -> (dx, dw)`, one gradient per
-input in the same order (a single array when there is one input). Keep inputs away from kinks
-(ReLU at 0, max ties), where the derivative jumps and finite differences disagree honestly.
-
-An input whose true gradient is exactly zero cannot be checked this way, and attention has one: the key
-third of the qkv bias. It adds q_i . b_k to every score of query i, the same for every key j, and softmax
-ignores a constant added to a row, so the output does not depend on it at all. The recipe above, run on
-attention_forward / attention_backward (model/attention.py) with the whole qkv bias as an input, therefore
-fails there: the backward gives rounding noise (~1e-16) and the centered difference other rounding noise
-(~1e-10), and no relative error can judge noise against a true zero (with the floor above it reads ~1e-4,
-the size of a real bug). Hold the key bias fixed and check the query and value biases, as the attention
-and block cases of tests/test_gradients.py do (`qkv_bias`, `qv_bias_grad`; run them with
-`python -m pytest tests/test_gradients.py -k attention`); tests/test_mae_vit.py checks that the key bias
-changes nothing and gets a zero gradient. A whole-model check that includes it needs a tolerance above
-that noise (tests/test_model_gradients.py).
+where `my_forward(x, w) -> (out, cache)` and `my_backward(dout, cache) -> (dx, dw)`, one gradient per input in the
+same order. Keep inputs away from kinks (ReLU at 0, max ties), where finite differences disagree honestly, and from
+inputs whose true gradient is exactly zero, which no relative error can judge (attention's key bias is one:
+tests/test_gradients.py says why and how its cases avoid it).
 """
 from dataclasses import dataclass
 
