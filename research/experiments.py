@@ -96,8 +96,25 @@ def run_job(job, jobs, args):
     if missing:
         raise TinymaeError(f"{job.id} needs {', '.join(missing)} first, which is not done")
     argv = command(job, args)
+    os.makedirs(os.path.join(args.out, job.folder), exist_ok=True)
+    with open(os.path.join(args.out, job.folder, "provenance.json"), "w") as f:  # what ran it, where, when
+        json.dump(provenance(), f)
     sys.stdout.flush()
     os.execv(argv[0], argv)  # this process becomes the job's command: its signals, its end, its exit status
+
+
+def provenance():
+    """The code and the machine a job runs on: the tinymae version, the commit of this checkout, the date."""
+    import platform
+
+    from tinymae import __version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"tinymae": __version__, "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def check_reuse(jobs, args):

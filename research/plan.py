@@ -103,7 +103,7 @@ def plan(args):
         finetune("schedule", run, 0, few)
         finetune("schedule", run, 0, every)
     for run in ("base-seed0", f"base-ep{longest}-seed0"):
-        for blocks in PARTIAL_BLOCKS:
+        for blocks in (k for k in PARTIAL_BLOCKS if k < model.get("depth", 4)):  # 4: the ViT's depth (config.py)
             finetune("partial", run, 0, every, blocks=blocks)
     for s in SEEDS:  # seed 0 of every ablation first, then seeds 1 and 2
         for name, settings in ABLATIONS.items():

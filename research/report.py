@@ -9,9 +9,7 @@ photos are never mixed in. Every comparison on the pages is read by one rule, st
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 from statistics import NormalDist
 
 import numpy as np
@@ -73,22 +71,19 @@ def update(jobs, args, photos):
     if other:
         raise TinymaeError(f"{path} holds {len(other)} results measured on other photos (e.g. {other[0]}); --data "
                            f"{args.data} has the fingerprint {photos}: choose another --docs")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(__file__)).stdout.strip()
-    except OSError:
-        commit = ""
     for job in jobs:
         done = os.path.join(args.out, job.done)
         if os.path.exists(done):
             with open(done) as f:
                 numbers = digest(job, json.load(f))
             entry = ledger.get(job.id)
-            if entry is None or entry["result"] != numbers:  # a new result: measured here, now
-                ledger[job.id] = {"kind": job.kind, "result": numbers, "provenance": {
-                    "photos": photos, "tinymae": __version__, "commit": commit, "machine":
-                    f"{platform.machine()}, {os.cpu_count()} cores", "date": datetime.date.fromtimestamp(
-                        os.path.getmtime(done)).isoformat()}}
+            if entry is None or entry["result"] != numbers:  # a new result: with what ran it (--run-job wrote it)
+                try:
+                    with open(os.path.join(args.out, job.folder, "provenance.json")) as f:
+                        ran = json.load(f)
+                except OSError:
+                    ran = {"tinymae": __version__, "date": datetime.date.fromtimestamp(os.path.getmtime(done)).isoformat()}
+                ledger[job.id] = {"kind": job.kind, "result": numbers, "provenance": {"photos": photos, **ran}}
     text = json.dumps(dict(sorted(ledger.items())), indent=1, allow_nan=False)
     os.makedirs(args.docs, exist_ok=True)
     write_atomically(path, lambda f: f.write(text.encode()))
@@ -268,7 +263,7 @@ def runs_section(r, jobs):
         if job.kind == "pretrain" and job.part != "recipe":
             entry, minutes = r.ledger.get(job.id), r.get(job.id, "minutes")
             tuned = sum(r.get(j.id, "minutes") or 0 for j in jobs if j.kind == "finetune" and j.after == (job.id,))
-            where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit"))
+            where = "" if entry is None else ", ".join(entry["provenance"].get(k, "") for k in ("date", "tinymae", "commit"))
             lines.append(f"| {job.folder} | {'not run yet' if minutes is None else f'{minutes:.1f}'} | "
                          f"{r.get('probe/' + job.folder, 'minutes') or 0:.1f} | {tuned:.1f} | {where} |")
     return lines
