@@ -3,12 +3,11 @@
     python benchmarks/bench_run.py --data data/catsdogs --download       # the ViT, 10 epochs x 2 rounds
     python benchmarks/bench_run.py --data data/catsdogs --epochs 50 --rounds 1
 
-bench_step.py times single training steps; this times what a user waits for: the epochs of a training run, each
-with its batches prepared, its steps and its validation. Each round runs the tinymae run (python -m tinymae.pretrain)
-and the PyTorch run (benchmarks/train_torch.py, which shares everything with tinymae but the engine), each in a fresh
-process, the order flipping every round so that the machine's drift hits both alike. It prints each run's seconds
-of epochs (training and validation, as metrics.json counts them) and validation ratio, and the speed ratio of every
-round (PyTorch's seconds over tinymae's: above 1, tinymae is faster). A run that fails shows its whole error output.
+bench_step.py times single training steps; this times what a user waits for: the epochs of a training run, with
+their batches and validation. Each round runs tinymae's run (python -m tinymae.pretrain) and PyTorch's
+(benchmarks/train_torch.py, which shares everything with tinymae but the engine), each in a fresh process, the order
+flipping every round. It prints each run's seconds of epochs and validation ratio, and every round's speed ratio
+(PyTorch's seconds over tinymae's: above 1, tinymae is faster). A run that fails shows its whole error output.
 """
 import json
 import os
@@ -16,8 +15,9 @@ import statistics
 import sys
 import tempfile
 
-from common import ArgumentParser, at_least, run_child  # benchmarks/common.py, next to this script
 from tinymae.util import cli
+
+from common import ArgumentParser, at_least, run_child  # benchmarks/common.py, next to this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

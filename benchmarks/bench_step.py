@@ -7,22 +7,13 @@ what each piece of tinymae's fast path buys on its own.
     TINYMAE_BACKEND=cupy python benchmarks/bench_step.py  # on a GPU: against PyTorch on CUDA (fused AdamW)
     TINYMAE_BACKEND=cupy TINYMAE_FAST_GPU=1 python benchmarks/bench_step.py   # with the GPU's fast path
 
-A step is what engine.train_one_epoch does per batch: forward and backward, AdamW, the loss read back to the host
-(which waits for a GPU). tinymae's contestants are fast.training_step's two choices (--kernels): "fast", what
-training uses, and "reference", engine.Step with model/optim.py's AdamW. For each model (--arch) it prints:
-
-  correctness  against the PyTorch twin (torch_models.py) from tinymae's weights, on the same batch and masks: the
-               loss, mask, prediction, every gradient (the model's and the step's), one AdamW step from the same
-               gradients, as max |ours - torch| / max |torch|; beyond float32 tolerances the script fails
-  timing       tinymae fast, tinymae reference and torch taking turns in blocks of steps, in this process: ms/step,
-               img/s, GFLOP/s (common.step_flops) against the matmul rate, on a GPU the kernel launches per step
-  pieces       what each piece of the fast path buys on its own over the reference, and all together: the training
-               loop (engine.train_one_epoch, batches made as pre-training makes them) with one piece in place, in
-               a fresh process per piece and block, taking turns (keep_freed_memory is process-wide: no piece can
-               share a process); the speed is the median of the blocks' ratios, with its interquartile range.
-               These processes give tinymae's peak memory too (torch's: one more), and the loop against the step.
-
-benchmarks/README.md explains every figure and keeps measured tables. Without torch, tinymae is timed alone.
+A step is what engine.train_one_epoch does per batch: forward and backward, AdamW, the loss read back to the host.
+tinymae's contestants are fast.training_step's two choices (--kernels), "fast" (what training uses) and "reference"
+(engine.Step with model/optim.py's AdamW). For each model it prints: their correctness against the PyTorch twin
+(torch_models.py) from the same weights, batch and masks; the step of each and of torch, taking turns in blocks:
+ms/step, img/s, GFLOP/s against the matmul rate, peak memory, on a GPU kernel launches; and what each piece of the
+fast path buys on its own over the reference, each piece in a fresh process per block (keep_freed_memory is
+process-wide), with the training loop against the step alone. benchmarks/README.md explains every figure.
 """
 import argparse
 import cProfile
@@ -37,7 +28,6 @@ from types import SimpleNamespace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import common  # benchmarks/common.py, next to this script
 from tinymae import fast
 from tinymae.backend import host_rng, to_numpy
 from tinymae.config import PretrainConfig
@@ -50,6 +40,8 @@ from tinymae.model.optim import AdamW
 from tinymae.pretrain import Pretraining
 from tinymae.util import cli
 
+import common  # benchmarks/common.py, next to this script
+
 # float32 agreement required: on the defaults the worst array is off by ~1e-6 of its largest value, the loss by
 # ~1e-7 relative; a wrong gradient is off by O(1).
 GRAD_TOL, LOSS_RTOL = 1e-4, 1e-5
@@ -61,7 +53,7 @@ CPU_PIECES = {"reference": "engine.Step + model/optim.py's AdamW: the plain refe
               "keep_freed_memory": "cpu.keep_freed_memory alone (glibc keeps freed memory), the reference step",
               "fast": "all together: fast.training_step(model, 'fast')"}
 GPU_PIECES = {"reference": CPU_PIECES["reference"],
-              "FlatAdamW": "optim.FlatAdamW alone, unfused (fast without TINYMAE_FAST_GPU=1), engine.Step",
+              "FlatAdamW": "optim.FlatAdamW alone, unfused (the pieces of the CPU's flat AdamW), engine.Step",
               "fused_AdamW": "FlatAdamW(fused=True) alone: one kernel for every parameter",
               "fused_block": "model.block = cuda.BLOCK alone: the fused Transformer block",
               "resident_photos": "the photos resident on the device alone, each batch cut there (cuda.DeviceImages)",

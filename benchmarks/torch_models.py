@@ -1,20 +1,17 @@
 """tinymae's two MAEs in PyTorch (eager), built from a tinymae model's own weights: the one transcription.
 
-bench_step.py and train_torch.py time and train these; tests/test_torch_models.py shows that they compute tinymae's
-loss and gradients for the same weights, batch and mask, and tests/test_torch_oracle_vit.py checks tinymae's ViT
-against their pieces in float64. tinymae itself never imports torch; only this folder and the tests do.
+bench_step.py and train_torch.py time and train these; tests/test_torch_models.py and tests/test_torch_oracle_vit.py
+check tinymae against them. tinymae itself never imports torch; only this folder and the tests do.
 
-    TorchViTMAE   MaskedAutoencoderViT of models_mae.py (facebookresearch/mae) with timm 0.3.2's Block and Attention,
-                  as the MAE repository pins them; one deliberate difference, tinymae's: GELU in its tanh form
-                  (tinymae has no erf; see layers.py), where timm's is exact (gelu="none" here)
+    TorchViTMAE   MaskedAutoencoderViT of models_mae.py (facebookresearch/mae) with timm 0.3.2's Block and Attention;
+                  one deliberate difference, tinymae's: GELU in its tanh form (tinymae has no erf; see layers.py)
     TorchMLPMAE   tinymae's mae_mlp.py: a Linear per patch + pos embed, random_masking with keep_order=True, the
                   visible tokens flattened, Linear + ReLU layers, decoder_pred
 
-Names: each torch parameter is named as tinymae's, `.w` -> `.weight` and `.b` -> `.bias` (torch_name). Layouts:
-tinymae's Linear weights are (D_in, D_out), torch's (D_out, D_in); the ViT's patch embedding is a Conv2d here, as in
-models_mae.py, and tinymae's the same map as a (p*p*C, D) matrix over patchify's (row, col, channel) order, so the
-kernel is its transpose reshaped to (D, p, p, C) and permuted to (D, C, p, p). Masks: both sides argsort the same
-`noise` (N, L), so they keep the same patches.
+Each torch parameter is named as tinymae's, `.w` -> `.weight` and `.b` -> `.bias` (torch_name). tinymae's Linear
+weights are (D_in, D_out), torch's (D_out, D_in); the ViT's patch embedding is a Conv2d here, as in models_mae.py,
+whose kernel is tinymae's (p*p*C, D) matrix transposed, reshaped to (D, p, p, C) and permuted to (D, C, p, p). Both
+sides argsort the same `noise` (N, L), so they keep the same patches.
 """
 import re
 
@@ -24,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinymae.backend import to_numpy  # the one device -> host door of tinymae
-
 
 # Names and layouts: tinymae <-> torch
 

@@ -3,24 +3,20 @@
     python benchmarks/train_torch.py --data data/catsdogs --download --arch vit --json runs/torch.json
     python -m tinymae.pretrain --data data/catsdogs --arch vit --out runs/vit      # the same run in tinymae
 
-Everything but the engine is tinymae's, taken from a pre-training run of the same flags (tinymae.pretrain's
-Pretraining): the recipe, the photos, split and statistics, the initial weights (copied into the PyTorch twin of
-benchmarks/torch_models.py), every batch's crops, flips and mask noise from the same seeded generator in the same
-order (Pretraining.batches, prefetched on a background thread as in tinymae's loop), the learning-rate schedule, and
-the validation: after every epoch the twin's weights are copied back into the tinymae model and measured by
-Pretraining.validate, as a tinymae run measures itself. PyTorch does the forward and backward passes and the AdamW
-step (torch.optim.AdamW, the same two parameter groups), eager, on all the cores it uses by default.
-
+Everything but the engine is tinymae's, from a pre-training run of the same flags (pretrain.Pretraining): the recipe,
+the photos and split, the initial weights (copied into the twin of benchmarks/torch_models.py), every batch's crops,
+flips and masks from the same generator in the same order (Pretraining.batches, prefetched as in tinymae's loop),
+the learning-rate schedule, and the validation (Pretraining.validate, on the twin's weights copied back after every
+epoch). PyTorch does the forward and backward passes and the AdamW step (the same two parameter groups), eager.
 It prints one line per epoch, then the validation ratio to the mean-patch baseline and the wall time of the epochs
-(training and validation, as metrics.json counts it); --json writes them (an existing file only with --overwrite).
---gelu exact trains torch's exact (erf) GELU, as timm's ViT has it, instead of the tanh form tinymae computes.
+(as metrics.json counts it); --json writes them (an existing file only with --overwrite). --gelu exact trains
+torch's exact (erf) GELU, as timm's ViT has it, instead of the tanh form tinymae computes.
 """
 import json
 import math
 import sys
 import time
 
-from common import ArgumentParser, at_least, import_torch  # benchmarks/common.py, next to this script
 from tinymae import fast
 from tinymae.backend import asarray
 from tinymae.engine import prefetched
@@ -29,6 +25,8 @@ from tinymae.model.optim import cosine_lr
 from tinymae.pretrain import Pretraining
 from tinymae.util import cli
 from tinymae.util.files import output_file, write_atomically
+
+from common import ArgumentParser, at_least, import_torch  # benchmarks/common.py, next to this script
 
 RUN_FLAGS = ("data", "download", "arch", "epochs", "batch_size", "seed", "per_class")  # Pretraining's, passed on
 

@@ -20,10 +20,11 @@ import pytest
 
 from tinymae import backend
 from tinymae.backend import to_numpy
-from tinymae.model import build_model
-from conftest import random_noise
 from tinymae.fast.optim import FlatAdamW
+from tinymae.model import build_model
 from tinymae.model.optim import AdamW
+
+from conftest import random_noise
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the benchmark's twins")
 
