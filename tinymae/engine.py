@@ -72,12 +72,12 @@ def train_one_epoch(step, optimizer, batches, steps, first_step, schedule, desc,
             images += batch[0].shape[0]
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images / (time.perf_counter() - t0):.0f}")
+        seconds = time.perf_counter() - t0  # the steps alone, whatever the generator has left
         for _ in batches:  # the generator is done: this ends its thread
             pass
     finally:
         batches.close()  # an error or Ctrl-C: stop the batch thread too
         bar.close()
-    seconds = time.perf_counter() - t0
     return {"train_loss": loss_sum / steps, "lr": optimizer.lr, "train_time_s": seconds,
             "train_images_per_s": images / seconds, "waiting_for_data_s": waiting}
 

@@ -6,8 +6,9 @@
     fast       on the CPU: cpu.DataParallel (the batch in shards, one worker thread per core; glibc keeps freed
                memory for the next step) and optim.FlatAdamW (every parameter in one flat buffer, updated in
                cache-sized pieces on every core);
-               on a GPU: FlatAdamW, and with TINYMAE_FAST_GPU=1 cuda.py's fused Transformer block and one-kernel
-               AdamW, and the training photos resident on the device (resident: the caller cuts each batch there)
+               on a GPU: the reference step (the GPU spreads each kernel over its own cores), and with
+               TINYMAE_FAST_GPU=1 cuda.py's fused Transformer block, FlatAdamW's one-kernel update, and the
+               training photos resident on the device (resident: the caller cuts each batch there)
 
 Each piece computes what the reference computes (tests/test_fast.py holds them equal) and is kept because it pays
 (benchmarks/bench_step.py prints what each buys). The choice is a value: the step and optimiser a run builds,
@@ -18,7 +19,7 @@ from typing import NamedTuple
 
 from .. import backend
 from ..engine import Step
-from ..model.optim import AdamW
+from ..model import optim as reference
 from . import cuda
 from .cpu import DataParallel, keep_freed_memory
 from .optim import FlatAdamW
@@ -35,10 +36,11 @@ class Path(NamedTuple):
 def training_step(model, kernels="fast", threads=0):
     """How `model` trains: the reference step, or the fast one of this backend."""
     if kernels == "reference":
-        return Path(Step(model), AdamW, False)
-    if backend.name == "cupy":  # the GPU spreads every kernel over its own cores: no shards
-        if cuda.ENABLED:
-            model.block = cuda.BLOCK
-        return Path(Step(model), partial(FlatAdamW, fused=cuda.ENABLED), cuda.ENABLED)
+        return Path(Step(model), reference.AdamW, False)
+    if backend.name == "cupy":  # no shards; FlatAdamW's cache-sized pieces pay on a CPU only, its fused kernel here
+        if not cuda.ENABLED:
+            return Path(Step(model), reference.AdamW, False)
+        model.block = cuda.BLOCK
+        return Path(Step(model), partial(FlatAdamW, fused=True), True)
     keep_freed_memory()
     return Path(DataParallel(model, threads), FlatAdamW, False)
