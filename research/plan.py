@@ -18,6 +18,7 @@ LONGER = (2, 4, 8)  # longer pre-trainings, in multiples of --epochs (100, 200, 
 PARTIAL_BLOCKS = (0, 1, 2)  # Figure 9: fine-tune only the last K blocks
 # Fine-tuning with every label: tinymae.finetune's defaults, then main_finetune.py's regularisation.
 RECIPES = {"default": {}, "drop path": {"drop_path": 0.1}, "drop path + mixup": {"drop_path": 0.1, "mixup": 0.8}}
+SEEDED_RECIPES = ("default", "drop path + mixup")  # the headline comparisons: over pre-training seeds as well
 # The pre-training variants: the default ViT MAE with these settings (the paper's ablations).
 ABLATIONS = {"mask0.25": {"mask_ratio": 0.25}, "mask0.5": {"mask_ratio": 0.5}, "mask0.9": {"mask_ratio": 0.9},
              "block": {"masking": "block"}, "block-mask0.5": {"masking": "block", "mask_ratio": 0.5},
@@ -117,7 +118,7 @@ def plan(args):
     for name in ("base", "norm-pix"):  # the headline comparisons over pre-training seeds as well
         for s in SEEDS:
             run = pretrain("every-label", name, s, longest, probe=False)
-            for recipe in (("default", "drop path + mixup") if name == "base" else ("drop path + mixup",)):
+            for recipe in (SEEDED_RECIPES if name == "base" else ("drop path + mixup",)):
                 finetune("every-label", run, s, recipe=recipe)
                 if s == 0:
                     for ft_seed in SEEDS[1:]:
@@ -143,8 +144,9 @@ def finetune_job(args, part, run, seed, labels=None, scratch=False, blocks=None,
 
 def model_flags(text):
     """--model's flags, as settings: '--embed-dim 16 --depth 1' -> {embed_dim: 16, depth: 1}, checked."""
-    words, fields = shlex.split(text), {**PretrainConfig.__dataclass_fields__, **MODEL_CONFIGS["mlp"].__dataclass_fields__,
-                                        **MODEL_CONFIGS["vit"].__dataclass_fields__}
+    fields = {**PretrainConfig.__dataclass_fields__, **MODEL_CONFIGS["mlp"].__dataclass_fields__,
+              **MODEL_CONFIGS["vit"].__dataclass_fields__}
+    words = shlex.split(text)
     if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
         raise TinymaeError(f"--model takes flag-value pairs such as '--embed-dim 16 --depth 1', got {text!r}")
     settings = {}

@@ -19,7 +19,7 @@ from tinymae.errors import TinymaeError
 from tinymae.util.figures import pyplot, save
 from tinymae.util.files import write_atomically
 
-from plan import ABLATIONS, LONGER, PARTIAL_BLOCKS, RECIPE, RECIPES, SEEDS, finetune_job, variant
+from plan import ABLATIONS, LONGER, PARTIAL_BLOCKS, RECIPE, RECIPES, SEEDED_RECIPES, SEEDS, finetune_job, variant
 
 CLAIMS = [  # (variant, what the paper found (ViT-L, 800 epochs, ImageNet-1K), its sign for the probe, for fine-tuning)
     ("mask0.25", "Figure 5: a mask ratio of 75% beats 25% by a wide margin, most of all in linear probing", -1, -1),
@@ -82,7 +82,8 @@ def update(jobs, args, photos):
                     with open(os.path.join(args.out, job.folder, "provenance.json")) as f:
                         ran = json.load(f)
                 except OSError:
-                    ran = {"tinymae": __version__, "date": datetime.date.fromtimestamp(os.path.getmtime(done)).isoformat()}
+                    ran = {"tinymae": __version__,
+                           "date": datetime.date.fromtimestamp(os.path.getmtime(done)).isoformat()}
                 ledger[job.id] = {"kind": job.kind, "result": numbers, "provenance": {"photos": photos, **ran}}
     text = json.dumps(dict(sorted(ledger.items())), indent=1, allow_nan=False)
     os.makedirs(args.docs, exist_ok=True)
@@ -166,10 +167,10 @@ def sections(r, args, read):
         scratch = [r.acc(f"base-seed{s}", s, labels=labels, scratch=True) for s in SEEDS]
         lines.append(f"| {labels or 'all'} | {pct(mae)} | {pct(scratch)} | {' | '.join(read(mae, scratch, +1))} |")
 
-    lines += ["", f"## 2. Longer pre-training (the paper's Figure 7)", "", "The base ViT pre-trained longer, its "
+    lines += ["", "## 2. Longer pre-training (the paper's Figure 7)", "", "The base ViT pre-trained longer, its "
               "cosine stretched; the longer runs are one pre-training each (seed 0), except where the row says.", "",
-              f"| pre-training epochs | × mean patch | linear probe (%) | fine-tuned, {few} per class (%) | fine-tuned, "
-              "every label (%) | minutes |", "| --- | --- | --- | --- | --- | --- |"]
+              f"| pre-training epochs | × mean patch | linear probe (%) | fine-tuned, {few} per class (%) | "
+              "fine-tuned, every label (%) | minutes |", "| --- | --- | --- | --- | --- | --- |"]
     rows = {}
     for epochs in (None, *(args.epochs * f for f in LONGER)):
         seeds = SEEDS if epochs is None else (0,)
@@ -207,22 +208,25 @@ def sections(r, args, read):
         scratch = [r.acc(f"base-seed{s}", s, scratch=True, recipe=recipe) for s in SEEDS]
         one = [r.acc(long, s, recipe=recipe) for s in SEEDS]
         seeded[recipe] = [r.acc(f"base-ep{longest}-seed{s}", s, recipe=recipe) for s in SEEDS]
-        seeds = read(seeded[recipe], scratch, +1) if recipe == "default" else ("", "")
-        lines.append(f"| {recipe} | {pct(scratch)} | {pct(one)} | {pct(seeded[recipe])} | "
-                     f"{' | '.join(read(one, scratch, +1))} | {' | '.join(seeds)} |")
+        seeds = [pct(seeded[recipe]), *read(seeded[recipe], scratch, +1)] if recipe in SEEDED_RECIPES else \
+            ["not planned"] * 3
+        lines.append(f"| {recipe} | {pct(scratch)} | {pct(one)} | {seeds[0]} | "
+                     f"{' | '.join(read(one, scratch, +1))} | {' | '.join(seeds[1:])} |")
     mixup = "drop path + mixup"
     one = [r.acc(f"norm-pix-ep{longest}-seed0", s, recipe=mixup) for s in SEEDS]
     seeds = [r.acc(f"norm-pix-ep{longest}-seed{s}", s, recipe=mixup) for s in SEEDS]
     lines += ["", f"The normalised-pixel target pre-trained {longest} epochs, fine-tuned with {mixup}, against the "
               f"pixel target with the same recipe (the paper's Table 1d):", "",
-              "| | one pre-training (%) | pre-training seeds (%) | − pixel target, one pre-training | reading | − pixel "
-              "target, pre-training seeds | reading |", "| --- | --- | --- | --- | --- | --- | --- |",
-              f"| norm-pix | {pct(one)} | {pct(seeds)} | {' | '.join(read(one, [r.acc(long, s, recipe=mixup) for s in SEEDS], +1))} "
+              "| | one pre-training (%) | pre-training seeds (%) | − pixel target, one pre-training | reading | "
+              "− pixel target, pre-training seeds | reading |", "| --- | --- | --- | --- | --- | --- | --- |",
+              f"| norm-pix | {pct(one)} | {pct(seeds)} | "
+              f"{' | '.join(read(one, [r.acc(long, s, recipe=mixup) for s in SEEDS], +1))} "
               f"| {' | '.join(read(seeds, seeded[mixup], +1))} |"]
 
     lines += ["", "## 5. Linear probe of the frozen encoder", "", "Softmax regression and a cosine k-NN (k = 20) "
               "on frozen features (`python -m tinymae.probe`), on the validation photos; the base run over its "
-              "pre-training seeds.", "", "| encoder | features | linear probe (%) | k-NN (%) |", "| --- | --- | --- | --- |"]
+              "pre-training seeds.", "", "| encoder | features | linear probe (%) | k-NN (%) |",
+              "| --- | --- | --- | --- |"]
     for encoder, features, runs in (("ViT MAE", "mean", None), ("ViT MAE", "cls", None), ("random init", "mean", 1),
                                     ("random init", "cls", 1), ("raw pixels", "pixels", 1)):
         runs = [f"base-seed{s}" for s in (SEEDS if runs is None else (0,))]
@@ -240,9 +244,11 @@ def sections(r, args, read):
     for name in ("base", *ABLATIONS):
         runs = [f"{name}-seed{s}" for s in SEEDS]
         table[name] = ([r.probe(run) for run in runs], [r.acc(run, s, labels=few) for s, run in enumerate(runs)])
-        ratio, epoch_s = spread([r.run(name, s) for s in SEEDS])[0], spread([r.run(name, s, key="epoch_s") for s in SEEDS])[0]
+        ratio = spread([r.run(name, s) for s in SEEDS])[0]
+        epoch_s = spread([r.run(name, s, key="epoch_s") for s in SEEDS])[0]
         lines.append(f"| {name} | {f'{np.mean(ratio):.3f}' if ratio else '—'} | {pct(table[name][0])} | "
-                     f"{pct(table[name][1])} | {f'{min(epoch_s):.1f}' if epoch_s else '—'} | "
+                     f"{'no classifier' if name == 'mlp' else pct(table[name][1])} | "
+                     f"{f'{min(epoch_s):.1f}' if epoch_s else '—'} | "
                      f"{r.run(name, key='n_params') or '—'} |")
     lines += ["", "Against the paper, one finding at a time (variant − base, in points):", ""]
     for name, claim, probe_sign, tune_sign in CLAIMS:
@@ -258,12 +264,14 @@ def sections(r, args, read):
 def runs_section(r, jobs):
     lines = ["## The runs", "", "Every pre-training run, its minutes, and those of its probe and fine-tunings (wall "
              "clock, whatever else the machine did), with where and when each was measured.", "",
-             "| run | pre-training (min) | probe (min) | fine-tunings (min) | measured |", "| --- | --- | --- | --- | --- |"]
+             "| run | pre-training (min) | probe (min) | fine-tunings (min) | measured |",
+             "| --- | --- | --- | --- | --- |"]
     for job in jobs:
         if job.kind == "pretrain" and job.part != "recipe":
             entry, minutes = r.ledger.get(job.id), r.get(job.id, "minutes")
             tuned = sum(r.get(j.id, "minutes") or 0 for j in jobs if j.kind == "finetune" and j.after == (job.id,))
-            where = "" if entry is None else ", ".join(entry["provenance"].get(k, "") for k in ("date", "tinymae", "commit"))
+            where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit")
+                                                        if entry["provenance"].get(k))
             lines.append(f"| {job.folder} | {'not run yet' if minutes is None else f'{minutes:.1f}'} | "
                          f"{r.get('probe/' + job.folder, 'minutes') or 0:.1f} | {tuned:.1f} | {where} |")
     return lines
@@ -274,15 +282,17 @@ def recipe_page(r, args):
              "results.json; do not edit by hand. -->", "", f"One pre-training per row (seed 0, {args.epochs} epochs), "
              "one setting changed from the row named in brackets. *× mean patch*: validation masked-patch MSE over "
              "the mean-patch baseline (lower is better); *probe*: the frozen encoder's mean patch token. The base "
-             "recipe's spread over seeds (results.md) is the size of a difference worth reading.", "",
+             "recipe's spread over seeds (results.md) is the size of a difference worth reading; — has not run "
+             "yet.", "",
              "| variant | what changed | × mean patch | change | linear probe (%) | minutes |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, what, base, _ in RECIPE:
         jid = lambda n: f"torch/recipe-{n}" if n.startswith("torch") else f"pretrain/recipe-{n}-seed0"  # noqa: E731
         ratio, before = r.get(jid(name), "ratio"), base and r.get(jid(base), "ratio")
+        change = "the base" if not base else "—" if ratio is None or not before else f"{ratio - before:+.3f}"
+        probe = "not probed" if name.startswith("torch") else pct([r.probe(f"recipe-{name}-seed0")], n=False)
         lines.append(f"| {name} | {what}{f' ({base})' if base else ''} | {'—' if ratio is None else f'{ratio:.3f}'} | "
-                     f"{f'{ratio - before:+.3f}' if ratio is not None and before else '—'} | "
-                     f"{pct([r.probe(f'recipe-{name}-seed0')], n=False)} | {r.get(jid(name), 'minutes') or 0:.0f} |")
+                     f"{change} | {probe} | {r.get(jid(name), 'minutes') or 0:.0f} |")
     return lines
 
 
@@ -320,9 +330,10 @@ def plots(r, args, docs):
     fig, ax = plt.subplots(figsize=(5, 3.4))
     drawn = False
     for run, epochs in (("base-seed0", args.epochs), (f"base-ep{longest}-seed0", longest)):
-        drawn |= line(ax, [*PARTIAL_BLOCKS, "all"], [[r.acc(run, 0, blocks=k)] for k in PARTIAL_BLOCKS]
+        drawn |= line(ax, range(len(PARTIAL_BLOCKS) + 1), [[r.acc(run, 0, blocks=k)] for k in PARTIAL_BLOCKS]
                       + [[r.acc(run, 0)]], f"pre-trained {epochs} epochs", "o")
-    ax.set(xlabel="fine-tuned blocks (the last K of the encoder)", ylabel="validation accuracy (%)")
+    ax.set(xlabel="fine-tuned blocks (the last K of the encoder)", ylabel="validation accuracy (%)",
+           xticks=range(len(PARTIAL_BLOCKS) + 1), xticklabels=[*map(str, PARTIAL_BLOCKS), "all"])
     finish(fig, ax, drawn, os.path.join(docs, "partial.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -356,8 +367,9 @@ def recon(args, docs):
 def write_page(path, lines):
     """Write a page, unless it would replace one with more numbers in its tables."""
     text = "\n".join(lines) + "\n"
-    count = lambda t: sum(len(np.char.strip(cell)) > 0 and any(c.isdigit() for c in cell) for row in t.splitlines()  # noqa
-                          if row.startswith("|") for cell in row.split("|"))
+    def count(t):
+        return sum(any(c.isdigit() for c in cell) for row in t.splitlines() if row.startswith("|")
+                   for cell in row.split("|"))
     if os.path.exists(path):
         with open(path) as f:
             before = count(f.read())

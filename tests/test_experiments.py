@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import make_photos
@@ -239,3 +240,37 @@ def test_the_slurm_engine_runs_the_plan_as_job_arrays_through_a_fake_slurm(photo
     local = tmp_path / "local"
     sweep(photos, local, "--part", "schedule", "--model", model)
     assert numbers(tmp_path / "out" / "report" / "results.md") == numbers(local / "report" / "results.md")
+
+
+def test_a_ledger_of_every_job_of_the_full_plan_writes_every_table_and_figure(tmp_path, monkeypatch):
+    """The whole plan's page (not the tiny plan's parts): results.json holding a result for each of its jobs
+    writes every table without a missing cell, the recipe page, and every figure."""
+    monkeypatch.syspath_prepend(str(RESEARCH))
+    import experiments
+    import report
+    from plan import plan
+    args = experiments.parse_args(["--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "out")])
+    jobs, rng = plan(args), np.random.default_rng(0)
+    features = [("pre-trained", "mean"), ("pre-trained", "cls"), ("pre-trained", "latent"), ("random init", "mean"),
+                ("random init", "cls"), ("raw pixels", "pixels")]
+    results = {"pretrain": lambda: {"ratio": rng.uniform(0.2, 0.4), "psnr": 17.0, "n_params": 1000, "minutes": 10.0,
+                                    "epoch_s": 12.0, "curve": [0.05, 0.03], "n_train": 4000, "n_val": 1000,
+                                    "arch": "vit", "config": {}, "settings": {"batch_size": 32, "lr": 0.005,
+                                                                             "warmup_epochs": 2.5, "weight_decay": 0.05}},
+               "probe": lambda: {"minutes": 1.0, "rows": [{"encoder": e, "features": f, "linear_probe_std": 0.01,
+                                                           "linear_probe_mean": rng.uniform(0.5, 0.8),
+                                                           "knn": rng.uniform(0.5, 0.8)} for e, f in features]},
+               "finetune": lambda: {"accuracy": rng.uniform(0.6, 0.9), "minutes": 2.0, "n_val": 1000},
+               "torch": lambda: {"ratio": rng.uniform(0.2, 0.4), "minutes": 10.0}}
+    ledger = {job.id: {"kind": job.kind, "result": results[job.kind](),
+                       "provenance": {"photos": "abc", "tinymae": "0.2.0", "date": "2026-12-07"}} for job in jobs}
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.json").write_text(json.dumps(ledger))
+    monkeypatch.setattr(report, "recon", lambda args, docs: None)  # the reconstructions need a run folder
+    report.write_report(jobs, args, "abc")
+    for page in ("results.md", "recipe.md"):
+        cells = [c.strip() for row in (tmp_path / "docs" / page).read_text().splitlines() if row.startswith("|")
+                 for c in row.split("|")]
+        assert "—" not in cells and "not run yet" not in cells, page
+    for figure in ("mask_ratio.png", "schedule.png", "partial.png", "curves.png"):
+        assert (tmp_path / "docs" / figure).stat().st_size > 1000, figure
