@@ -74,8 +74,8 @@ def mosaic(tile_images, cols, gap=1):
 def sequence_panel(ax, tile_images, cols, p, kept, labels, dim=False):
     """A sequence of tokens drawn by mosaic, slot s at row s // cols: slots 0..kept-1 framed green (and the others
     dimmed), each labelled, the first slot of each row named on the left."""
-    import matplotlib.patheffects as patheffects
     import matplotlib.patches as mpatches
+    import matplotlib.patheffects as patheffects
     ax.imshow(mosaic(tile_images, cols), interpolation="nearest")
     for s, label in enumerate(labels):
         x, y = (s % cols) * (p + 1) - 0.5, (s // cols) * (p + 1) - 0.5  # the tile's top left corner

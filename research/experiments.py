@@ -46,9 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=50, help="epochs of the base pre-training and of fine-tuning")
     p.add_argument("--per-class", type=int, default=None, help="only the first N photos of each class (a quick try)")
     p.add_argument("--probe-seeds", type=int, default=3, help="linear-probe repetitions (mean ± std)")
-    p.add_argument("--labels", nargs="+", default=["50", "200", "all"], help="labelled photos per class of the "
-                                                                            "fine-tuning table, fewest first, 'all' last")
-    p.add_argument("--model", default="", help="extra model or recipe flags for every run, e.g. a tiny model for a test")
+    p.add_argument("--labels", nargs="+", default=["50", "200", "all"],
+                   help="labelled photos per class of the fine-tuning table, fewest first, 'all' last")
+    p.add_argument("--model", default="", help="extra model or recipe flags for every run, e.g. a tiny model for "
+                                               "a test")
     p.add_argument("--list-jobs", action="store_true", help="print the plan, one JSON line per job, and stop")
     p.add_argument("--run-job", metavar="ID", help="run that one job (0 at once if it is done; refused if a job it "
                                                    "needs is not)")
@@ -139,8 +140,8 @@ def check_reuse(jobs, args):
             recorded = {**done.get("config", {}), **done.get("settings", {})}
             different = [k for k, v in job.settings.items() if k in recorded and recorded[k] != v]
             if job.kind in ("pretrain", "finetune") and different:
-                raise TinymaeError(f"{os.path.join(args.out, job.folder)} was run with other settings ({', '.join(different)}"
-                                   "): choose another --out, or delete it")
+                raise TinymaeError(f"{os.path.join(args.out, job.folder)} was run with other settings "
+                                   f"({', '.join(different)}): choose another --out, or delete it")
     return photos
 
 
@@ -152,7 +153,7 @@ def run_local(todo, jobs, args):
     slots = [cores[i * per:(i + 1) * per] for i in range(args.jobs)]
     logs = os.path.join(args.out, "logs")
     os.makedirs(logs, exist_ok=True)
-    waiting, running, failed, tries, took, t0, shown = list(todo), {}, {}, {}, [], time.time(), None
+    waiting, running, failed, tries, took, shown = list(todo), {}, {}, {}, [], None
     try:
         while waiting or running:
             for job in list(waiting):

@@ -1,8 +1,9 @@
 """float32 in -> float32 out, for every forward and backward pass: no silent upcast to float64."""
 import pytest
-from test_gradients import GRADIENT_CHECKS
 
 from tinymae import backend
+
+from test_gradients import GRADIENT_CHECKS
 
 
 @pytest.mark.parametrize("name", list(GRADIENT_CHECKS))

@@ -5,10 +5,10 @@ from tinymae import backend
 from tinymae.config import MLPConfig
 from tinymae.errors import TinymaeError
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
-from conftest import random_noise
 from tinymae.model.optim import AdamW
 
-from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
+from conftest import (assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches,
+                      random_noise)
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=16, encoder_dims=(64, 64, 32), decoder_dims=(64,))
 

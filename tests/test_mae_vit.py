@@ -7,15 +7,14 @@ from tinymae import backend
 from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
 from tinymae.errors import TinymaeError
-from tinymae.model import attention, layers
+from tinymae.model import attention, build_model, layers
 from tinymae.model.ablations import MaskedAutoencoderViTEncoderMaskTokens
-from tinymae.model import build_model
 from tinymae.model.mae_vit import MaskedAutoencoderViT
-from conftest import random_noise
 from tinymae.model.optim import AdamW
 from tinymae.model.pos_embed import get_2d_sincos_pos_embed
 
-from conftest import assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches
+from conftest import (assert_encoder_ignores_removed_pixels, assert_removed_predictions_read_the_visible_patches,
+                      random_noise)
 
 SMALL = dict(img_size=24, patch_size=6, embed_dim=32, depth=2, num_heads=4,
              decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # 16 patches, 4 visible

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import tinymae
-from tinymae import finetune, predict, pretrain
+from tinymae import finetune, predict
 from tinymae.util.checkpoint import Checkpoint
 
-from conftest import make_photos, run_main, tiny_run_args, train_tiny
+from conftest import make_photos, run_main, train_tiny
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -21,6 +21,7 @@ from tinymae.backend import to_numpy
 from tinymae.config import ViTConfig
 from tinymae.model import attention, layers, transformer
 from tinymae.model.mae_vit import MaskedAutoencoderViT
+
 from conftest import random_noise
 
 torch = pytest.importorskip("torch", reason="torch is optional; pip install torch==2.13.0 for the oracle tests")

@@ -35,7 +35,6 @@ VALUE_BLOCK = r"<!-- walkthrough --values: (\w+) -->\n```text\n(.*?)\n```"
 # `python examples/walkthrough.py` does, with examples/ first on the path.
 sys.path.insert(0, str(ROOT / "examples"))
 import walkthrough  # noqa: E402
-
 import walkthrough_gradcheck  # noqa: E402
 import walkthrough_values  # noqa: E402
 

@@ -193,7 +193,8 @@ class TrainConfig(Settings):
     weight_decay: float = setting(0.05, "AdamW's decoupled weight decay (none on biases and norms)", "[0, 10]")
     seed: int = setting(0, "seeds the split, the weights, the batches and the augmentation", "[0, 4294967295]")
     kernels: str = setting("fast", "fast: the step on every core (tinymae/fast/); reference: the plain formulas of "
-                                   "tinymae/model/, one batch at a time", choices=("fast", "reference"), on_resume="new")
+                                   "tinymae/model/, one batch at a time", choices=("fast", "reference"),
+                           on_resume="new")
     threads: int = setting(0, "worker threads of the fast step on the CPU: 0 = one per core", "[0, 1024]",
                            on_resume="new")
     resume: bool = setting(False, "continue the run in --out from its checkpoint", on_resume="new")

@@ -49,7 +49,8 @@ class RunPhotos:
         self.val_images = center_crop(decoded.images[val], img_size)  # (N_val, S, S, 3) uint8
         self.mean, self.std = (channel_stats(self.train_images) if mean is None else
                                (np.asarray(mean, np.float32), np.asarray(std, np.float32)))  # (3,), (3,) in [0, 1]
-        self.record = {"root": decoded.root, "load_size": int(decoded.images.shape[1]), "classes": list(decoded.classes),
+        self.record = {"root": decoded.root, "load_size": int(decoded.images.shape[1]),
+                       "classes": list(decoded.classes),
                        "files": [os.path.relpath(p, decoded.root) for p in decoded.paths],
                        "labels": decoded.labels.tolist(), "hashes": hashes,
                        "val": val.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist(),

@@ -103,8 +103,8 @@ def evaluate(cfg):
         decoded = decode(find_photos(cfg.data or record["root"], cfg.per_class), record["load_size"], cfg.progress)
         unseen = ~np.isin([h[:16] for h in decoded.hashes], training_hashes(record))
         if not unseen.any():
-            raise TinymaeError(f"every photo under {cfg.data} is one {cfg.checkpoint} trained on; evaluate it on photos "
-                               "it has not seen (without --data: its own validation photos)")
+            raise TinymaeError(f"every photo under {cfg.data} is one {cfg.checkpoint} trained on; evaluate it on "
+                               "photos it has not seen (without --data: its own validation photos)")
         images, which = center_crop(decoded.images[unseen], mcfg.img_size), f"{int(unseen.sum())} photos of {cfg.data}"
     result = reconstruction_metrics(model, images, record["mean"], record["std"], cfg.mask_seed, cfg.batch_size,
                                     arrays["extra/mean_patch"])
@@ -118,8 +118,8 @@ def evaluate(cfg):
     print(json.dumps(result, indent=2, allow_nan=False), flush=True)  # the numbers first: a failed figure costs
     if figure:  # only the figure
         from .util.figures import save_reconstructions
-        save_reconstructions(figure, *figure_batch(model, images, record["mean"], record["std"], cfg.mask_seed,
-                                                   cfg.figure_images), mcfg.patch_size, f"{header['arch']} MAE, {which}")
+        panels = figure_batch(model, images, record["mean"], record["std"], cfg.mask_seed, cfg.figure_images)
+        save_reconstructions(figure, *panels, mcfg.patch_size, f"{header['arch']} MAE, {which}")
 
 
 def main(argv=None):

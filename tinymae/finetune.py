@@ -25,8 +25,8 @@ import numpy as np
 from . import backend
 from .backend import asarray, host_rng, to_numpy
 from .config import FinetuneConfig
-from .data import (augmented_batches, center_crop, labelled_subset, mix_images, mixup_draw, mixup_targets,
-                   new_photos, normalize, photos_of_run, training_hashes)
+from .data import (augmented_batches, center_crop, labelled_subset, mix_images, mixup_draw, mixup_targets, new_photos,
+                   normalize, photos_of_run, training_hashes)
 from .errors import TinymaeError
 from .fast import cuda
 from .model import build_model
@@ -81,7 +81,8 @@ class Finetuning(Run):
         else:
             pre, record = self.pre, self.pre["data"]
             self.pretraining = {"checkpoint": os.path.abspath(cfg.checkpoint), "run_id": pre["run_id"],
-                                "epoch": pre["epoch"], "fingerprint": record["fingerprint"], "settings": pre["settings"]}
+                                "epoch": pre["epoch"], "fingerprint": record["fingerprint"],
+                                "settings": pre["settings"]}
             photos = photos_of_run(record, cfg.data, self.mae.config.img_size, cfg.progress)
             if photos is None:  # other photos: their own split, validated on none the encoder trained on
                 photos = new_photos(cfg.data or record["root"], record["load_size"], self.mae.config.img_size,
@@ -194,8 +195,9 @@ class Finetuning(Run):
             if list(test.classes) != self.classes:
                 raise TinymaeError(f"--test-data {cfg.test_data} has the classes {list(test.classes)}, the classifier "
                                    f"{self.classes}")
+            test_images = center_crop(test.images, self.model.config.img_size)
             result.update(test_data=os.path.abspath(cfg.test_data), n_test=len(test.labels),
-                          test_accuracy=self.accuracy(center_crop(test.images, self.model.config.img_size), test.labels))
+                          test_accuracy=self.accuracy(test_images, test.labels))
         print(json.dumps(result), flush=True)  # before any file: a full disk below cannot cost the numbers
         if self.json:
             self.write_json(self.json, result)

@@ -46,7 +46,8 @@ class Trained:
         """Photos (paths, PIL images or uint8 arrays (H, W, 3)) -> the model's input (N, 3, S, S)."""
         images = []
         for photo in photos:
-            image = (load_image(photo, self.load_size) if isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__")
+            is_path = isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__")
+            image = (load_image(photo, self.load_size) if is_path
                      else prepare_image(photo if isinstance(photo, Image.Image) else Image.fromarray(photo),
                                         self.load_size))
             if image is None:
@@ -76,7 +77,8 @@ class Trained:
         noise = asarray(masking_noise(host_rng(seed), x.shape[0], cfg))  # (N, L)
         _, pred, mask, _ = self.model.forward(x, noise)
         from .model.patches import patchify
-        pred = pred_to_pixels(pred, patchify(x, cfg.patch_size), asarray(self.mean), asarray(self.std), cfg.norm_pix_loss)
+        pred = pred_to_pixels(pred, patchify(x, cfg.patch_size), asarray(self.mean), asarray(self.std),
+                              cfg.norm_pix_loss)
         return reconstruction_panels(denormalize(to_numpy(x), self.mean, self.std), to_numpy(mask), to_numpy(pred),
                                      cfg.patch_size)
 

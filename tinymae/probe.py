@@ -43,7 +43,8 @@ def extract_features(model, images, mean, std, batch_size=256, progress=False, d
     """Frozen-encoder features of uint8 photos (N, S, S, 3): {name: host float32 (N, F)}."""
     out = {}
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-        for name, value in model.forward_features(asarray(normalize(images[start:start + batch_size], mean, std))).items():
+        batch = asarray(normalize(images[start:start + batch_size], mean, std))
+        for name, value in model.forward_features(batch).items():
             out.setdefault(name, []).append(to_numpy(value))
     return {name: numpy.concatenate(parts).astype("float32") for name, parts in out.items()}
 
@@ -98,12 +99,13 @@ def probe_features(name, X_train, y_train, X_val, y_val, num_classes, seeds, pro
             for s in tqdm(seeds, desc=f"probing {name}", unit="seed", disable=not progress, leave=False)]
     accs = numpy.array([a for a, _ in runs])
     return {"features": name, "dim": int(X_train.shape[1]), "linear_probe_mean": float(accs.mean()),
-            "linear_probe_std": float(accs.std()), "linear_probe_runs": accs.tolist(), "l2_chosen": [b for _, b in runs],
+            "linear_probe_std": float(accs.std()), "linear_probe_runs": accs.tolist(),
+            "l2_chosen": [b for _, b in runs],
             "knn": knn_accuracy(X_train, y_train, X_val, y_val, num_classes), "knn_k": min(KNN_K, len(X_train))}
 
 
 def run_probe(cfg):
-    """-> the report: {checkpoint, photos, classes, n_train, n_val, seeds, results: [one row per encoder and features]}."""
+    """-> the report: {checkpoint, photos, classes, n_train, n_val, seeds, results: [per encoder and features]}."""
     t0 = time.perf_counter()
     header, model, _ = read_checkpoint(cfg.checkpoint, "pretrain")
     record, mcfg = header["data"], model.config

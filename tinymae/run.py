@@ -98,8 +98,8 @@ class Run:
             return header, (model, arrays)
         existing = [name for name in self.owned() if os.path.exists(self.path(name))]
         if existing and not self.cfg.overwrite:
-            raise TinymaeError(f"{self.cfg.out} already holds a run ({', '.join(existing)}); continue it with --resume, "
-                               "choose another --out, or pass --overwrite to start over")
+            raise TinymaeError(f"{self.cfg.out} already holds a run ({', '.join(existing)}); continue it with "
+                               "--resume, choose another --out, or pass --overwrite to start over")
         for name in existing:  # the old run goes before the new one starts: nothing of it can be mistaken
             shutil.rmtree(self.path(name)) if os.path.isdir(self.path(name)) else os.remove(self.path(name))
         return None, None
@@ -132,8 +132,8 @@ class Run:
             rng.bit_generator.state = header["rng_state"]
             self.history, self.wall_time, self.run_id = header["history"], header["wall_time_s"], header["run_id"]
             if done > cfg.epochs:
-                raise TinymaeError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {self.path(self.checkpoint)} "
-                                   f"has trained; pass --epochs {done} or more")
+                raise TinymaeError(f"--epochs {cfg.epochs} is fewer than the {done} epochs "
+                                   f"{self.path(self.checkpoint)} has trained; pass --epochs {done} or more")
             if done == cfg.epochs and self.finished():
                 print(f"{self.path(self.checkpoint)} has trained its {done} epochs and its results are complete: "
                       "nothing to do. Pass a larger --epochs to train longer.")

@@ -63,7 +63,8 @@ class DataParallel:
             weight = (stop - start) / N  # this shard's share of the batch mean
             return outputs[0] * weight, self.model.backward(weight, outputs[-1])
 
-        results = self.map(shard, [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)])
+        bounds = [(start, min(N, start + self.shard_images)) for start in range(0, N, self.shard_images)]
+        results = self.map(shard, bounds)
         loss, grads = results[0][0], {name: xp.ascontiguousarray(g) for name, g in results[0][1].items()}
         for other, _ in results[1:]:  # added in shard order: the same sums for any number of threads
             loss = loss + other

@@ -122,7 +122,8 @@ class MaskedAutoencoderMLP(MaskedAutoencoder):
         """What the frozen encoder says of whole images, for the linear probe. It takes exactly K patches (its first
         layer is K * E wide), so it sees an image in L / K views of disjoint patch sets, and the latents of the views
         are averaged: every patch seen once -> {"latent": (N, Z)}."""
-        latents = [self.forward_encoder(imgs, asarray(noise))[0] for noise in partition_noise(imgs.shape[0], self.config)]
+        latents = [self.forward_encoder(imgs, asarray(noise))[0]
+                   for noise in partition_noise(imgs.shape[0], self.config)]
         return {"latent": sum(latents) / len(latents)}  # (N, Z)
 
     # ------------------------------------------------------------------------------------------

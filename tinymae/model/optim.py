@@ -74,7 +74,8 @@ class AdamW:
                 if key not in state:
                     raise KeyError(f"optimizer state has no {key!r}; was it saved for another model?")
                 if tuple(state[key].shape) != p.shape:
-                    raise ValueError(f"optimizer state {key!r} has shape {tuple(state[key].shape)}, parameter has {p.shape}")
+                    raise ValueError(f"optimizer state {key!r} has shape {tuple(state[key].shape)}, "
+                                     f"parameter has {p.shape}")
                 moments[name] = asarray(state[key], dtype=p.dtype)
 
 

@@ -64,8 +64,8 @@ def block_forward(x, params, num_heads, keep=None):
 
     keep: None, or (N, 2) drop-path factors of each image's attention and MLP branch (layers.py)."""
     h, norm1_cache = layernorm_forward(x, params["norm1.w"], params["norm1.b"])  # (N, T, D)
-    h, attn_cache = attention_forward(h, params["attn.qkv.w"], params["attn.qkv.b"], params["attn.proj.w"], params["attn.proj.b"],
-                                      num_heads)  # (N, T, D)
+    h, attn_cache = attention_forward(h, params["attn.qkv.w"], params["attn.qkv.b"],
+                                      params["attn.proj.w"], params["attn.proj.b"], num_heads)  # (N, T, D)
     if keep is not None:
         h, drop1_cache = drop_path_forward(h, keep[:, 0])  # (N, T, D)
     x = x + h  # (N, T, D) first residual

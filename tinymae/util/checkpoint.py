@@ -53,7 +53,8 @@ class Checkpoint:
         except FileNotFoundError:
             raise TinymaeError(f"no checkpoint at {self.path}") from None
         except PermissionError:
-            raise TinymaeError(f"cannot read the checkpoint {self.path}: permission denied; fix its permissions") from None
+            raise TinymaeError(f"cannot read the checkpoint {self.path}: permission denied; "
+                               "fix its permissions") from None
         try:
             self.zip = zipfile.ZipFile(self.file)
             self.names = {n[:-4] for n in self.zip.namelist() if n.endswith(".npy")}

@@ -45,7 +45,8 @@ def parser(prog, description, *config_classes):
             note = "default: " + ", ".join(f"{cls} {_shown(d)}" for cls, d in defaults.items())
         else:
             note = f"default: {_shown(f.default)}" if "(default:" not in meta["help"] else ""
-        kwargs = dict(default=argparse.SUPPRESS, help=(meta["help"] + (f" ({note})" if note else "")).replace("%", "%%"))
+        text = meta["help"] + (f" ({note})" if note else "")
+        kwargs = dict(default=argparse.SUPPRESS, help=text.replace("%", "%%"))
         if meta["positional"]:
             p.add_argument(name, nargs="+", metavar=name.upper().rstrip("S"), **kwargs)
         elif f.type is bool:

@@ -68,7 +68,8 @@ def fetch(url, zip_path, progress):
         with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
             length = response.headers.get("Content-Length")
             expected, received = int(length) if length and length.isdigit() else None, 0
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}", disable=not progress) as bar:
+            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}",
+                      disable=not progress) as bar:
                 while chunk := response.read(1 << 20):
                     f.write(chunk)
                     received += len(chunk)
