@@ -5,7 +5,8 @@
     of the fast path buys on its own, each piece built as it says (piece_path); --no-torch and --profile work;
   * train_torch.py refuses an existing --json unless --overwrite, before any work (defect 6), and its run is
     tinymae's run: the same photos, batches, masks and weights give the same losses;
-  * bench_run.py shows a failed run's whole error output, not only its last line (defect 21).
+  * bench_run.py shows a failed run's whole error output, not only its last line (defect 21);
+  * bench_sweep.py's estimate of the whole page adds the jobs' minutes, and takes a stage's longest on a cluster.
 The ones that need PyTorch are skipped without it.
 """
 import importlib.util
@@ -39,7 +40,7 @@ def benchmark_module(name):
     return sys.modules[name]
 
 
-@pytest.mark.parametrize("name", ["bench_step", "bench_run", "train_torch"])
+@pytest.mark.parametrize("name", ["bench_step", "bench_run", "bench_sweep", "train_torch"])
 def test_every_benchmark_script_has_a_help_that_names_it_as_it_is_run(name):
     done = script(name, "--help")
     assert done.returncode == 0 and done.stderr == ""
@@ -47,11 +48,12 @@ def test_every_benchmark_script_has_a_help_that_names_it_as_it_is_run(name):
 
 
 @pytest.mark.parametrize("name, flag", [("bench_step", "--repeats"), ("bench_run", "--rounds"),
-                                        ("train_torch", "--epochs")])
+                                        ("train_torch", "--epochs"), ("bench_sweep", "--per-class")])
 def test_a_bad_flag_is_one_line_and_exit_status_2(name, flag):
     done = script(name, flag, "0")
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == f"error: argument {flag}: must be at least 1, got 0 (see --help)\n"
+    assert done.stderr == f"error: argument {flag}: must be at least {4 if name == 'bench_sweep' else 1}, got 0 " \
+                          "(see --help)\n"
 
 
 def test_bench_step_passes_the_check_against_torch_and_prints_what_each_piece_of_the_fast_path_buys():
@@ -152,3 +154,23 @@ def test_bench_run_shows_the_whole_error_output_of_a_run_that_fails_defect_21(tm
     assert any("UserWarning: skipped 2 of 2 photo files" in line for line in err)  # the child's first line
     assert any(line.strip().startswith("error: none of the 2 photo files") for line in err)  # and its last
     assert err[-1] == "error: the tinymae run failed with exit status 1 (its error output is above)"
+
+
+def test_bench_sweep_estimates_the_whole_page_from_a_ledger(tmp_path):
+    """Every job of the plan measured at one minute (a pre-training at 50 epochs at ten, none at 400): one at a
+    time the minutes add up, two at a time they are divided by the ratio, and a cluster waits for the longest job
+    of each of the two stages (the pre-trainings, then what they feed); a 400-epoch one counts 8 times ten."""
+    plan = subprocess.run([sys.executable, str(ROOT / "research" / "experiments.py"), "--list-jobs"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    jobs = [json.loads(line) for line in plan.splitlines()]
+    ledger = {j["id"]: {"result": {"minutes": 10.0 if j["kind"] == "pretrain" else 1.0}} for j in jobs
+              if "-ep400-" not in j["id"]}
+    (tmp_path / "results.json").write_text(json.dumps(ledger))
+    done = script("bench_sweep", "--ledger", tmp_path / "results.json", "--ratio", "2")
+    assert done.returncode == 0, done.stderr
+    total = sum(10.0 if j["kind"] == "pretrain" else 1.0 for j in jobs if "-ep400-" not in j["id"])
+    total += 80.0 * sum(j["kind"] == "pretrain" and "-ep400-" in j["id"] for j in jobs)
+    total += 1.0 * sum(j["kind"] != "pretrain" and "-ep400-" in j["id"] for j in jobs)
+    assert f"--jobs 1: {total / 60:.1f} h" in done.stdout and f"--jobs 2: {total / 120:.1f} h" in done.stdout
+    assert f"(the widest stage): {81 / 60:.1f} h" in done.stdout
+    assert f"{len(jobs)} jobs, {len(ledger)} measured" in done.stdout and "0 without a like" in done.stdout
