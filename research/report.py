@@ -386,11 +386,13 @@ def write_report(jobs, args, photos):
     sections(r, args, lambda a, b, sign: count.append(1) or ("", ""))
     z = NormalDist().inv_cdf(1 - 0.05 / (2 * len(count)))
     intro = open(os.path.join(os.path.dirname(__file__), "results_intro.md")).read().strip().splitlines()
-    page = intro + ["", f"- {rule(len(count), z)}", ""] + sections(r, args, lambda a, b, s: compare(a, b, s, z)) + \
-        [""] + runs_section(r, jobs)
-    write_page(os.path.join(args.docs, "results.md"), page)
-    if any(jid.startswith(("pretrain/recipe-", "torch/recipe-")) for jid in ledger):
-        write_page(os.path.join(args.docs, "recipe.md"), recipe_page(r, args))
     plots(r, args, args.docs)
     recon(args, args.docs)
+    page = intro + ["", f"- {rule(len(count), z)}", ""] + sections(r, args, lambda a, b, s: compare(a, b, s, z)) + \
+        [""] + runs_section(r, jobs)
+    figures = [line for line in page if line.startswith("![")]  # a figure not drawn yet is not linked
+    missing = {line for line in figures if not os.path.exists(os.path.join(args.docs, line.split("](")[1][:-1]))}
+    write_page(os.path.join(args.docs, "results.md"), [line for line in page if line not in missing])
+    if any(jid.startswith(("pretrain/recipe-", "torch/recipe-")) for jid in ledger):
+        write_page(os.path.join(args.docs, "recipe.md"), recipe_page(r, args))
     print(f"wrote results.md and results.json ({len(ledger)} results) in {args.docs}")

@@ -49,9 +49,17 @@ def mtimes(folder):
 
 
 def numbers(page):
-    """The cells of a page's tables, without the minutes and the provenance (which vary from run to run)."""
-    rows = [row for row in Path(page).read_text().splitlines() if row.startswith("|")]
-    return [row for row in rows if "seed" not in row.split("|")[1]]  # the runs table: minutes and dates
+    """The cells of a page's tables, without the times and the provenance (which vary from run to run)."""
+    cells, timed = [], None
+    for row in Path(page).read_text().splitlines():
+        if not row.startswith("|"):
+            timed = None  # a table ended
+            continue
+        row = [c.strip() for c in row.split("|")[1:-1]]
+        if timed is None:  # a header: which of its columns hold times and dates
+            timed = [i for i, c in enumerate(row) if "min" in c or "s / epoch" in c or c == "measured"]
+        cells.append([c for i, c in enumerate(row) if i not in timed])
+    return cells
 
 
 def test_the_job_list_is_the_plan_and_stable(photos, tmp_path):
