@@ -166,3 +166,23 @@ def test_scripts_use_the_installed_package(folder):
         assert "sys.path" not in text, f"{folder}/{path.name} edits sys.path"
         assert not re.search(r"from tinymae[.\w]* import [^\n]*\b_(?!_)\w+", text), \
             f"{folder}/{path.name} imports a private name"
+
+
+def readme_section(title):
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"\n## {title}\n")[1].split("\n## ")[0]
+
+
+@pytest.mark.parametrize("title, sources", [
+    ("Results", ["docs/results.md", "docs/archive/results-2026-12-01/results.md"]),
+    ("Speed", ["benchmarks/README.md"])])
+def test_every_number_the_readme_reports_is_on_the_page_that_measured_it(title, sources):
+    """The README quotes its results and speeds; each decimal number of those sections is written on a page a
+    command produced (the results page from results.json, the benchmarks' page, an archived page as measured)."""
+    pages = "\n".join((ROOT / s).read_text() for s in sources)
+    section = re.sub(r"\(https?://[^)]*\)|\[[^]]*\]\([^)]*\)", "", readme_section(title))  # links aside
+    quoted = re.findall(r"(?<![\w.])[-+]?\d+\.\d+(?![\w.])", section)
+    assert quoted, f"the README's {title} section quotes no number"
+    for number in quoted:
+        assert re.search(rf"(?<![\d.]){re.escape(number.lstrip('+-'))}(?![\d])", pages), \
+            f"the README's {title} section says {number}, which no page of {sources} shows"
