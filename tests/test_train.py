@@ -100,6 +100,15 @@ def test_same_seed_same_numbers(photos, tmp_path):
     assert c["history"][0]["train_loss"] != a["history"][0]["train_loss"]
 
 
+def test_a_batch_that_leaves_few_steps_an_epoch_says_so(photos, tmp_path, capsys):
+    """32 training photos in batches of 16 are 2 steps an epoch: the schedule gets a handful of steps in all, and a
+    user who brought few photos of their own is told why a smaller batch helps; batches of 8 say nothing."""
+    train_tiny(tmp_path / "a", photos, "mlp", "--epochs", "1", "--batch-size", "16")
+    assert "note: 32 training photos make 2 steps of 16 an epoch" in capsys.readouterr().err
+    train_tiny(tmp_path / "b", photos, "mlp", "--epochs", "1", "--batch-size", "8")
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_no_figure_with_zero_figure_images(photos, tmp_path):
     out = tmp_path / "run"
     train_tiny(out, photos, "mlp", "--epochs", "1", "--figure-images", "0")

@@ -17,6 +17,7 @@ the checkpoint holds the weights, AdamW's moments, the epoch and the random gene
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 
@@ -151,6 +152,9 @@ class Run:
         print(f"{self.describe(model)}, backend {backend.name}, kernels {cfg.kernels} ({step.describe()}); {n_train} "
               f"training / {len(self.photos.val_labels)} validation photos; {steps} steps of {batch_size} per epoch",
               flush=True)
+        if steps < 4:  # few photos for the batch: the warm-up and the cosine get a handful of steps in all
+            print(f"note: {n_train} training photos make {steps} step{'s' * (steps > 1)} of {batch_size} an epoch; "
+                  "a smaller --batch-size gives the schedule more steps to work with", file=sys.stderr, flush=True)
         try:
             for epoch in range(done, cfg.epochs):
                 t0 = time.perf_counter()
