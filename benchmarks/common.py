@@ -18,17 +18,10 @@ from tinymae.backend import asarray, host_rng, to_numpy
 from tinymae.errors import TinymaeError
 from tinymae.model import build_model
 from tinymae.model.masking import masking_noise
+from tinymae.util import cli
 
 LR = 1.5e-4  # a small constant learning rate: many timed steps on one batch must not diverge
 WEIGHT_DECAY = 0.05
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """The description as written (its commands keep their lines); a flag's default where it says something."""
-
-    def _get_help_string(self, action):
-        useful = action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help
-        return action.help + (" (default: %(default)s)" if useful else "")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -37,7 +30,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, script, doc):
         super().__init__(prog=f"python benchmarks/{script}.py", description="\n\n".join(doc.split("\n\n")[:2]),
-                         formatter_class=Formatter)
+                         formatter_class=cli.HelpFormatter)
 
     def error(self, message):
         self.exit(2, f"error: {message} (see --help)\n")

@@ -59,7 +59,7 @@ np.savez(sys.argv[1], **out)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python examples/check_install.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--backend", choices=("cupy", "numpy"), default="cupy", help="the backend to check")
     p.add_argument("--data", default=None, help="a photo folder for the training run (default: synthetic photos)")
     p.add_argument("--pytest-args", default="-q tests",

@@ -28,4 +28,4 @@ import sys
 from tinymae.pretrain import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="examples/train_catsdogs.py"))
+    sys.exit(main(prog="python examples/train_catsdogs.py"))

@@ -224,9 +224,9 @@ def tour(args):
 
 
 def main(argv=None):
-    p = parser("examples/walkthrough.py", "Follow one batch of 8 images through the default ViT MAE: every stage's "
-               "file, function and shape, read off the engine's own caches, forward and backward; then a live check "
-               "of the gradient against finite differences.")
+    p = parser("python examples/walkthrough.py", "Follow one batch of 8 images through the default ViT MAE: every "
+               "stage's file, function and shape, read off the engine's own caches, forward and backward; then a live "
+               "check of the gradient against finite differences.")
     p.add_argument("--markdown", action="store_true", help="print the trace as the tables of docs/walkthrough.md "
                                                            "(with --values: the value blocks as the doc quotes them)")
     p.add_argument("--values", action="store_true", help="print the numbers of docs/walkthrough.md instead: masking "

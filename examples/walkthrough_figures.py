@@ -320,8 +320,9 @@ def draw(checkpoint, data=None, out="docs", images=4, image=0, block=-1):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="examples/walkthrough_figures.py", description="Draw docs/pipeline.png, "
-                                "docs/mask_grid.png and docs/attention.png from a ViT MAE pre-training checkpoint.")
+    p = argparse.ArgumentParser(prog="python examples/walkthrough_figures.py", formatter_class=cli.HelpFormatter,
+                                description="Draw docs/pipeline.png, docs/mask_grid.png and docs/attention.png "
+                                "from a ViT MAE pre-training checkpoint.")
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz of python -m tinymae.pretrain --arch vit")
     p.add_argument("--data", help="the photo folder that run was trained on (default: where the run found it)")
     docs = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs"))

@@ -78,7 +78,8 @@ def check(seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="examples/walkthrough_gradcheck.py", description="Check the default ViT MAE's "
+    p = argparse.ArgumentParser(prog="python examples/walkthrough_gradcheck.py", formatter_class=cli.HelpFormatter,
+                                description="Check the default ViT MAE's "
                                 "backward against finite differences, as python examples/walkthrough.py ends.")
     p.add_argument("--seed", type=seed_number, default=0, help="seeds the model, the images, the masks, the directions")
     return cli.run(check, p.parse_args(argv).seed)

@@ -82,7 +82,7 @@ def seed_number(text):
 
 def parser(prog, description):
     """The flags of the batch, --data and --seed, which walkthrough.py and this file share."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=cli.HelpFormatter)
     p.add_argument("--data", help="a folder of photos, e.g. data/catsdogs: 8 of them, spread over its classes (4 cats "
                                   "and 4 dogs); default: 8 synthetic images")
     p.add_argument("--seed", type=seed_number, default=0, help="seeds the weights, the crops and the masks")
@@ -389,8 +389,9 @@ def values_text(blocks, markdown=False):
 
 
 def main(argv=None):
-    p = parser("examples/walkthrough_values.py", "Print the numbers of docs/walkthrough.md for the tour's batch: the "
-               "same as python examples/walkthrough.py --values.")
+    p = parser("python examples/walkthrough_values.py",
+               "Print the numbers of docs/walkthrough.md for the tour's batch: the same as python "
+               "examples/walkthrough.py --values.")
     p.add_argument("--markdown", action="store_true", help="print the blocks as docs/walkthrough.md quotes them")
     args = p.parse_args(argv)
     return cli.run(lambda: print(values_text(value_blocks(the_batch(args.data, args.seed)), args.markdown), end=""))

@@ -36,7 +36,7 @@ DEFAULT_DATA = os.path.join("data", "catsdogs")  # where the README's main comma
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python research/experiments.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--data", default=DEFAULT_DATA, help="the photo folder")
     p.add_argument("--out", default=os.path.join("runs", "experiments"), help="one sub-folder per run; on a cluster, "
                                                                               "a folder every node can see")
@@ -44,10 +44,12 @@ def parse_args(argv=None):
                                                                          "--docs docs rewrites the project's pages")
     p.add_argument("--part", choices=("all", *PARTS), default="all", help="the jobs of one part only")
     p.add_argument("--epochs", type=int, default=50, help="epochs of the base pre-training and of fine-tuning")
-    p.add_argument("--per-class", type=int, default=None, help="only the first N photos of each class (a quick try)")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="only the first N photos of each class (a quick try; default: all)")
     p.add_argument("--probe-seeds", type=int, default=3, help="linear-probe repetitions (mean ± std)")
     p.add_argument("--labels", nargs="+", default=["50", "200", "all"],
-                   help="labelled photos per class of the fine-tuning table, fewest first, 'all' last")
+                   help="labelled photos per class of the fine-tuning table, fewest first, 'all' last (default: 50 200 "
+                        "all)")
     p.add_argument("--model", default="", help="extra model or recipe flags for every run, e.g. a tiny model for "
                                                "a test")
     p.add_argument("--list-jobs", action="store_true", help="print the plan, one JSON line per job, and stop")

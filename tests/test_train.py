@@ -81,7 +81,7 @@ def test_the_example_script_is_the_package_command(photos, tmp_path):
                               timeout=300)
 
     shown = script("--help")
-    assert shown.returncode == 0 and shown.stdout.startswith("usage: examples/train_catsdogs.py"), shown.stderr
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: python examples/train_catsdogs.py"), shown.stderr
     assert "--resume" in shown.stdout and "--download" in shown.stdout
     done = script(*tiny_run_args(tmp_path / "run", photos, "mlp", "--epochs", "1"))
     assert done.returncode == 0, done.stderr
@@ -455,8 +455,8 @@ def test_every_commands_help_names_it_as_it_is_run_and_marks_required_flags(comm
 
 
 def test_the_example_script_s_help_names_the_script(capsys):
-    text, _ = help_of(pretrain.main, capsys, "examples/train_catsdogs.py")
-    assert text.startswith("usage: examples/train_catsdogs.py ")
+    text, _ = help_of(pretrain.main, capsys, "python examples/train_catsdogs.py")
+    assert text.startswith("usage: python examples/train_catsdogs.py ")
 
 
 # ----------------------------------------------------------------------------------------------

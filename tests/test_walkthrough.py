@@ -133,7 +133,7 @@ def script(name, *argv):
 def test_every_script_s_help_prints_its_usage(name):
     """Each script of examples/ this page uses (walkthrough_figures.py's: tests/test_walkthrough_figures.py)."""
     shown = script(name, "--help")
-    assert shown.returncode == 0 and shown.stdout.startswith(f"usage: examples/{name}"), shown.stderr
+    assert shown.returncode == 0 and shown.stdout.startswith(f"usage: python examples/{name}"), shown.stderr
     assert "--seed" in shown.stdout
 
 

@@ -1,6 +1,7 @@
 """The command lines, built from the settings of config.py, and the one rule for how every command ends.
 
     parser(prog, description, *configs)   one flag per setting: its help, its default, required ones marked
+    HelpFormatter                         the same help for the scripts' own flags
     run(function, *args)                  0 when it worked; "error: <one line>" and exit status 1 for a
                                           TinymaeError or a file error; 130 for Ctrl-C (Interrupted says how to
                                           continue); 2 for a flag argparse refuses
@@ -13,6 +14,16 @@ from dataclasses import fields
 
 from ..config import flag_name
 from ..errors import Interrupted, TinymaeError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """For the scripts' own parsers: the description as written (its commands keep their lines), and a flag's
+    default where it says something (not None, False or empty, and not where the help already names it)."""
+
+    def _get_help_string(self, action):
+        empty = action.default in (None, "", argparse.SUPPRESS) or action.default is False  # 0 is a default
+        useful = not empty and "default" not in action.help
+        return action.help + (" (default: %(default)s)" if useful else "")
 
 
 def _widths(text):
