@@ -49,7 +49,7 @@ def parse_args(argv=None):
 
 def train(args):
     """The run: the twin trains, tinymae measures it after every epoch."""
-    out = output_file("--json", args.json, args.overwrite)  # before any work
+    out = output_file("--json", args.json, args.overwrite, (), ".json", {"json"})  # before any work
     torch = import_torch()
     import torch_models  # benchmarks/torch_models.py (it needs torch)
     run = Pretraining.start({**{k: v for k, v in vars(args).items() if k in RUN_FLAGS and v is not None},

@@ -98,6 +98,24 @@ def test_overwrite_of_a_pretraining_run_removes_what_was_derived_from_it(run, ca
     assert code == 0, err
 
 
+def test_a_resumed_pretraining_removes_the_fine_tunings_of_its_earlier_encoder_and_nothing_else(run, capsys):
+    """2, by --resume: the fine-tuning of the epoch-1 encoder stayed beside the epoch-2 checkpoint, so fine-tuning
+    it was refused (and --resume of that fine-tuning had "nothing to do"); a user's own file or folder whose name
+    begins with "finetune" is not a run's, and stays, with --resume as with --overwrite."""
+    photos, out = run
+    assert finetune.main(ft_args(out)) == 0
+    (out / "finetune-notes.txt").write_text("mine")
+    (out / "finetune-ideas").mkdir()
+    code, err, printed = run_main(pretrain.main, tiny_run_args(out, photos, "vit", "--epochs", "2", "--resume"),
+                                  capsys)
+    assert code == 0, err
+    assert "removing" in printed and "finetune-seed0" in printed and not (out / "finetune-seed0").exists()
+    code, err, _ = run_main(finetune.main, ft_args(out), capsys)
+    assert code == 0, err
+    train_tiny(out, photos, "vit", "--epochs", "1", "--seed", "3", "--overwrite")
+    assert (out / "finetune-notes.txt").read_text() == "mine" and (out / "finetune-ideas").is_dir()
+
+
 def test_fine_tuning_reads_the_header_and_the_weights_from_one_open_file(run, tmp_path, monkeypatch, capsys):
     """3. A --resume writing epoch 2 while fine-tuning reads epoch 1: the header says epoch 1, and the weights
     must be epoch 1's too (they used to be read from the path again, after the rename)."""
@@ -150,6 +168,22 @@ def test_an_output_path_is_never_one_of_the_commands_inputs(run, main, flag, cap
                                    "--overwrite", "--no-progress", *extra], capsys)
     assert_one_line(code, err, flag, "is one of this command's inputs")
     assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_json_output_is_a_json_file_never_one_of_the_photos(run, capsys):
+    """9, through the photos: probe --json <one of the run's photos> --overwrite turned the photo into JSON (and
+    evaluate then lost the run's split). A --json output ends in .json (one is added to a name without an ending)."""
+    photos, out = run
+    photo = next(photos.rglob("*.jpg"))
+    before = photo.read_bytes()
+    code, err, _ = run_main(probe.main, ["--checkpoint", str(out / "checkpoint.npz"), "--json", str(photo),
+                                         "--overwrite", "--no-progress"], capsys)
+    assert_one_line(code, err, "--json", "ends in .jpg", "use .json")
+    assert photo.read_bytes() == before
+    code, err, _ = run_main(probe.main, ["--checkpoint", str(out / "checkpoint.npz"), "--json", str(out / "report"),
+                                         "--seeds", "1", "--no-baselines", "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "report.json").read_text())["seeds"] == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +368,28 @@ def test_the_divergence_message_offers_resume_only_when_a_checkpoint_exists(phot
     code, err, _ = run_main(pretrain.main, tiny_run_args(tmp_path / "run", photos), capsys)
     assert_one_line(code, err, "diverged", "No checkpoint was written", "lower --lr")
     assert "--resume" not in err
+
+
+def test_infinite_adamw_moments_behind_finite_losses_are_a_divergence_not_a_checkpoint(photos, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """28, the other way round: extreme but accepted settings (--lr 10, --beta2 0.01) kept the losses finite while
+    AdamW's second moments overflowed; the checkpoint was written, the message offered --resume, and the resume
+    refused the checkpoint. A checkpoint is written only of finite weights and moments."""
+    from tinymae.model import optim
+    real = optim.AdamW.state_dict
+
+    def overflowed(self):
+        state = real(self)
+        name = next(k for k in state if k.startswith("v."))
+        state[name] = state[name] + np.inf
+        return state
+
+    monkeypatch.setattr(optim.AdamW, "state_dict", overflowed)
+    code, err, _ = run_main(pretrain.main, tiny_run_args(tmp_path / "run", photos, "mlp", "--kernels", "reference"),
+                            capsys)
+    assert_one_line(code, err, "diverged", "AdamW state v.", "became infinite or NaN in epoch 1",
+                    "No checkpoint was written")
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
 def test_a_clean_exit_leaves_no_lock_file(run, capsys):

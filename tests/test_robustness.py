@@ -213,14 +213,15 @@ def test_probe_refuses_a_json_path_it_cannot_write_before_any_work(trained, tmp_
                                                                    problem):
     folder, ckpt = trained
     (tmp_path / "a-file").write_text("x")
+    (tmp_path / "old.json").write_text("x")
     report = {"a-folder": tmp_path, "under-a-file": tmp_path / "a-file" / "r.json",
-              "existing": tmp_path / "a-file"}[where]
+              "existing": tmp_path / "old.json"}[where]
     monkeypatch.setattr(probe, "run_probe", no_work)
     assert probe.main(["--checkpoint", str(ckpt), "--data", str(folder), "--json", str(report)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert_one_line(err, "error: --json", str(report.parent if where == "under-a-file" else report), problem)
-    assert (tmp_path / "a-file").read_text() == "x"
+    assert (tmp_path / "a-file").read_text() == "x" and (tmp_path / "old.json").read_text() == "x"
 
 
 # ----------------------------------------------------------------------------------------------

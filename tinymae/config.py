@@ -257,7 +257,7 @@ class FinetuneConfig(TrainConfig):
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", "[0, 1)")
     eval_every: int = setting(1, "measure the accuracies every N epochs (and after the last)", "[1, 100000]",
                               on_resume="new")
-    json: str = setting(None, "also write the result to this file", on_resume="new")
+    json: str = setting(None, "also write the result to this .json file", on_resume="new")
 
 
 @dataclass
@@ -283,7 +283,7 @@ class ProbeConfig(Settings):
     seeds: int = setting(3, "probe repetitions, for mean +- std", "[1, 100]")
     per_class: int = setting(None, "only the first N photos of each class of another folder", "[1, 10000000]")
     baselines: bool = setting(True, "also probe raw pixels and a randomly initialised encoder")
-    json: str = setting(None, "also write the report to this file")
+    json: str = setting(None, "also write the report to this .json file")
     overwrite: bool = setting(False, "replace an existing --json file")
     progress: bool = setting(True, "progress bars")
 

@@ -43,7 +43,8 @@ class RunPhotos:
         train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
         if len(train) < 1 or len(val) < 1:
             raise TinymaeError(f"{len(decoded.labels)} readable photos make {len(train)} training and {len(val)} "
-                               "validation photos; each part needs at least one: use more photos or another split")
+                               "validation photos; each part needs at least one: use more photos (--per-class) or "
+                               "another --val-fraction")
         self.classes, self.train_labels, self.val_labels = decoded.classes, decoded.labels[train], decoded.labels[val]
         self.train_images = decoded.images[train]  # (N_train, S_load, S_load, 3) uint8
         self.val_images = center_crop(decoded.images[val], img_size)  # (N_val, S, S, 3) uint8

@@ -56,7 +56,7 @@ class Finetuning(Run):
     def check_outputs(self):
         cfg = self.cfg
         self.json = output_file("--json", cfg.json, cfg.overwrite, [cfg.checkpoint, self.path(self.checkpoint),
-                                                                     self.path(self.done)])
+                                                                     self.path(self.done)], ".json", {"json"})
         if cfg.test_data:
             find_photos(cfg.test_data)  # a typo here must not cost the whole run
         if cfg.resume:

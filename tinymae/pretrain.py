@@ -53,7 +53,9 @@ class Pretraining(Run):
         self.model_cfg = model_config(header["arch"], header["config"])
 
     def owned(self):
-        derived = [e.name for e in os.scandir(self.cfg.out) if e.name.startswith("finetune") or e.name == "probe.json"]
+        derived = [e.name for e in os.scandir(self.cfg.out) if e.name == "probe.json" or (  # a fine-tuning run's folder
+            e.is_dir() and e.name.startswith("finetune")
+            and any(os.path.exists(os.path.join(e.path, f)) for f in ("classifier.npz", "result.json")))]
         return [self.checkpoint, self.done, "loss.png", "reconstructions.png", *derived]
 
     def load_photos(self, header):

@@ -158,7 +158,7 @@ def main(argv=None):
     def body():
         cfg = ProbeConfig(**typed)
         check(cfg)
-        out = output_file("--json", cfg.json, cfg.overwrite, [cfg.checkpoint])
+        out = output_file("--json", cfg.json, cfg.overwrite, [cfg.checkpoint], ".json", {"json"})
         report = run_probe(cfg)
         print(f"{report['arch']} encoder, {report['data']['n_train']} training / {report['data']['n_val']} validation "
               f"photos of {len(report['classes'])} classes, {cfg.seeds} seeds\n{format_table(report)}", flush=True)

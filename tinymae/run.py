@@ -140,7 +140,10 @@ class Run:
                       "nothing to do. Pass a larger --epochs to train longer.")
                 return None
             for name in self.owned()[1:]:  # the run trains on or redraws them: its old results are not its results
-                if os.path.isfile(self.path(name)):
+                if os.path.isdir(self.path(name)):
+                    print(f"removing {self.path(name)}: derived from the encoder before this resume", flush=True)
+                    shutil.rmtree(self.path(name))
+                elif os.path.isfile(self.path(name)):
                     os.remove(self.path(name))
             print(f"resuming {self.path(self.checkpoint)} after epoch {done} (--lr {cfg.lr:g}, --epochs {cfg.epochs})")
         n_train = len(self.photos.train_labels)
@@ -177,11 +180,15 @@ class Run:
         return self.results()
 
     def save(self, epoch, optimizer, rng):
+        state = optimizer.state_dict()
+        for name, value in {**self.model.params, **state}.items():  # finite losses can hide infinite moments
+            if name != "t" and not bool(backend.xp.isfinite(value).all()):
+                raise Diverged(f"{'AdamW state ' * (name in state)}{name} became infinite or NaN in epoch {epoch}")
         header = {"kind": self.kind, "arch": "vit" if self.kind == "finetune" else self.model.arch,
                   "config": self.model.config.to_dict(), "settings": vars(self.cfg), "data": self.photos.record,
                   "epoch": epoch, "run_id": self.run_id, "rng_state": rng.bit_generator.state, "history": self.history,
                   "wall_time_s": self.wall_time, "backend": backend.name, "tinymae": __version__, **self.header()}
-        save_checkpoint(self.path(self.checkpoint), header, self.model.params, optimizer.state_dict(), self.extra())
+        save_checkpoint(self.path(self.checkpoint), header, self.model.params, state, self.extra())
 
     def finished(self):
         """Whether the done-file is there, of this run (its run id)."""

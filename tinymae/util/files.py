@@ -67,7 +67,7 @@ def output_file(flag, path, overwrite, inputs=(), default_ending=None, endings=N
     if path is None:
         return None
     path = os.path.abspath(path)
-    if default_ending and not os.path.splitext(path)[1]:
+    if default_ending and not os.path.splitext(path)[1] and not os.path.isdir(path):
         path += default_ending
     folder, name = os.path.split(path)
     ending = os.path.splitext(name)[1][1:].lower()
