@@ -100,12 +100,16 @@ def evaluate(cfg):
     if photos is not None:  # the run's own photos: its validation split, which it never trained on
         images, which = photos.val_images, "the run's validation photos"
     else:
-        decoded = decode(find_photos(cfg.data or record["root"], cfg.per_class), record["load_size"], cfg.progress)
+        where = cfg.data or record["root"]
+        if cfg.data is None:
+            print(f"note: the photos under {where} are not the ones {cfg.checkpoint} recorded (some changed or went): "
+                  "measuring on every photo there it did not train on", file=sys.stderr, flush=True)
+        decoded = decode(find_photos(where, cfg.per_class), record["load_size"], cfg.progress)
         unseen = ~np.isin([h[:16] for h in decoded.hashes], training_hashes(record))
         if not unseen.any():
-            raise TinymaeError(f"every photo under {cfg.data} is one {cfg.checkpoint} trained on; evaluate it on "
+            raise TinymaeError(f"every photo under {where} is one {cfg.checkpoint} trained on; evaluate it on "
                                "photos it has not seen (without --data: its own validation photos)")
-        images, which = center_crop(decoded.images[unseen], mcfg.img_size), f"{int(unseen.sum())} photos of {cfg.data}"
+        images, which = center_crop(decoded.images[unseen], mcfg.img_size), f"{int(unseen.sum())} photos of {where}"
     result = reconstruction_metrics(model, images, record["mean"], record["std"], cfg.mask_seed, cfg.batch_size,
                                     arrays["extra/mean_patch"])
     if not all(math.isfinite(v) for v in (result["loss"], result["masked_mse"])):

@@ -111,6 +111,10 @@ def run_probe(cfg):
     record, mcfg = header["data"], model.config
     photos = photos_of_run(record, cfg.data, mcfg.img_size, cfg.progress) if cfg.per_class is None else None
     if photos is None:  # other photos: split anew, no photo the encoder trained on validated on
+        if cfg.data is None and cfg.per_class is None:
+            print(f"note: the photos under {record['root']} are not the ones {cfg.checkpoint} recorded (some changed "
+                  "or went): splitting them anew, none it trained on among the validation photos", file=sys.stderr,
+                  flush=True)
         photos = new_photos(cfg.data or record["root"], record["load_size"], mcfg.img_size, header["settings"]["seed"],
                             cfg.val_fraction, cfg.per_class, cfg.progress, mean=record["mean"], std=record["std"],
                             seen=training_hashes(record))
