@@ -16,7 +16,7 @@ setup(
         "cuda12": ["cupy-cuda12x>=13.0"],
         "cuda13": ["cupy-cuda13x>=14.0"],
         # PyTorch is an oracle for the tests and a speed reference for the benchmarks; tinymae never imports it.
-        # The CPU build is all they need: the README's test command takes it from PyTorch's CPU index.
+        # The CPU build is all they need: the README says how to take it from PyTorch's CPU index.
         "test": ["pytest>=7.0", "torch==2.13.0", "submitit>=1.5"],
         # research/experiments.py --engine slurm
         "slurm": ["submitit>=1.5"],
