@@ -267,14 +267,24 @@ def runs_section(r, jobs):
              "| run | pre-training (min) | probe (min) | fine-tunings (min) | measured |",
              "| --- | --- | --- | --- | --- |"]
     for job in jobs:
-        if job.kind == "pretrain" and job.part != "recipe":
-            entry, minutes = r.ledger.get(job.id), r.get(job.id, "minutes")
-            tuned = sum(r.get(j.id, "minutes") or 0 for j in jobs if j.kind == "finetune" and j.after == (job.id,))
-            where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit")
-                                                        if entry["provenance"].get(k))
-            lines.append(f"| {job.folder} | {'not run yet' if minutes is None else f'{minutes:.1f}'} | "
-                         f"{r.get('probe/' + job.folder, 'minutes') or 0:.1f} | {tuned:.1f} | {where} |")
+        if job.kind != "pretrain" or job.part == "recipe":
+            continue
+        probe = [j for j in jobs if j.id == f"probe/{job.folder}"]
+        tunings = [r.get(j.id, "minutes") for j in jobs if j.kind == "finetune" and j.after == (job.id,)]
+        done = [m for m in tunings if m is not None]
+        entry = r.ledger.get(job.id)
+        where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit")
+                                                    if entry["provenance"].get(k))
+        cells = [minutes(r.get(job.id, "minutes"), True, "not run yet"),
+                 minutes(r.get(probe[0].id, "minutes") if probe else None, probe),
+                 minutes(sum(done) if done else None, tunings)]
+        lines.append(f"| {job.folder} | {' | '.join(cells)} | {where} |")
     return lines
+
+
+def minutes(value, planned, missing="—"):
+    """A cell of the runs table: its minutes, `missing` if planned and not run yet, or "not planned"."""
+    return f"{value:.1f}" if value is not None else missing if planned else "not planned"
 
 
 def recipe_page(r, args):

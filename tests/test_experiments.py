@@ -250,15 +250,8 @@ def test_the_slurm_engine_runs_the_plan_as_job_arrays_through_a_fake_slurm(photo
     assert numbers(tmp_path / "out" / "report" / "results.md") == numbers(local / "report" / "results.md")
 
 
-def test_a_ledger_of_every_job_of_the_full_plan_writes_every_table_and_figure(tmp_path, monkeypatch):
-    """The whole plan's page (not the tiny plan's parts): results.json holding a result for each of its jobs
-    writes every table without a missing cell, the recipe page, and every figure."""
-    monkeypatch.syspath_prepend(str(RESEARCH))
-    import experiments
-    import report
-    from plan import plan
-    args = experiments.parse_args(["--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "out")])
-    jobs, rng = plan(args), np.random.default_rng(0)
+def fake_ledger(jobs, rng):
+    """results.json with a made-up result for each of these jobs, of the shape each kind of job records."""
     features = [("pre-trained", "mean"), ("pre-trained", "cls"), ("pre-trained", "latent"), ("random init", "mean"),
                 ("random init", "cls"), ("raw pixels", "pixels")]
     results = {"pretrain": lambda: {"ratio": rng.uniform(0.2, 0.4), "psnr": 17.0, "n_params": 1000, "minutes": 10.0,
@@ -270,15 +263,45 @@ def test_a_ledger_of_every_job_of_the_full_plan_writes_every_table_and_figure(tm
                                                            "knn": rng.uniform(0.5, 0.8)} for e, f in features]},
                "finetune": lambda: {"accuracy": rng.uniform(0.6, 0.9), "minutes": 2.0, "n_val": 1000},
                "torch": lambda: {"ratio": rng.uniform(0.2, 0.4), "minutes": 10.0}}
-    ledger = {job.id: {"kind": job.kind, "result": results[job.kind](),
-                       "provenance": {"photos": "abc", "tinymae": "0.2.0", "date": "2026-12-07"}} for job in jobs}
+    return {job.id: {"kind": job.kind, "result": results[job.kind](),
+                     "provenance": {"photos": "abc", "tinymae": "0.2.0", "date": "2026-12-07"}} for job in jobs}
+
+
+def write_full_plans_page(tmp_path, monkeypatch, which=lambda job: True):
+    """The whole plan's pages (not the tiny plan's parts) from a fake ledger of the jobs `which` picks."""
+    monkeypatch.syspath_prepend(str(RESEARCH))
+    import experiments
+    import report
+    from plan import plan
+    args = experiments.parse_args(["--docs", str(tmp_path / "docs"), "--out", str(tmp_path / "out")])
+    jobs = plan(args)
     (tmp_path / "docs").mkdir()
+    ledger = fake_ledger([job for job in jobs if which(job)], np.random.default_rng(0))
     (tmp_path / "docs" / "results.json").write_text(json.dumps(ledger))
     monkeypatch.setattr(report, "recon", lambda args, docs: None)  # the reconstructions need a run folder
     report.write_report(jobs, args, "abc")
+    return (tmp_path / "docs" / "results.md").read_text()
+
+
+def test_a_ledger_of_every_job_of_the_full_plan_writes_every_table_and_figure(tmp_path, monkeypatch):
+    """results.json holding a result for each job of the whole plan writes every table without a missing cell,
+    the recipe page, and every figure."""
+    write_full_plans_page(tmp_path, monkeypatch)
     for page in ("results.md", "recipe.md"):
         cells = [c.strip() for row in (tmp_path / "docs" / page).read_text().splitlines() if row.startswith("|")
                  for c in row.split("|")]
         assert "—" not in cells and "not run yet" not in cells, page
     for figure in ("mask_ratio.png", "schedule.png", "partial.png", "curves.png"):
         assert (tmp_path / "docs" / figure).stat().st_size > 1000, figure
+
+
+def test_the_runs_table_tells_not_run_yet_from_not_planned_and_never_shows_zero_minutes(tmp_path, monkeypatch):
+    """A run whose probe or fine-tunings have not run shows "—" there, not 0.0 minutes; a 400-epoch seed that the
+    plan never probes says so."""
+    page = write_full_plans_page(tmp_path, monkeypatch, lambda job: job.id in ("pretrain/base-seed0",
+                                                                               "pretrain/base-ep400-seed1"))
+    rows = {row.split(" | ")[0][2:]: row.split(" | ")[1:4] for row in page.splitlines() if row.startswith("| ")}
+    assert rows["base-seed0"] == ["10.0", "—", "—"]
+    assert rows["base-seed1"] == ["not run yet", "—", "—"]
+    assert rows["base-ep400-seed1"] == ["10.0", "not planned", "—"]
+    assert rows["mlp-seed0"] == ["not run yet", "—", "not planned"]
