@@ -318,7 +318,7 @@ def plots(r, args, docs):
             lambda v: [100 * x for x in v if x is not None], values)) if v]
         if points:
             ax.errorbar(*zip(*points), marker=marker, capsize=3, label=label)
-        return bool(points)
+        return len(points) > 1  # one point is no trend: a figure of lines of one point is not drawn
 
     masks = [("mask0.25", 0.25), ("mask0.5", 0.5), ("base", 0.75), ("mask0.9", 0.9)]
     fig, ax = plt.subplots(figsize=(5, 3.4))

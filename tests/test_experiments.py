@@ -305,3 +305,11 @@ def test_the_runs_table_tells_not_run_yet_from_not_planned_and_never_shows_zero_
     assert rows["base-seed1"] == ["not run yet", "—", "—"]
     assert rows["base-ep400-seed1"] == ["10.0", "not planned", "—"]
     assert rows["mlp-seed0"] == ["not run yet", "—", "not planned"]
+
+
+def test_a_figure_whose_lines_have_one_point_each_is_not_drawn_nor_linked(tmp_path, monkeypatch):
+    """The base runs alone put one point on the mask-ratio and schedule figures: no trend, no figure."""
+    page = write_full_plans_page(tmp_path, monkeypatch, lambda job: job.folder.startswith("base-seed"))
+    for figure in ("mask_ratio.png", "schedule.png"):
+        assert not (tmp_path / "docs" / figure).exists() and f"]({figure})" not in page, figure
+    assert (tmp_path / "docs" / "curves.png").exists() and "](curves.png)" in page
