@@ -201,6 +201,18 @@ def test_a_run_whose_photos_changed_is_measured_on_the_photos_it_did_not_train_o
     assert json.loads(printed)["photos"].endswith(f"photos of {photos}")
 
 
+@pytest.mark.parametrize("main", [evaluate.main, probe.main])
+def test_per_class_of_the_runs_own_unchanged_photos_gives_no_note_that_they_changed(tmp_path, monkeypatch, capsys,
+                                                                                      main):
+    """--per-class without --data takes a subset of the run's folder by choice; nothing there changed, so nothing
+    is said about changed photos."""
+    photos = make_photos(tmp_path, monkeypatch, per_class=10)
+    train_tiny(tmp_path / "run", photos, "mlp", "--epochs", "1")
+    flags = ["--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--per-class", "10", "--no-progress"]
+    code, err, _ = run_main(main, flags + (["--seeds", "1", "--no-baselines"] if main is probe.main else []), capsys)
+    assert code == 0 and "are not the ones" not in err, err
+
+
 # ----------------------------------------------------------------------------------------------
 # Medium: tracebacks, hangs, broken promises
 

@@ -101,7 +101,7 @@ def evaluate(cfg):
         images, which = photos.val_images, "the run's validation photos"
     else:
         where = cfg.data or record["root"]
-        if cfg.data is None:
+        if cfg.data is None and cfg.per_class is None:  # the run's own folder, whose photos changed
             print(f"note: the photos under {where} are not the ones {cfg.checkpoint} recorded (some changed or went): "
                   "measuring on every photo there it did not train on", file=sys.stderr, flush=True)
         decoded = decode(find_photos(where, cfg.per_class), record["load_size"], cfg.progress)
