@@ -6,7 +6,8 @@ main_finetune.py of the official MAE share theirs.
                     writer) -> a new run, an --overwrite (the old run and everything derived from it go first) or
                     a --resume (the checkpoint's own settings: only flags marked on_resume="new" may change)
                     -> the photos, the model, the step (fast/ chooses it) and AdamW, restored on --resume
-                    -> every epoch: train_one_epoch, validate, the checkpoint (atomic, only with finite losses)
+                    -> every epoch: train_one_epoch, validate, the checkpoint (atomic, only with finite losses,
+                       weights and AdamW moments)
                     -> the results: printed, then the figures, then the done-file, written last (a run is finished
                        when it is there with the checkpoint's run id)
 
@@ -101,9 +102,13 @@ class Run:
         if existing and not self.cfg.overwrite:
             raise TinymaeError(f"{self.cfg.out} already holds a run ({', '.join(existing)}); continue it with "
                                "--resume, choose another --out, or pass --overwrite to start over")
-        for name in existing:  # the old run goes before the new one starts: nothing of it can be mistaken
-            shutil.rmtree(self.path(name)) if os.path.isdir(self.path(name)) else os.remove(self.path(name))
+        self.remove(existing)  # the old run goes before the new one starts: nothing of it can be mistaken
         return None, None
+
+    def remove(self, names):
+        """Delete these entries of the run folder (a fine-tuning derived from it, a folder, whole)."""
+        for name in names:
+            shutil.rmtree(self.path(name)) if os.path.isdir(self.path(name)) else os.remove(self.path(name))
 
     def adopt(self, header):
         """A resumed run is the checkpoint's run: its settings, with only the flags marked on_resume="new" taken
@@ -139,12 +144,12 @@ class Run:
                 print(f"{self.path(self.checkpoint)} has trained its {done} epochs and its results are complete: "
                       "nothing to do. Pass a larger --epochs to train longer.")
                 return None
-            for name in self.owned()[1:]:  # the run trains on or redraws them: its old results are not its results
+            # the run trains on or redraws what it owns: its old results, and what was derived from them, go
+            old = [name for name in self.owned()[1:] if os.path.exists(self.path(name))]
+            for name in old:
                 if os.path.isdir(self.path(name)):
                     print(f"removing {self.path(name)}: derived from the encoder before this resume", flush=True)
-                    shutil.rmtree(self.path(name))
-                elif os.path.isfile(self.path(name)):
-                    os.remove(self.path(name))
+            self.remove(old)
             print(f"resuming {self.path(self.checkpoint)} after epoch {done} (--lr {cfg.lr:g}, --epochs {cfg.epochs})")
         n_train = len(self.photos.train_labels)
         batch_size = min(cfg.batch_size, n_train)  # fewer photos than a batch: all of them (the setting is kept)
