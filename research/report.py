@@ -269,14 +269,14 @@ def runs_section(r, jobs):
     for job in jobs:
         if job.kind != "pretrain" or job.part == "recipe":
             continue
-        probe = [j for j in jobs if j.id == f"probe/{job.folder}"]
+        probe = f"probe/{job.folder}"
         tunings = [r.get(j.id, "minutes") for j in jobs if j.kind == "finetune" and j.after == (job.id,)]
         done = [m for m in tunings if m is not None]
         entry = r.ledger.get(job.id)
         where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit")
                                                     if entry["provenance"].get(k))
         cells = [minutes(r.get(job.id, "minutes"), True, "not run yet"),
-                 minutes(r.get(probe[0].id, "minutes") if probe else None, probe),
+                 minutes(r.get(probe, "minutes"), any(j.id == probe for j in jobs)),
                  minutes(sum(done) if done else None, tunings)]
         lines.append(f"| {job.folder} | {' | '.join(cells)} | {where} |")
     return lines
