@@ -186,19 +186,21 @@ def test_a_json_output_is_a_json_file_never_one_of_the_photos(run, capsys):
     assert json.loads((out / "report.json").read_text())["seeds"] == 1
 
 
-def test_a_run_whose_photos_changed_is_measured_on_the_photos_it_did_not_train_on_and_says_so(tmp_path,
-                                                                                                monkeypatch, capsys):
+@pytest.mark.parametrize("main", [evaluate.main, probe.main, finetune.main])
+def test_a_run_whose_photos_changed_is_measured_on_the_photos_it_did_not_train_on_and_says_so(tmp_path, monkeypatch,
+                                                                                                main, capsys):
     """A photo of the run replaced after training: evaluate (without --data) used to fall back silently and report
-    "17 photos of None"; it says why, and names the folder."""
-    photos = make_photos(tmp_path, monkeypatch, per_class=10)
-    train_tiny(tmp_path / "run", photos, "mlp", "--epochs", "1")
-    replaced = next(photos.rglob("*.jpg"))
-    Image.new("RGB", (60, 60), (200, 30, 90)).save(replaced)
-    code, err, printed = run_main(evaluate.main, ["--checkpoint", str(tmp_path / "run" / "checkpoint.npz"),
-                                                  "--no-progress"], capsys)
+    "17 photos of None", and fine-tuning fell back to a new split without a word; each says why, naming the folder."""
+    photos, out = make_photos(tmp_path, monkeypatch, per_class=10), tmp_path / "run"
+    train_tiny(out, photos, "vit", "--epochs", "1")
+    Image.new("RGB", (60, 60), (200, 30, 90)).save(next(photos.rglob("*.jpg")))
+    flags = {evaluate.main: [], probe.main: ["--seeds", "1", "--no-baselines"],
+             finetune.main: ["--epochs", "1", "--batch-size", "8"]}[main]
+    code, err, printed = run_main(main, ["--checkpoint", str(out / "checkpoint.npz"), "--no-progress", *flags], capsys)
     assert code == 0, err
-    assert "note: the photos under" in err and "did not train on" in err
-    assert json.loads(printed)["photos"].endswith(f"photos of {photos}")
+    assert f"note: the photos under {photos} are not the ones" in err and "trained on" in err
+    if main is evaluate.main:
+        assert json.loads(printed)["photos"].endswith(f"photos of {photos}")
 
 
 @pytest.mark.parametrize("main", [evaluate.main, probe.main])

@@ -20,6 +20,7 @@ blown up to 48 px, mostly interpolation blur. A 48-px crop of a 54-px photo stil
 Everything here runs on the host and returns NumPy arrays; the training loop moves each batch to the device.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -90,6 +91,23 @@ def photos_of_run(record, data, img_size, progress=True):
     if [h[:16] for h in decoded.hashes] != record["hashes"] or decoded.skipped:
         return None
     return RunPhotos(decoded, record["val"], img_size, record["mean"], record["std"])
+
+
+def encoder_photos(record, seed, data, img_size, val_fraction, per_class=None, progress=True, checkpoint=None):
+    """The photos to probe or fine-tune a pre-trained encoder on: the run's own split (photos_of_run), or other
+    photos split anew with the run's seed and normalisation, none it trained on among the validation photos."""
+    photos = photos_of_run(record, data, img_size, progress) if per_class is None else None
+    if photos is not None:
+        return photos
+    if data is None and per_class is None:  # the run's own folder, whose photos changed
+        note_changed(record["root"], checkpoint, "splitting them anew, none it trained on among the validation photos")
+    return new_photos(data or record["root"], record["load_size"], img_size, seed, val_fraction, per_class, progress,
+                      mean=record["mean"], std=record["std"], seen=training_hashes(record))
+
+
+def note_changed(root, checkpoint, then):
+    print(f"note: the photos under {root} are not the ones {checkpoint} recorded (some changed or went): {then}",
+          file=sys.stderr, flush=True)
 
 
 def training_hashes(record):

@@ -18,7 +18,7 @@ import numpy as np
 from . import backend
 from .backend import asarray, host_rng, to_numpy
 from .config import EvaluateConfig, check
-from .data import center_crop, normalize, photos_of_run, training_hashes
+from .data import center_crop, normalize, note_changed, photos_of_run, training_hashes
 from .errors import TinymaeError
 from .model.masking import masking_noise
 from .model.patches import patchify
@@ -102,8 +102,7 @@ def evaluate(cfg):
     else:
         where = cfg.data or record["root"]
         if cfg.data is None and cfg.per_class is None:  # the run's own folder, whose photos changed
-            print(f"note: the photos under {where} are not the ones {cfg.checkpoint} recorded (some changed or went): "
-                  "measuring on every photo there it did not train on", file=sys.stderr, flush=True)
+            note_changed(where, cfg.checkpoint, "measuring on every photo there it was not trained on")
         decoded = decode(find_photos(where, cfg.per_class), record["load_size"], cfg.progress)
         unseen = ~np.isin([h[:16] for h in decoded.hashes], training_hashes(record))
         if not unseen.any():

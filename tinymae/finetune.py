@@ -25,8 +25,8 @@ import numpy as np
 from . import backend
 from .backend import asarray, host_rng, to_numpy
 from .config import FinetuneConfig
-from .data import (augmented_batches, center_crop, labelled_subset, mix_images, mixup_draw, mixup_targets, new_photos,
-                   normalize, photos_of_run, training_hashes)
+from .data import (augmented_batches, center_crop, encoder_photos, labelled_subset, mix_images, mixup_draw,
+                   mixup_targets, normalize, photos_of_run)
 from .errors import TinymaeError
 from .fast import cuda
 from .model import build_model
@@ -83,11 +83,8 @@ class Finetuning(Run):
             self.pretraining = {"checkpoint": os.path.abspath(cfg.checkpoint), "run_id": pre["run_id"],
                                 "epoch": pre["epoch"], "fingerprint": record["fingerprint"],
                                 "settings": pre["settings"]}
-            photos = photos_of_run(record, cfg.data, self.mae.config.img_size, cfg.progress)
-            if photos is None:  # other photos: their own split, validated on none the encoder trained on
-                photos = new_photos(cfg.data or record["root"], record["load_size"], self.mae.config.img_size,
-                                    pre["settings"]["seed"], cfg.val_fraction, progress=cfg.progress,
-                                    mean=record["mean"], std=record["std"], seen=training_hashes(record))
+            photos = encoder_photos(record, pre["settings"]["seed"], cfg.data, self.mae.config.img_size,
+                                    cfg.val_fraction, progress=cfg.progress, checkpoint=cfg.checkpoint)
             self.classes = list(photos.classes)
         if len(self.classes) < 2:
             raise TinymaeError(f"fine-tuning needs photos of at least two classes, in class folders "

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import backend
 from .backend import asarray, to_numpy, xp
 from .config import ProbeConfig, check
-from .data import center_crop, new_photos, normalize, photos_of_run, stratified_split, training_hashes
+from .data import center_crop, encoder_photos, normalize, stratified_split
 from .errors import TinymaeError
 from .model import build_model
 from .model.layers import linear_backward, linear_forward
@@ -109,15 +109,8 @@ def run_probe(cfg):
     t0 = time.perf_counter()
     header, model, _ = read_checkpoint(cfg.checkpoint, "pretrain")
     record, mcfg = header["data"], model.config
-    photos = photos_of_run(record, cfg.data, mcfg.img_size, cfg.progress) if cfg.per_class is None else None
-    if photos is None:  # other photos: split anew, no photo the encoder trained on validated on
-        if cfg.data is None and cfg.per_class is None:
-            print(f"note: the photos under {record['root']} are not the ones {cfg.checkpoint} recorded (some changed "
-                  "or went): splitting them anew, none it trained on among the validation photos", file=sys.stderr,
-                  flush=True)
-        photos = new_photos(cfg.data or record["root"], record["load_size"], mcfg.img_size, header["settings"]["seed"],
-                            cfg.val_fraction, cfg.per_class, cfg.progress, mean=record["mean"], std=record["std"],
-                            seen=training_hashes(record))
+    photos = encoder_photos(record, header["settings"]["seed"], cfg.data, mcfg.img_size, cfg.val_fraction,
+                            cfg.per_class, cfg.progress, cfg.checkpoint)
     classes = photos.classes
     if len(classes) < 2 or len(set(photos.val_labels.tolist())) < 2:
         raise TinymaeError(f"the probe needs photos of at least two classes in both parts, in class folders "
