@@ -57,25 +57,6 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python examples/check_install.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=cli.HelpFormatter)
-    p.add_argument("--backend", choices=("cupy", "numpy"), default="cupy", help="the backend to check")
-    p.add_argument("--data", default=None, help="a photo folder for the training run (default: synthetic photos)")
-    p.add_argument("--pytest-args", default="-q tests",
-                   help="pytest's arguments in step 2 ('-n 8': 8 processes, with pytest-xdist; 'none': no tests)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs of the training run (at least 2)")
-    args = p.parse_args(argv)
-    if args.epochs < 2:
-        p.error(f"--epochs must be at least 2 (the loss must fall from the first epoch), got {args.epochs}")
-    if args.data is not None:  # a typo here should cost a second, not the tests' minute first
-        try:
-            find_photos(args.data)
-        except TinymaeError as e:
-            p.error(f"--data: {e}")
-    return args
-
-
 def run(cmd, env, show=None):
     """Run a command with the backend's environment, print the last lines of its output -> (ok, its last line)."""
     print(f"  $ {show or ' '.join(cmd)}", flush=True)
@@ -157,7 +138,22 @@ def check(args):
 
 
 def main(argv=None):
-    return cli.run(check, parse_args(argv))
+    p = argparse.ArgumentParser(prog="python examples/check_install.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=cli.HelpFormatter)
+    p.add_argument("--backend", choices=("cupy", "numpy"), default="cupy", help="the backend to check")
+    p.add_argument("--data", default=None, help="a photo folder for the training run (default: synthetic photos)")
+    p.add_argument("--pytest-args", default="-q tests",
+                   help="pytest's arguments in step 2 ('-n 8': 8 processes, with pytest-xdist; 'none': no tests)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs of the training run (at least 2)")
+    args = p.parse_args(argv)
+    if args.epochs < 2:
+        p.error(f"--epochs must be at least 2 (the loss must fall from the first epoch), got {args.epochs}")
+    if args.data is not None:  # a typo here should cost a second, not the tests' minute first
+        try:
+            find_photos(args.data)
+        except TinymaeError as e:
+            p.error(f"--data: {e}")
+    return cli.run(check, args)
 
 
 if __name__ == "__main__":

@@ -37,15 +37,13 @@ ATTN, LAYERS, MAE_VIT, MASKING = (f"{MODEL}/{name}.py" for name in ("attention",
 MLP = f"{MODEL}/mae_mlp.py:MaskedAutoencoderMLP"
 
 
-class Trace:
-    """The recorded stages, each a tuple (section, stage, where, shape)."""
-
-    def __init__(self):
-        self.stages, self.section = [], ""
+class Trace(list):
+    """The recorded stages, each a tuple (section, stage, where, shape); add() files one under self.section."""
+    section = ""
 
     def add(self, stage, where, array_or_shape):
         shape = array_or_shape if isinstance(array_or_shape, tuple) else array_or_shape.shape
-        self.stages.append((self.section, stage, where, tuple(int(n) for n in shape)))
+        self.append((self.section, stage, where, tuple(int(n) for n in shape)))
 
 
 # The layers' caches are plain tuples (model/layers.py): linear_forward's is (x, w), layernorm_forward's
@@ -179,17 +177,20 @@ def walkthrough(b):
     D = cfg.embed_dim  # qkv's bias is laid out (q | k | v), D each
     key_bias = float(np.abs(to_numpy(grads["blocks.0.attn.qkv.b"])[D:2 * D]).max())
     results = {"loss": float(loss), "source": b.source, "n_params": model.num_params(), "key_bias_grad": key_bias}
-    return trace.stages, results
+    return trace, results
 
 
-def markdown_tables(stages):
-    """The trace as the doc's tables: one per section, columns stage | where | shape."""
+def trace_text(stages, markdown=False):
+    """The trace as the terminal shows it, or (markdown) as the doc's tables: one per section, stage | where | shape."""
+    widths = [max(len(row[i]) for row in stages) for i in (1, 2)]
     lines, section = [], None
     for sec, stage, where, shape in stages:
         if sec != section:
-            lines += ["", f"<!-- {sec} -->", "| stage | where | shape |", "| --- | --- | --- |"]
+            lines += (["", f"<!-- {sec} -->", "| stage | where | shape |", "| --- | --- | --- |"] if markdown
+                      else ["", f"-- {sec} " + "-" * (96 - len(sec))])
             section = sec
-        lines.append(f"| {stage} | `{where}` | `{shape}` |")  # (8, 64, 108), (64,), (): Python's tuple spelling
+        lines.append(f"| {stage} | `{where}` | `{shape}` |" if markdown  # (64,), (): Python's tuple spelling
+                     else f"{stage:<{widths[0]}}  {where:<{widths[1]}}  {shape}")
     return "\n".join(lines)
 
 
@@ -201,18 +202,12 @@ def tour(args):
         return 0
     stages, results = walkthrough(batch)
     if args.markdown:
-        print(markdown_tables(stages))
+        print(trace_text(stages, markdown=True))
         return 0
 
     print(f"default ViT MAE ({results['n_params']:,} parameters), backend {backend.name}, {results['source']}: "
           "one forward and one backward of the engine, every stage read off their caches")
-    widths = [max(len(row[i]) for row in stages) for i in (1, 2)]
-    section = None
-    for sec, stage, where, shape in stages:
-        if sec != section:
-            print(f"\n-- {sec} " + "-" * (96 - len(sec)))
-            section = sec
-        print(f"{stage:<{widths[0]}}  {where:<{widths[1]}}  {shape}")
+    print(trace_text(stages))
     print(f"\nloss {results['loss']:.4f}; encoder block 0's key bias: largest |gradient| "
           f"{results['key_bias_grad']:.1e}, zero but for rounding (softmax ignores a constant added to a row)")
 
@@ -224,9 +219,7 @@ def tour(args):
 
 
 def main(argv=None):
-    p = parser("python examples/walkthrough.py", "Follow one batch of 8 images through the default ViT MAE: every "
-               "stage's file, function and shape, read off the engine's own caches, forward and backward; then a live "
-               "check of the gradient against finite differences.")
+    p = parser("python examples/walkthrough.py", __doc__)
     p.add_argument("--markdown", action="store_true", help="print the trace as the tables of docs/walkthrough.md "
                                                            "(with --values: the value blocks as the doc quotes them)")
     p.add_argument("--values", action="store_true", help="print the numbers of docs/walkthrough.md instead: masking "

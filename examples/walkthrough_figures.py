@@ -33,8 +33,7 @@ MASK_TOKEN_COLOUR = (0.55, 0.62, 0.78)  # the one shared, learned mask token: a 
 CLS_COLOUR = (0.95, 0.75, 0.35)  # the cls token: amber
 
 
-# ----------------------------------------------------------------------------------------------
-# drawing on the patch grid
+# ---- drawing on the patch grid ---------------------------------------------------------------
 
 def patch_panel(ax, image, grid, colour="white", linewidth=0.8, ticks=True, **imshow):
     """Draw `image` (pixels, or one value per patch) over a grid x grid patch grid: lines between the patches
@@ -94,8 +93,7 @@ def sequence_panel(ax, tile_images, cols, p, kept, labels, dim=False):
     ax.tick_params(length=0, pad=1)
 
 
-# ----------------------------------------------------------------------------------------------
-# (a) the pipeline
+# ---- (a) the pipeline ------------------------------------------------------------------------
 
 def save_pipeline(path, model, imgs, noise, img_pix, mean, std, dpi=90):
     """MAE's forward pass on one photo (imgs (1, 3, S, S) normalised, noise (1, L)), drawn from the engine's arrays;
@@ -184,10 +182,9 @@ def save_pipeline(path, model, imgs, noise, img_pix, mean, std, dpi=90):
     return float(loss)
 
 
-# ----------------------------------------------------------------------------------------------
-# (b) one photo's mask, (c) where the cls token looks
+# ---- (b) one photo's mask, (c) where the cls token looks -------------------------------------
 
-def save_mask_grid(path, img, ids_restore, len_keep, patch_size, title=None, dpi=100):
+def save_mask_grid(path, img, ids_restore, len_keep, patch_size, title, dpi=100):
     """One photo's mask: the photo and its patch grid, every patch's index and slot (kept cells green, removed
     grey), and what the encoder sees. img: (H, W, 3) in [0, 1]; ids_restore: (L,), the slot of each patch in the
     shuffled order (kept: slot < len_keep, as masking.random_masking computes the mask).
@@ -213,8 +210,7 @@ def save_mask_grid(path, img, ids_restore, len_keep, patch_size, title=None, dpi
 
     patch_panel(axes[2], masked_image(img, (~kept).astype(img.dtype), patch_size, fill=REMOVED_COLOUR[0]), grid)
     axes[2].set_title(f"what the encoder sees: the {int(kept.sum())} kept patches", fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.canvas.draw()  # fixes the layout, so the data -> pixel transform below is the saved one
     xy = ax.transData.transform([(l % grid + 0.15, l // grid + 0.15) for l in range(L)])  # (L, 2) each cell's top
@@ -239,7 +235,7 @@ def cls_attention_maps(attn, ids_restore, len_keep):
     return maps, attn[:, :, 0, 0].astype(np.float64)
 
 
-def save_attention_maps(path, imgs, maps, cls_self, patch_size, title=None, row_labels=None, dpi=90):
+def save_attention_maps(path, imgs, maps, cls_self, patch_size, title, row_labels, dpi=90):
     """Where the cls token looks: one row per photo, the visible patches, then one panel per head with the cls
     token's attention to each visible patch drawn over it (removed patches blank). imgs: (n, H, W, 3) in [0, 1];
     maps, cls_self: cls_attention_maps' output for them. The colour scale is shared by the heads of a row."""
@@ -255,7 +251,7 @@ def save_attention_maps(path, imgs, maps, cls_self, patch_size, title=None, row_
         shown = masked_image(imgs[i], removed, patch_size, fill=0.0) + masked_image(faded, 1.0 - removed, patch_size,
                                                                                     fill=0.0)  # (H, W, 3)
         patch_panel(axes[i, 0], shown, grid, colour="0.8", linewidth=0.4, ticks=False)
-        axes[i, 0].set_ylabel(row_labels[i] if row_labels else f"image {i}", fontsize=8)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for h in range(heads):
             ax = axes[i, h + 1]
             im = patch_panel(ax, maps[i, h].reshape(grid, grid), grid, colour="0.75", linewidth=0.4, ticks=False,
@@ -265,13 +261,11 @@ def save_attention_maps(path, imgs, maps, cls_self, patch_size, title=None, row_
                 ax.set_title(f"head {h}", fontsize=8)
         fig.colorbar(im, ax=axes[i, :].tolist(), fraction=0.02, pad=0.01).ax.tick_params(labelsize=6)
     axes[0, 0].set_title("image (removed patches faded)", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9)
     save(fig, path, dpi, colors=256, tight=False)
 
 
-# ----------------------------------------------------------------------------------------------
-# the command
+# ---- the command -----------------------------------------------------------------------------
 
 def draw(checkpoint, data=None, out="docs", images=4, image=0, block=-1):
     """The three figures of a ViT pre-training checkpoint into `out` -> {paths, cells (save_mask_grid's), picks
@@ -320,9 +314,8 @@ def draw(checkpoint, data=None, out="docs", images=4, image=0, block=-1):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python examples/walkthrough_figures.py", formatter_class=cli.HelpFormatter,
-                                description="Draw docs/pipeline.png, docs/mask_grid.png and docs/attention.png "
-                                "from a ViT MAE pre-training checkpoint.")
+    p = argparse.ArgumentParser(prog="python examples/walkthrough_figures.py", description=__doc__,
+                                formatter_class=cli.HelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint.npz of python -m tinymae.pretrain --arch vit")
     p.add_argument("--data", help="the photo folder that run was trained on (default: where the run found it)")
     docs = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs"))

@@ -34,8 +34,7 @@ EXAMPLE = SimpleNamespace(num_patches=8, len_keep=2, mask_ratio=0.75, masking="r
 EXAMPLE_D = 3
 
 
-# ----------------------------------------------------------------------------------------------
-# the tour's batch
+# ---- the tour's batch ------------------------------------------------------------------------
 
 class Batch(NamedTuple):
     photos: object  # (8, 54, 54, 3) uint8, host
@@ -47,24 +46,21 @@ class Batch(NamedTuple):
     seed: int
 
 
-def load_photos(data, n=BATCH, seed=0):
-    """uint8 (n, 54, 54, 3): n photos spread evenly over the folder `data` (sorted by class: 4 cats and 4 dogs), or
-    random pixels when it is None; and where they came from, in words."""
-    if data is None:
-        return host_rng(seed).integers(0, 256, (n, LOAD_SIZE, LOAD_SIZE, 3), dtype=np.uint8), f"{n} synthetic images"
-    decoded = decode(find_photos(data, per_class=n), LOAD_SIZE, progress=False)
-    if len(decoded.images) < n:
-        raise TinymaeError(f"{data} holds {len(decoded.images)} readable photos; the walkthrough needs {n}")
-    picks = [round(i * (len(decoded.images) - 1) / (n - 1)) for i in range(n)]
-    return decoded.images[picks], f"{n} photos from {data}"
-
-
 def the_batch(data=None, seed=0):
-    """The one batch the tour follows (the trace and --values alike), drawn as the training script draws it: the
-    crops and flips, then the masking noise, from one seeded host generator."""
+    """The one batch the tour follows (the trace and --values alike): 8 photos spread evenly over the folder `data`
+    (sorted by class: 4 cats and 4 dogs), or random pixels when it is None, drawn as the training script draws a
+    batch: the crops and flips, then the masking noise, from one seeded host generator."""
+    if data is None:
+        photos = host_rng(seed).integers(0, 256, (BATCH, LOAD_SIZE, LOAD_SIZE, 3), dtype=np.uint8)  # (8, 54, 54, 3)
+        source = f"{BATCH} synthetic images"
+    else:
+        decoded = decode(find_photos(data, per_class=BATCH), LOAD_SIZE, progress=False)
+        if len(decoded.images) < BATCH:
+            raise TinymaeError(f"{data} holds {len(decoded.images)} readable photos; the walkthrough needs {BATCH}")
+        picks = [round(i * (len(decoded.images) - 1) / (BATCH - 1)) for i in range(BATCH)]
+        photos, source = decoded.images[picks], f"{BATCH} photos from {data}"
     cfg = ViTConfig()
     rng = host_rng(seed + 1)
-    photos, source = load_photos(data, seed=seed)  # (8, 54, 54, 3) uint8
     mean, std = channel_stats(photos)  # (3,), (3,): training uses the whole training split's
     batch = random_crop_flip(photos, cfg.img_size, rng)  # (8, 48, 48, 3)
     # The crops draw the same count of numbers whatever the pixels, so the noise, and with it every mask and
@@ -89,8 +85,7 @@ def parser(prog, description):
     return p
 
 
-# ----------------------------------------------------------------------------------------------
-# masking worked out on 8 patches
+# ---- masking worked out on 8 patches ---------------------------------------------------------
 
 def row_text(values, width=5, decimals=1):
     """(7.0, 7.1, 7.2) -> '(  7.0   7.1   7.2)': one token on one line."""
@@ -219,12 +214,11 @@ def masking_example_blocks(ex):
     return [("masking", masking), ("unshuffle", unshuffle), ("backward", backward)]
 
 
-# ----------------------------------------------------------------------------------------------
-# the tour's batch: one image's mask, one row of attention, the loss's gradient
+# ---- the tour's batch: one image's mask, one row of attention, the loss's gradient -----------
 
-def grid_text(values_by_patch, grid, fmt):
-    """L values in patch order -> grid rows of text (patch l at row l // grid, column l % grid)."""
-    return ["".join(format(v, fmt) for v in values_by_patch[r * grid:(r + 1) * grid]) for r in range(grid)]
+def grid_rows(cells, grid, sep=""):
+    """L strings in patch order -> grid rows of text (patch l at row l // grid, column l % grid)."""
+    return [sep.join(cells[r * grid:(r + 1) * grid]) for r in range(grid)]
 
 
 def image_blocks(batch, cfg, index=0):
@@ -236,16 +230,15 @@ def image_blocks(batch, cfg, index=0):
     _, mask, ids_restore, _ = random_masking(asarray(np.zeros((1, L, 1), dtype="float32")), cfg.mask_ratio, noise)
     noise, ids_shuffle = to_numpy(noise)[0], to_numpy(ids_shuffle)[0]  # (L,), (L,)
     mask, ids_restore = to_numpy(mask)[0].astype(int), to_numpy(ids_restore)[0]  # (L,), (L,)
-    cells = [f"[{l:2d}]" if not mask[l] else f" {l:2d} " for l in range(L)]
+    noise_rows = grid_rows([f"{v:5.2f}" for v in noise], grid)
+    mask_rows = grid_rows([f"[{l:2d}]" if not mask[l] else f" {l:2d} " for l in range(L)], grid, " ")
     lines = [f"Image {index} of the tour's batch ({batch.source}, --seed {batch.seed}), on the {grid} x {grid} patch "
              "grid: patch l at", f"row l // {grid}, column l % {grid}. L = {L}, K = {K} kept. The noise depends on the "
              "seed only: --data gives the", "same arrays.", ""]
-    noise_rows, restore_rows = grid_text(noise, grid, "5.2f"), grid_text(ids_restore, grid, "4d")
     lines.append(f"{'noise (the K smallest are kept)':<{len(noise_rows[0]) + 8}}ids_restore (the slot of each patch)")
-    lines += [f"  {n}      {r}" for n, r in zip(noise_rows, restore_rows)]
-    mask_rows = [" ".join(cells[r * grid:(r + 1) * grid]) for r in range(grid)]
+    lines += [f"  {n}      {r}" for n, r in zip(noise_rows, grid_rows([f"{v:4d}" for v in ids_restore], grid))]
     lines += ["", f"{f'mask grid: [l] kept (slot < {K}), l removed':<{len(mask_rows[0]) + 8}}mask (1 = removed)"]
-    lines += [f"  {row}      {' '.join(map(str, mask[r * grid:(r + 1) * grid]))}" for r, row in enumerate(mask_rows)]
+    lines += [f"  {row}      {m}" for row, m in zip(mask_rows, grid_rows([str(m) for m in mask], grid, " "))]
     lines += ["", f"ids_shuffle (slot s -> patch), {grid * 2} slots a line; the first line is ids_keep, what the "
                   "encoder sees:"]
     for start in range(0, L, 2 * grid):
@@ -260,15 +253,15 @@ def strategy_blocks(batch, index=0):
     masks = {}
     for masking in ("random", "block", "grid"):
         cfg, rng = ViTConfig(masking=masking), host_rng(batch.seed + 1)
+        grid = cfg.img_size // cfg.patch_size
         crop_flip_draws(rng, BATCH, LOAD_SIZE, cfg.img_size)  # the crops and flips come first
         kept = np.argsort(masking_noise(rng, BATCH, cfg)[index])[:cfg.len_keep]  # (K,)
-        masks[masking] = np.where(np.isin(np.arange(cfg.num_patches), kept), "#", ".")  # (L,)
-    grid = cfg.img_size // cfg.patch_size
+        masks[masking] = grid_rows(np.where(np.isin(np.arange(cfg.num_patches), kept), "#", "."), grid, " ")
     lines = [f"Image {index} of the tour's batch, its noise drawn by masking_noise for ViTConfig(masking=...) "
              "(the crops", f"first, as the_batch draws it): # kept, . removed, {cfg.len_keep} of {cfg.num_patches} "
              "in each.", "",
              "  " + "".join(f"{'--masking ' + m:<{2 * grid + 4}}" for m in masks)]
-    lines += ["  " + "".join(" ".join(masks[m][r * grid:(r + 1) * grid]) + "     " for m in masks) for r in range(grid)]
+    lines += ["  " + "".join(rows[r] + "     " for rows in masks.values()) for r in range(grid)]
     return [("strategies", lines)]
 
 
@@ -310,8 +303,7 @@ def loss_on_blocks(batch):
     return [("loss_on", lines)]
 
 
-# ----------------------------------------------------------------------------------------------
-# what masking saves, and how fine-tuning treats each layer
+# ---- what masking saves, and how fine-tuning treats each layer -------------------------------
 
 def block_multiply_adds(T, D, mlp_ratio=4.0):
     """Multiply-adds of one Transformer block's matrix products on T tokens of width D (per image):
@@ -366,8 +358,6 @@ def lr_decay_blocks(seed=0):
     return [("lr_decay", lines)]
 
 
-# ----------------------------------------------------------------------------------------------
-
 def value_blocks(batch):
     """Every --values block for the tour's batch, in order: a list of (name, lines)."""
     cfg = ViTConfig()
@@ -389,9 +379,7 @@ def values_text(blocks, markdown=False):
 
 
 def main(argv=None):
-    p = parser("python examples/walkthrough_values.py",
-               "Print the numbers of docs/walkthrough.md for the tour's batch: the same as python "
-               "examples/walkthrough.py --values.")
+    p = parser("python examples/walkthrough_values.py", __doc__)
     p.add_argument("--markdown", action="store_true", help="print the blocks as docs/walkthrough.md quotes them")
     args = p.parse_args(argv)
     return cli.run(lambda: print(values_text(value_blocks(the_batch(args.data, args.seed)), args.markdown), end=""))
