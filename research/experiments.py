@@ -6,22 +6,23 @@
     python research/experiments.py --list-jobs                            # the plan: one JSON line per job
     python research/experiments.py --data data/catsdogs --run-job ID      # one job, as every engine runs it
 
-The plan (plan.py) is data: each job is one command of the package (pre-training, probe, fine-tuning) or of the
-benchmarks, in its own folder under --out, done when its done-file is there. The run folders are the only truth:
-a rerun starts only the jobs not done, a killed pre-training or fine-tuning resumes from its checkpoint, a job
-that fails is retried once while the others go on, and the command ends non-zero naming each failed job and its
-log. A finished job trained on other photos than --data's is refused, never reused. Then the report
+The plan (plan.py) is data: one job per command, each in its own folder under --out. The run folders are the only
+truth: a rerun starts only the jobs not done, a killed pre-training or fine-tuning resumes from its checkpoint, a
+job that fails is retried once while the others go on, and the command ends non-zero naming each failed job and
+its log. A finished job trained on other photos than --data's is refused, never reused. Then the report
 (report.py): every finished job's numbers and provenance go into results.json, and the pages are written from it
 into --docs (a folder of your own by default; --docs docs regenerates the project's pages).
 """
 import argparse
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
 
+from tinymae import __version__
 from tinymae.config import MODEL_CONFIGS, check
 from tinymae.errors import TinymaeError
 from tinymae.fast.cpu import cpu_count
@@ -91,33 +92,24 @@ def is_done(job, args):
 
 
 def run_job(job, jobs, args):
-    """One job: nothing when it is done; refused when a job it needs is not; else its command."""
     if is_done(job, args):
         print(f"{job.id}: done already")
         return 0
     missing = [dep for dep in job.after if not is_done(jobs[dep], args)]
     if missing:
         raise TinymaeError(f"{job.id} needs {', '.join(missing)} first, which is not done")
-    argv = command(job, args)
-    os.makedirs(os.path.join(args.out, job.folder), exist_ok=True)
-    with open(os.path.join(args.out, job.folder, "provenance.json"), "w") as f:  # what ran it, where, when
-        json.dump(provenance(), f)
-    sys.stdout.flush()
-    os.execv(argv[0], argv)  # this process becomes the job's command: its signals, its end, its exit status
-
-
-def provenance():
-    """The code and the machine a job runs on: the tinymae version, the commit of this checkout, the date."""
-    import platform
-
-    from tinymae import __version__
-    try:
+    argv, folder = command(job, args), os.path.join(args.out, job.folder)
+    try:  # provenance.json: what ran the job (the tinymae version, the commit of this checkout), where and when
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     except OSError:
         commit = ""
-    return {"tinymae": __version__, "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "date": time.strftime("%Y-%m-%d")}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "provenance.json"), "w") as f:
+        json.dump({"tinymae": __version__, "commit": commit,
+                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}, f)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # this process becomes the job's command: its signals, its end, its exit status
 
 
 def check_reuse(jobs, args):
@@ -131,19 +123,18 @@ def check_reuse(jobs, args):
     if args.labels[0] > fewest:
         raise TinymaeError(f"--labels {args.labels[0]} asks for more labelled photos than a training split has "
                            f"(about {fewest} of each class); choose fewer")
-    for job in jobs:
-        if is_done(job, args):
-            with open(os.path.join(args.out, job.done)) as f:
-                done = json.load(f)
-            was = (done.get("data") or {}).get("fingerprint") or done.get("pretraining_fingerprint")
-            if job.kind != "torch" and was != photos:
-                raise TinymaeError(f"{os.path.join(args.out, job.folder)} was trained on other photos (fingerprint "
-                                   f"{was}; --data {args.data} has {photos}): choose another --out, or delete it")
-            recorded = {**done.get("config", {}), **done.get("settings", {})}
-            different = [k for k, v in job.settings.items() if k in recorded and recorded[k] != v]
-            if job.kind in ("pretrain", "finetune") and different:
-                raise TinymaeError(f"{os.path.join(args.out, job.folder)} was run with other settings "
-                                   f"({', '.join(different)}): choose another --out, or delete it")
+    for job in [job for job in jobs if is_done(job, args)]:
+        with open(os.path.join(args.out, job.done)) as f:
+            done = json.load(f)
+        was = (done.get("data") or {}).get("fingerprint") or done.get("pretraining_fingerprint")
+        if job.kind != "torch" and was != photos:
+            raise TinymaeError(f"{os.path.join(args.out, job.folder)} was trained on other photos (fingerprint "
+                               f"{was}; --data {args.data} has {photos}): choose another --out, or delete it")
+        recorded = {**done.get("config", {}), **done.get("settings", {})}
+        different = [k for k, v in job.settings.items() if k in recorded and recorded[k] != v]
+        if job.kind in ("pretrain", "finetune") and different:
+            raise TinymaeError(f"{os.path.join(args.out, job.folder)} was run with other settings "
+                               f"({', '.join(different)}): choose another --out, or delete it")
     return photos
 
 
@@ -221,8 +212,7 @@ def sweep(args):
         if args.run_job not in jobs:
             raise TinymaeError(f"no job {args.run_job!r} in the plan of these arguments (--list-jobs lists them)")
         return run_job(jobs[args.run_job], jobs, args)
-    os.makedirs(args.out, exist_ok=True)
-    with RunLock(args.out):  # one driver per --out; each job locks its own folder too
+    with RunLock(args.out):  # one driver per --out (it makes the folder); each job locks its own folder too
         photos = check_reuse(jobs.values(), args)
         todo = [job for job in jobs.values() if not is_done(job, args)]
         failed = {}

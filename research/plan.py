@@ -75,22 +75,20 @@ def plan(args):
     jobs, model = {}, model_flags(args.model)
     longest = args.epochs * LONGER[-1]
 
+    def add(job):  # a job two parts plan stays in the first
+        jobs.setdefault(job.id, job)
+
     def pretrain(part, name, seed, epochs=None, probe=True, **settings):
         run = f"{variant(name, epochs)}-seed{seed}"
-        settings = {"arch": "vit", **({} if name == "base" else ABLATIONS.get(name, {})), **settings}
+        settings = {"arch": "vit", **ABLATIONS.get(name, {}), **settings}
         settings = {**{k: v for k, v in model.items() if k in MODEL_CONFIGS[settings["arch"]].__dataclass_fields__
                        or k in PretrainConfig.__dataclass_fields__}, **settings,
                     "epochs": epochs or args.epochs, "seed": seed, "per_class": args.per_class}
-        jobs.setdefault(f"pretrain/{run}", Job(f"pretrain/{run}", "pretrain", part, run, settings, ()))
+        add(Job(f"pretrain/{run}", "pretrain", part, run, settings, ()))
         if probe:
-            jobs.setdefault(f"probe/{run}", Job(f"probe/{run}", "probe", part, run,
-                                                {"seeds": args.probe_seeds, "baselines": run == "base-seed0"},
-                                                (f"pretrain/{run}",)))
+            add(Job(f"probe/{run}", "probe", part, run, {"seeds": args.probe_seeds, "baselines": run == "base-seed0"},
+                    (f"pretrain/{run}",)))
         return run
-
-    def finetune(part, run, seed, labels=None, scratch=False, blocks=None, recipe="default"):
-        job = finetune_job(args, part, run, seed, labels, scratch, blocks, recipe)
-        jobs.setdefault(job.id, job)
 
     few, every = args.labels[0], None
     for s in SEEDS:
@@ -98,37 +96,35 @@ def plan(args):
     for labels in (*args.labels[:-1], every):  # few labels (a batch of 128 would be one step an epoch) and all
         for s in SEEDS:
             for scratch in (False, True):
-                finetune("finetune", f"base-seed{s}", s, labels, scratch)
+                add(finetune_job(args, "finetune", f"base-seed{s}", s, labels, scratch))
     for factor in LONGER:
         run = pretrain("schedule", "base", 0, args.epochs * factor)
-        finetune("schedule", run, 0, few)
-        finetune("schedule", run, 0, every)
+        add(finetune_job(args, "schedule", run, 0, few))
+        add(finetune_job(args, "schedule", run, 0, every))
     for run in ("base-seed0", f"base-ep{longest}-seed0"):
         for blocks in (k for k in PARTIAL_BLOCKS if k < model.get("depth", 4)):  # 4: the ViT's depth (config.py)
-            finetune("partial", run, 0, every, blocks=blocks)
+            add(finetune_job(args, "partial", run, 0, every, blocks=blocks))
     for s in SEEDS:  # seed 0 of every ablation first, then seeds 1 and 2
         for name, settings in ABLATIONS.items():
             run = pretrain("ablations" if s == 0 else "seeds", name, s)
             if settings.get("arch", "vit") == "vit":  # the MLP's encoder cannot see a whole photo to classify
-                finetune("ablations" if s == 0 else "seeds", run, s, few)
+                add(finetune_job(args, "ablations" if s == 0 else "seeds", run, s, few))
     for recipe in RECIPES:  # every label: one 400-epoch pre-training with fine-tuning seeds 0-2, and scratch
         for s in SEEDS:
-            finetune("every-label", f"base-ep{longest}-seed0", s, recipe=recipe)
-            finetune("every-label", f"base-seed{s}", s, scratch=True, recipe=recipe)
+            add(finetune_job(args, "every-label", f"base-ep{longest}-seed0", s, recipe=recipe))
+            add(finetune_job(args, "every-label", f"base-seed{s}", s, scratch=True, recipe=recipe))
     for name in ("base", "norm-pix"):  # the headline comparisons over pre-training seeds as well
         for s in SEEDS:
             run = pretrain("every-label", name, s, longest, probe=False)
             for recipe in (SEEDED_RECIPES if name == "base" else ("drop path + mixup",)):
-                finetune("every-label", run, s, recipe=recipe)
-                if s == 0:
-                    for ft_seed in SEEDS[1:]:
-                        finetune("every-label", run, ft_seed, recipe=recipe)
+                for ft_seed in (SEEDS if s == 0 else (s,)):  # seed 0's pre-training with each fine-tuning seed
+                    add(finetune_job(args, "every-label", run, ft_seed, recipe=recipe))
     for name, _, _, settings in RECIPE:
         if name.startswith("torch"):
             jobs[f"torch/recipe-{name}"] = Job(f"torch/recipe-{name}", "torch", "recipe", f"recipe-{name}",
                                                {**settings, "epochs": args.epochs, "per_class": args.per_class}, ())
         else:
-            pretrain("recipe", f"recipe-{name}", 0, probe=True, **settings)
+            pretrain("recipe", f"recipe-{name}", 0, **settings)
     return [job for job in jobs.values() if args.part in ("all", job.part)]
 
 
@@ -164,22 +160,19 @@ def model_flags(text):
 
 def command(job, args):
     """The job's command line (a list), as the sequential sweep and every engine run it."""
-    out, s = os.path.join(args.out, job.folder.split("/")[0]), dict(job.settings)
-    checkpoint = os.path.join(out, "checkpoint.npz")
+    out, folder = os.path.join(args.out, job.folder.split("/")[0]), os.path.join(args.out, job.folder)
+    checkpoint, done = os.path.join(out, "checkpoint.npz"), os.path.join(args.out, job.done)
     if job.kind == "torch":
         script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
                               "train_torch.py")
-        return [sys.executable, script, "--data", args.data, "--arch", "vit", "--json",
-                os.path.join(args.out, job.done), *flags(s)]
+        return [sys.executable, script, "--data", args.data, "--arch", "vit", "--json", done, *flags(job.settings)]
     base = {"pretrain": ["-m", "tinymae.pretrain", "--data", args.data, "--out", out],
-            "probe": ["-m", "tinymae.probe", "--checkpoint", checkpoint, "--data", args.data, "--json",
-                      os.path.join(out, "probe.json"), "--overwrite"],
-            "finetune": ["-m", "tinymae.finetune", "--checkpoint", checkpoint, "--data", args.data, "--out",
-                         os.path.join(args.out, job.folder)]}[job.kind]
-    resume = {"pretrain": os.path.join(out, "checkpoint.npz"), "finetune": os.path.join(args.out, job.folder,
-                                                                                           "classifier.npz")}
-    again = ["--resume"] if os.path.exists(resume.get(job.kind, "")) else []  # a killed job goes on where it was
-    return [sys.executable, *base, "--no-progress", *again, *flags(s)]
+            "probe": ["-m", "tinymae.probe", "--checkpoint", checkpoint, "--data", args.data, "--json", done,
+                      "--overwrite"],
+            "finetune": ["-m", "tinymae.finetune", "--checkpoint", checkpoint, "--data", args.data, "--out", folder]}
+    resume = {"pretrain": checkpoint, "finetune": os.path.join(folder, "classifier.npz")}.get(job.kind, "")
+    again = ["--resume"] if os.path.exists(resume) else []  # a killed job goes on where it was
+    return [sys.executable, *base[job.kind], "--no-progress", *again, *flags(job.settings)]
 
 
 def flags(settings):

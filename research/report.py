@@ -76,8 +76,7 @@ def update(jobs, args, photos):
         if os.path.exists(done):
             with open(done) as f:
                 numbers = digest(job, json.load(f))
-            entry = ledger.get(job.id)
-            if entry is None or entry["result"] != numbers:  # a new result: with what ran it (--run-job wrote it)
+            if ledger.get(job.id, {}).get("result") != numbers:  # a new result: with what ran it (--run-job wrote it)
                 try:
                     with open(os.path.join(args.out, job.folder, "provenance.json")) as f:
                         ran = json.load(f)
@@ -98,8 +97,7 @@ class Results:
         self.ledger, self.args = ledger, args
 
     def get(self, jid, key):
-        entry = self.ledger.get(jid)
-        return None if entry is None else entry["result"].get(key)
+        return self.ledger.get(jid, {"result": {}})["result"].get(key)
 
     def run(self, name, seed=0, epochs=None, key="ratio"):
         return self.get(f"pretrain/{variant(name, epochs)}-seed{seed}", key)
@@ -266,15 +264,12 @@ def runs_section(r, jobs):
              "clock, whatever else the machine did), with where and when each was measured.", "",
              "| run | pre-training (min) | probe (min) | fine-tunings (min) | measured |",
              "| --- | --- | --- | --- | --- |"]
-    for job in jobs:
-        if job.kind != "pretrain" or job.part == "recipe":
-            continue
+    for job in [job for job in jobs if job.kind == "pretrain" and job.part != "recipe"]:
         probe = f"probe/{job.folder}"
         tunings = [r.get(j.id, "minutes") for j in jobs if j.kind == "finetune" and j.after == (job.id,)]
         done = [m for m in tunings if m is not None]
-        entry = r.ledger.get(job.id)
-        where = "" if entry is None else ", ".join(entry["provenance"][k] for k in ("date", "tinymae", "commit")
-                                                    if entry["provenance"].get(k))
+        ran = r.ledger.get(job.id, {"provenance": {}})["provenance"]
+        where = ", ".join(ran[k] for k in ("date", "tinymae", "commit") if ran.get(k))
         cells = [minutes(r.get(job.id, "minutes"), True, "not run yet"),
                  minutes(r.get(probe, "minutes"), any(j.id == probe for j in jobs)),
                  minutes(sum(done) if done else None, tunings)]
@@ -296,13 +291,13 @@ def recipe_page(r, args):
              "yet.", "",
              "| variant | what changed | × mean patch | change | linear probe (%) | minutes |",
              "| --- | --- | --- | --- | --- | --- |"]
+    jid = {n: f"torch/recipe-{n}" if n.startswith("torch") else f"pretrain/recipe-{n}-seed0" for n, *_ in RECIPE}
     for name, what, base, _ in RECIPE:
-        jid = lambda n: f"torch/recipe-{n}" if n.startswith("torch") else f"pretrain/recipe-{n}-seed0"  # noqa: E731
-        ratio, before = r.get(jid(name), "ratio"), base and r.get(jid(base), "ratio")
+        ratio, before = r.get(jid[name], "ratio"), base and r.get(jid[base], "ratio")
         change = "the base" if not base else "—" if ratio is None or not before else f"{ratio - before:+.3f}"
         probe = "not probed" if name.startswith("torch") else pct([r.probe(f"recipe-{name}-seed0")], n=False)
         lines.append(f"| {name} | {what}{f' ({base})' if base else ''} | {'—' if ratio is None else f'{ratio:.3f}'} | "
-                     f"{change} | {probe} | {r.get(jid(name), 'minutes') or 0:.0f} |")
+                     f"{change} | {probe} | {r.get(jid[name], 'minutes') or 0:.0f} |")
     return lines
 
 
@@ -332,8 +327,8 @@ def plots(r, args, docs):
     fig, ax = plt.subplots(figsize=(5, 3.4))
     drawn = line(ax, epochs, [[r.acc(f"base-seed{s}" if e == args.epochs else f"base-ep{e}-seed0", s) for s in SEEDS]
                               for e in epochs], "fine-tuning, every label", "s")
-    drawn |= line(ax, epochs, [[r.probe(f"base-seed{s}")] if e == args.epochs else [r.probe(f"base-ep{e}-seed0")]
-                               for e in epochs for s in (0,)], "linear probe", "o")
+    drawn |= line(ax, epochs, [[r.probe("base-seed0" if e == args.epochs else f"base-ep{e}-seed0")] for e in epochs],
+                  "linear probe", "o")
     ax.set(xscale="log", xlabel="pre-training epochs", ylabel="validation accuracy (%)")
     finish(fig, ax, drawn, os.path.join(docs, "schedule.png"))
 
@@ -349,9 +344,9 @@ def plots(r, args, docs):
     fig, ax = plt.subplots(figsize=(7, 4))
     runs = [("base", s, None) for s in SEEDS] + [("base", 0, args.epochs * f) for f in LONGER]
     for name, s, e in runs:
-        if r.run(name, s, e, "curve"):
-            ax.plot(range(1, len(r.run(name, s, e, "curve")) + 1), r.run(name, s, e, "curve"), linewidth=1,
-                    label=f"{variant(name, e)}-seed{s}")
+        curve = r.run(name, s, e, "curve")
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, linewidth=1, label=f"{variant(name, e)}-seed{s}")
     ax.set(xscale="log", xlabel="epoch", ylabel="validation masked MSE")
     finish(fig, ax, any(r.run(*run, "curve") for run in runs), os.path.join(docs, "curves.png"))
 

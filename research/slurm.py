@@ -14,18 +14,6 @@ import sys
 from tinymae.errors import TinymaeError
 
 
-def stages(todo, jobs):
-    """The jobs to run in dependency order, grouped: stage k holds the jobs whose dependencies are all in earlier
-    stages (or done already)."""
-    left, placed, out = list(todo), {job.id for job in jobs.values()} - {job.id for job in todo}, []
-    while left:
-        stage = [job for job in left if all(dep in placed for dep in job.after)]
-        out.append(stage)
-        placed |= {job.id for job in stage}
-        left = [job for job in left if job.id not in placed]
-    return out
-
-
 def run_slurm(todo, jobs, args, arguments):
     """Submit the jobs as one array per stage, wait for them all -> {failed job id: its log}."""
     try:
@@ -36,18 +24,21 @@ def run_slurm(todo, jobs, args, arguments):
     executor.update_parameters(name="tinymae", timeout_min=args.slurm_time, cpus_per_task=args.slurm_cpus,
                                slurm_array_parallelism=args.slurm_parallel, slurm_partition=args.slurm_partition,
                                gpus_per_node=args.slurm_gpus or None)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments.py")
+    left, placed = list(todo), {job.id for job in jobs.values()} - {job.id for job in todo}
     submitted, previous = [], None
-    for stage in stages(todo, jobs):
+    while left:  # the next stage: the jobs whose dependencies are all in earlier stages (or done already)
+        stage = [job for job in left if all(dep in placed for dep in job.after)]
+        placed |= {job.id for job in stage}
+        left = [job for job in left if job.id not in placed]
         if previous is not None:
             executor.update_parameters(slurm_additional_parameters={"dependency": f"afterany:{previous}"})
-        commands = []
-        for job in stage:
-            command = submitit.helpers.CommandFunction([sys.executable, os.path.abspath(os.path.join(
-                os.path.dirname(__file__), "experiments.py")), "--run-job", job.id, *arguments], verbose=True)
-            # submitit requeues a task that reaches its time limit only if the function can be checkpointed: the
-            # same command again, which resumes from the run's checkpoint.
+        commands = [submitit.helpers.CommandFunction([sys.executable, script, "--run-job", job.id, *arguments],
+                                                     verbose=True) for job in stage]
+        # submitit requeues a task that reaches its time limit only if the function can be checkpointed: the
+        # same command again, which resumes from the run's checkpoint.
+        for command in commands:
             command.checkpoint = functools.partial(submitit.helpers.DelayedSubmission, command)
-            commands.append(command)
         with executor.batch():
             tasks = [executor.submit(command) for command in commands]
         submitted += zip(stage, tasks)
