@@ -43,7 +43,7 @@ def parse_args(argv=None):
                                                                               "a folder every node can see")
     p.add_argument("--docs", default=os.path.join("<out>", "report"), help="where results.json and the pages go; "
                                                                          "--docs docs rewrites the project's pages")
-    p.add_argument("--part", choices=("all", *PARTS), default="all", help="the jobs of one part only")
+    p.add_argument("--part", choices=("all", *PARTS), default="all", help="the jobs of one part only (and the pre-trainings they need)")
     p.add_argument("--epochs", type=int, default=50, help="epochs of the base pre-training and of fine-tuning")
     p.add_argument("--per-class", type=int, default=None,
                    help="only the first N photos of each class (a quick try; default: all)")
@@ -142,8 +142,7 @@ def run_local(todo, jobs, args):
     """Ready jobs as subprocesses (--run-job), args.jobs at a time, each pinned to its share of the cores, with
     progress, one retry, and the failures named at the end."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(cpu_count()))
-    per = max(1, len(cores) // args.jobs)
-    slots = [cores[i * per:(i + 1) * per] for i in range(args.jobs)]
+    slots = core_slots(cores, args.jobs)
     logs = os.path.join(args.out, "logs")
     os.makedirs(logs, exist_ok=True)
     waiting, running, failed, tries, took, shown = list(todo), {}, {}, {}, [], None
@@ -188,6 +187,12 @@ def run_local(todo, jobs, args):
             proc.send_signal(signal.SIGINT)
             proc.wait()
     return failed
+
+
+def core_slots(cores, n):
+    """The cores of each of n jobs at a time: an equal share, or one each, shared, when there are more jobs."""
+    per = max(1, len(cores) // n)
+    return [cores[i * per:(i + 1) * per] if per * n <= len(cores) else [cores[i % len(cores)]] for i in range(n)]
 
 
 def pinned(cores):

@@ -125,7 +125,9 @@ def plan(args):
                                                {**settings, "epochs": args.epochs, "per_class": args.per_class}, ())
         else:
             pretrain("recipe", f"recipe-{name}", 0, **settings)
-    return [job for job in jobs.values() if args.part in ("all", job.part)]
+    chosen = {job.id for job in jobs.values() if args.part in ("all", job.part)}
+    needed = {dep for jid in chosen for dep in jobs[jid].after}  # a part's jobs need pre-trainings of other parts
+    return [job for job in jobs.values() if job.id in chosen | needed]
 
 
 def finetune_job(args, part, run, seed, labels=None, scratch=False, blocks=None, recipe="default"):
@@ -150,6 +152,11 @@ def model_flags(text):
         name = flag[2:].replace("-", "_")
         if name not in fields or name in ("arch", "seed", "epochs", "per_class", "data", "out", "resume", "overwrite"):
             raise TinymaeError(f"--model: {flag} is not a setting the sweep lets you change")
+        if fields[name].type is bool:  # bool("False") is True
+            if value.lower() not in ("true", "false"):
+                raise TinymaeError(f"--model: {flag} {value!r} is not true or false")
+            settings[name] = value.lower() == "true"
+            continue
         try:
             settings[name] = tuple(int(w) for w in value.split(",")) if fields[name].type is tuple else \
                 fields[name].type(value)

@@ -90,6 +90,41 @@ def test_run_job_refuses_a_job_whose_dependency_is_not_done(photos, tmp_path):
     assert done.returncode == 1 and "--list-jobs lists them" in done.stderr
 
 
+def test_a_part_brings_the_jobs_it_needs_from_other_parts(photos, tmp_path):
+    """--part every-label's fine-tunings need pre-trainings planned in other parts: the part lists them too (and
+    --run-job of such a job refuses in one line until they are done, instead of a KeyError)."""
+    for part in ("partial", "every-label"):
+        listed = jobs_of(photos, tmp_path, "--part", part)
+        ids = [job["id"] for job in listed]
+        assert all(dep in ids[:ids.index(job["id"])] for job in listed for dep in job["after"]), part
+        assert any(job["part"] == part for job in listed) and "pretrain/base-ep8-seed0" in ids
+    done = sweep(photos, tmp_path, "--part", "partial", "--run-job", "finetune/base-seed0/finetune-blocks0-seed0",
+                 check=False)
+    assert done.returncode == 1 and done.stderr.strip() == \
+        "error: finetune/base-seed0/finetune-blocks0-seed0 needs pretrain/base-seed0 first, which is not done"
+
+
+def test_more_jobs_at_a_time_than_cores_share_the_cores(monkeypatch):
+    """--jobs 3 on 2 cores crashed the driver (an empty core list to pin a job to): each job gets its share, at
+    least one core."""
+    monkeypatch.syspath_prepend(str(RESEARCH))
+    from experiments import core_slots
+    assert core_slots([0, 1], 3) == [[0], [1], [0]]
+    assert core_slots([0, 1, 2, 3], 2) == [[0, 1], [2, 3]] and core_slots([5], 1) == [[5]]
+
+
+def test_a_boolean_model_setting_takes_true_or_false(monkeypatch):
+    """--model "--norm-pix-loss False" gave True (bool("False")); a word that is neither is one line."""
+    monkeypatch.syspath_prepend(str(RESEARCH))
+    from plan import model_flags
+
+    from tinymae.errors import TinymaeError
+    assert model_flags("--norm-pix-loss False --encoder-mask-tokens true") == {"norm_pix_loss": False,
+                                                                               "encoder_mask_tokens": True}
+    with pytest.raises(TinymaeError, match="--norm-pix-loss 'maybe' is not true or false"):
+        model_flags("--norm-pix-loss maybe")
+
+
 @pytest.fixture(scope="module")
 def one_at_a_time(photos, tmp_path_factory):
     """The finetune part of the tiny plan, one job at a time."""
