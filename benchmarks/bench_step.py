@@ -9,11 +9,8 @@ what each piece of tinymae's fast path buys on its own.
 
 A step is what engine.train_one_epoch does per batch: forward and backward, AdamW, the loss read back to the host.
 tinymae's contestants are fast.training_step's two choices (--kernels), "fast" (what training uses) and "reference"
-(engine.Step with model/optim.py's AdamW). For each model it prints: their correctness against the PyTorch twin
-(torch_models.py) from the same weights, batch and masks; the step of each and of torch, taking turns in blocks:
-ms/step, img/s, GFLOP/s against the matmul rate, peak memory, on a GPU kernel launches; and what each piece of the
-fast path buys on its own over the reference, each piece in a fresh process per block (keep_freed_memory is
-process-wide), with the training loop against the step alone. benchmarks/README.md explains every figure.
+(engine.Step with model/optim.py's AdamW), each checked against the PyTorch twin (torch_models.py), then timed
+against it. benchmarks/README.md explains every figure.
 """
 import argparse
 import cProfile
@@ -29,7 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from tinymae import fast
-from tinymae.backend import host_rng, to_numpy
+from tinymae.backend import host_rng
 from tinymae.config import PretrainConfig
 from tinymae.engine import Step, prefetched, train_one_epoch
 from tinymae.errors import TinymaeError
@@ -60,57 +57,32 @@ GPU_PIECES = {"reference": CPU_PIECES["reference"],
               "fast": f"fast.training_step(model, 'fast') with TINYMAE_FAST_GPU={int(cuda.ENABLED)}"}
 
 
-def parse_args(argv=None):
-    p = common.ArgumentParser("bench_step", __doc__)
-    p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
-    p.add_argument("--repeats", type=common.at_least(1), default=5, help="blocks per contestant, taking turns")
-    p.add_argument("--block", type=common.at_least(1), default=6, help="consecutive steps per block")
-    p.add_argument("--settle", type=common.at_least(0), default=2,
-                   help="steps of each block not counted (the other library's thread pool still spins on the cores)")
-    p.add_argument("--warmup", type=common.at_least(0), default=3, help="untimed steps per contestant first")
-    p.add_argument("--batch-size", type=common.at_least(1), default=None,
-                   help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
-    p.add_argument("--kernels", choices=("both", "fast", "reference"), default="both",
-                   help="tinymae's contestants: fast.training_step's fast path, its reference, or both")
-    p.add_argument("--threads", type=common.at_least(0), default=0,
-                   help="BLAS threads of NumPy and torch, and the fast step's worker threads (0: every core)")
-    p.add_argument("--no-torch", action="store_true", help="time tinymae only (torch is not imported)")
-    p.add_argument("--no-pieces", action="store_true", help="skip the pieces and memory (the fresh processes)")
-    p.add_argument("--profile", action="store_true", help="instead: where a step's time goes, per function (cProfile "
-                                                          "of --block steps on one core)")
-    p.add_argument("--worker", choices=(*CPU_PIECES, *GPU_PIECES, "torch"), help=argparse.SUPPRESS)  # see worker()
-    args = p.parse_args(argv)
-    if args.settle >= args.block and not (args.profile or args.worker):
-        p.error(f"--settle {args.settle} leaves no counted step of a --block of {args.block}: make it smaller")
-    return args
-
-
 def check_correctness(model, imgs, noise, path, optimizer, device):
     """One step of fast.training_step's `path` and of the PyTorch twin from the same weights, batch and noise: print
     the agreement -> True if within tolerance."""
-    import torch_models
+    from torch_models import compare_step, load_tinymae_params, max_rel_diff, tinymae_params
     twin, topt, _ = common.torch_contestant(model, imgs, noise, device)
-    r = torch_models.compare_step(model, twin, imgs, noise)  # model.forward and model.backward
-    theirs = torch_models.tinymae_grads(twin, model.params)
+    r = compare_step(model, twin, imgs, noise)  # model.forward and model.backward
+    theirs = tinymae_params(twin, model.params, grad=True)
     # The step as it is timed, then AdamW from the very same gradients on both sides (the step's, copied into torch's
     # .grad): this compares the update rules, not the float32 noise of two backward passes (from the zero initial
     # biases a first step moves each parameter by about lr * sign(g), a coin toss for a gradient zero in theory).
     loss, grads = path.step.loss_and_grads(imgs, noise)
-    diffs = {"gradients": r["grads"], "the step's": {n: torch_models.max_rel_diff(to_numpy(g), theirs[n])
-                                                      for n, g in grads.items()}}
-    torch_models.load_tinymae_grads(twin, model.params, grads)
+    diffs = {"gradients": r["grads"],
+             "the step's": {n: max_rel_diff(g, theirs[n]) for n, g in grads.items()}}
+    load_tinymae_params(twin, grads, grad=True)
     path.step.optimizer_step(optimizer, grads)
     topt.step()
-    after = torch_models.tinymae_params(twin, model.params)
-    diffs["AdamW's"] = {n: torch_models.max_rel_diff(to_numpy(v), after[n]) for n, v in model.params.items()}
+    after = tinymae_params(twin, model.params)
+    diffs["AdamW's"] = {n: max_rel_diff(v, after[n]) for n, v in model.params.items()}
     ours, theirs_loss = r["loss"]
     loss_rel = max(abs(ours - theirs_loss), abs(float(loss) - theirs_loss)) / abs(theirs_loss)
-    worst = {what: max(d, key=d.get) for what, d in diffs.items()}
+    worst = {what: max(d.items(), key=lambda item: item[1]) for what, d in diffs.items()}  # -> (name, rel diff)
     ok = (r["mask_equal"] and loss_rel <= LOSS_RTOL
-          and max(r["pred"], *(diffs[what][name] for what, name in worst.items())) <= GRAD_TOL)
+          and max(r["pred"], *(d for _, d in worst.values())) <= GRAD_TOL)
     print(f"  loss rel diff {loss_rel:.1e} (tinymae {ours:.7f}, the step {float(loss):.7f}, torch {theirs_loss:.7f}); "
           f"mask {'identical' if r['mask_equal'] else 'DIFFERENT'}; pred max rel diff {r['pred']:.1e}")
-    print("  max rel diff of " + "; ".join(f"{what} {diffs[what][w]:.1e} ({w})" for what, w in worst.items())
+    print("  max rel diff of " + "; ".join(f"{what} {d:.1e} ({name})" for what, (name, d) in worst.items())
           + f"\n  (the step: {path.step.describe()}; {type(optimizer).__name__}"
           + f"{'(fused=True)' if getattr(optimizer, 'fused', False) else ''} against torch.optim.AdamW"
           + f"{'(fused=True)' if topt.defaults.get('fused') else ''})")
@@ -158,19 +130,18 @@ def training_loop(model, path, batch, steps, warmup):
 def worker(args):
     """In a fresh process (--worker): one piece's training loop, or torch's steps -> one JSON line."""
     if args.worker == "torch":
-        model, imgs, noise = common.make_batch(args.arch, args.batch_size)
-        step = common.torch_contestant(model, imgs, noise, common.torch_device())[2]
-        del model, imgs, noise  # only torch's own arrays stay: tinymae's are not torch's memory
-        before = common.rss_mb()
+        # tinymae's model and batch are not kept (not torch's memory): only the step's own arrays stay
+        step = common.torch_contestant(*common.make_batch(args.arch, args.batch_size), common.torch_device())[2]
+        before = common.proc_mb()
         for _ in range(args.warmup + args.block):
             step()
-        return print(json.dumps(common.memory("torch", before)))
+        return print(json.dumps({"memory": common.memory("torch", before)}))
     model = build_model(args.arch, {}, seed=0)
     path = piece_path(args.worker, model, args.threads)
-    before = common.rss_mb()
+    before = common.proc_mb()
     stats = training_loop(model, path, args.batch_size, args.block, args.warmup)
     path.step.close()
-    print(json.dumps({"ms": 1e3 * stats["train_time_s"] / args.block, **common.memory("tinymae", before),
+    print(json.dumps({"ms": 1e3 * stats["train_time_s"] / args.block, "memory": common.memory("tinymae", before),
                       "waiting_ms": 1e3 * stats["waiting_for_data_s"] / args.block}))
 
 
@@ -227,9 +198,9 @@ def bench_model(arch, args, device, peak):
     piece_lines, memory = [], {}
     if not args.no_pieces:
         piece_lines, results = bench_pieces(arch, batch, args)
-        memory = {f"tinymae {k}": results[k] for k in kernels}
+        memory = {f"tinymae {k}": results[k]["memory"] for k in kernels}
         if device is not None:
-            memory["torch"] = in_fresh_process("torch", arch, batch, args)
+            memory["torch"] = in_fresh_process("torch", arch, batch, args)["memory"]
         if "tinymae fast" in times:
             step_ms, loop = np.median(times["tinymae fast"]), results["fast"]
             print(f"training loop (tinymae fast, engine.train_one_epoch): {loop['ms']:.1f} ms/step, "
@@ -238,11 +209,9 @@ def bench_model(arch, args, device, peak):
 
     lines = []
     for name in contestants:
-        ms, mem = np.median(times[name]), memory.get(name)
-        mem = "-" if not mem or mem["peak_mb"] is None else f"{mem['device_mb']:.0f}" if common.on_gpu() else \
-            f"{mem['peak_mb']:.0f} ({mem['peak_mb'] - mem['before_mb']:.0f})"
+        ms = np.median(times[name])
         lines.append(f"{arch}/{batch:<7} {name:20} {ms:9.1f} {batch / ms * 1e3:8.0f} {flops / ms / 1e6:8.1f} "
-                     f"{100 * flops / ms / 1e6 / peak:8.1f}% {mem:>20}"
+                     f"{100 * flops / ms / 1e6 / peak:8.1f}% {memory.get(name, '-'):>20}"
                      + (f" {launches[name]:14.0f}" if launches else ""))
     for what, faster, slower in (("speed tinymae/torch", "tinymae " + kernels[0], "torch"),
                                  ("speed fast/reference", "tinymae fast", "tinymae reference")):
@@ -310,7 +279,27 @@ def profile(arch, args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    p = common.ArgumentParser("bench_step", __doc__)
+    p.add_argument("--arch", choices=("mlp", "vit", "both"), default="both", help="which model(s)")
+    p.add_argument("--repeats", type=common.at_least(1), default=5, help="blocks per contestant, taking turns")
+    p.add_argument("--block", type=common.at_least(1), default=6, help="consecutive steps per block")
+    p.add_argument("--settle", type=common.at_least(0), default=2,
+                   help="steps of each block not counted (the other library's thread pool still spins on the cores)")
+    p.add_argument("--warmup", type=common.at_least(0), default=3, help="untimed steps per contestant first")
+    p.add_argument("--batch-size", type=common.at_least(1), default=None,
+                   help="images per step (default: each model's training batch, config.ARCH_RECIPE)")
+    p.add_argument("--kernels", choices=("both", "fast", "reference"), default="both",
+                   help="tinymae's contestants: fast.training_step's fast path, its reference, or both")
+    p.add_argument("--threads", type=common.at_least(0), default=0,
+                   help="BLAS threads of NumPy and torch, and the fast step's worker threads (0: every core)")
+    p.add_argument("--no-torch", action="store_true", help="time tinymae only (torch is not imported)")
+    p.add_argument("--no-pieces", action="store_true", help="skip the pieces and memory (the fresh processes)")
+    p.add_argument("--profile", action="store_true", help="instead: where a step's time goes, per function (cProfile "
+                                                          "of --block steps on one core)")
+    p.add_argument("--worker", choices=(*CPU_PIECES, *GPU_PIECES, "torch"), help=argparse.SUPPRESS)  # see worker()
+    args = p.parse_args(argv)
+    if args.settle >= args.block and not (args.profile or args.worker):
+        p.error(f"--settle {args.settle} leaves no counted step of a --block of {args.block}: make it smaller")
 
     def body():
         if args.threads:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from PIL import Image
 from tinymae.errors import TinymaeError
 from tinymae.util import cli
 
-from common import ArgumentParser, at_least
+from common import ArgumentParser, at_least, run_child  # benchmarks/common.py, next to this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "research", "experiments.py")
@@ -42,17 +41,13 @@ def write_photos(folder, per_class):
     for label in ("cat", "dog"):
         os.makedirs(os.path.join(folder, label))
         for i in range(per_class):
-            corners = rng.random((2, 2, 3))
-            img = np.asarray(Image.fromarray((corners * 255).astype(np.uint8)).resize((60, 60), Image.BILINEAR))
-            Image.fromarray(img).save(os.path.join(folder, label, f"{i}.jpg"), quality=95)
+            corners = Image.fromarray((rng.random((2, 2, 3)) * 255).astype(np.uint8))  # 2 x 2 pixels, blown up
+            corners.resize((60, 60), Image.BILINEAR).save(os.path.join(folder, label, f"{i}.jpg"), quality=95)
 
 
 def sweep(*flags, env=None):
-    done = subprocess.run([sys.executable, EXPERIMENTS, *flags], capture_output=True, text=True, env=env,
-                          cwd=os.path.dirname(EXPERIMENTS))
-    if done.returncode != 0:
-        sys.exit(f"error: research/experiments.py {' '.join(flags[:4])} ... failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
+    return run_child([sys.executable, EXPERIMENTS, *flags], f"research/experiments.py {' '.join(flags[:4])} ...",
+                     env=env, cwd=os.path.dirname(EXPERIMENTS))
 
 
 def key(job):

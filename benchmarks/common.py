@@ -45,10 +45,10 @@ def at_least(low):
     return whole_number
 
 
-def run_child(cmd, what):
-    """Run cmd in a fresh process -> its stdout. When it fails, its whole error output is shown (indented, on
-    stderr), then a one-line TinymaeError says which process it was."""
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_child(cmd, what, **kwargs):
+    """Run cmd in a fresh process (kwargs: subprocess.run's env, cwd) -> its stdout. When it fails, its whole error
+    output is shown (indented, on stderr), then a one-line TinymaeError says which process it was."""
+    done = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
         lines = done.stderr.rstrip().splitlines() or ["(no error output)"]
         print(f"{what} failed; its error output:\n" + "\n".join("    " + line for line in lines), file=sys.stderr)
@@ -197,29 +197,25 @@ def describe_machine():
             f"tinymae   backend {backend.name}, NumPy {np.__version__} ({blas['name']} {blas.get('version', '')})"]
 
 
-def rss_mb():
-    """Resident set size now (Linux's /proc; None elsewhere)."""
+def proc_mb(field="VmRSS"):
+    """A size of Linux's /proc/self/status in MB (None elsewhere): VmRSS, the resident set now; VmHWM, its high-water
+    mark (this program's own, where ru_maxrss would carry a big parent's peak across fork + exec)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 2 ** 10
     except OSError:
         return None
 
 
 def memory(framework, before_mb):
-    """-> {peak_mb, before_mb}: the resident set's high-water mark (Linux's VmHWM: this program's own, where ru_maxrss
-    would carry a big parent's peak across fork + exec), and on a GPU device_mb: what CuPy's pool (framework
-    'tinymae') or torch's caching allocator holds."""
-    try:
-        with open("/proc/self/status") as f:
-            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2 ** 10
-    except OSError:
-        peak = None
-    result = {"peak_mb": peak, "before_mb": before_mb}
+    """-> the table's memory column: on a GPU the MB that CuPy's pool (framework 'tinymae') or torch's caching
+    allocator holds; else the resident set's peak MB, and in brackets what it added to `before_mb` (proc_mb)."""
     if on_gpu():
-        result["device_mb"] = (backend.xp.get_default_memory_pool().total_bytes() if framework == "tinymae" else
-                               import_torch().cuda.max_memory_reserved()) / 2 ** 20
-    return result
+        held = backend.xp.get_default_memory_pool().total_bytes() if framework == "tinymae" else \
+            import_torch().cuda.max_memory_reserved()
+        return f"{held / 2 ** 20:.0f}"
+    peak = proc_mb("VmHWM")
+    return "-" if peak is None or before_mb is None else f"{peak:.0f} ({peak - before_mb:.0f})"
 
 
 def kernel_launches(step, steps=3):

@@ -8,10 +8,8 @@ check tinymae against them. tinymae itself never imports torch; only this folder
     TorchMLPMAE   tinymae's mae_mlp.py: a Linear per patch + pos embed, random_masking with keep_order=True, the
                   visible tokens flattened, Linear + ReLU layers, decoder_pred
 
-Each torch parameter is named as tinymae's, `.w` -> `.weight` and `.b` -> `.bias` (torch_name). tinymae's Linear
-weights are (D_in, D_out), torch's (D_out, D_in); the ViT's patch embedding is a Conv2d here, as in models_mae.py,
-whose kernel is tinymae's (p*p*C, D) matrix transposed, reshaped to (D, p, p, C) and permuted to (D, C, p, p). Both
-sides argsort the same `noise` (N, L), so they keep the same patches.
+Each torch parameter is named as tinymae's (torch_name) and holds the same numbers in torch's layout
+(to_torch_layout). Both sides argsort the same `noise` (N, L), so they keep the same patches.
 """
 import re
 
@@ -31,7 +29,7 @@ def torch_name(name):
 
 def to_torch_layout(ours, torch_shape):
     """A tinymae parameter (NumPy array) -> the same numbers in the torch parameter's layout."""
-    if len(torch_shape) == 4:  # Conv2d kernel (D, C, p, p) <- tinymae's patch_embed.w (p*p*C, D)
+    if len(torch_shape) == 4:  # Conv2d kernel (D, C, p, p) <- tinymae's patch_embed.w (p*p*C, D), as models_mae.py
         D, C, p, _ = torch_shape
         return ours.T.reshape(D, p, p, C).transpose(0, 3, 1, 2)
     if len(torch_shape) == 2:  # nn.Linear weight (D_out, D_in) <- tinymae's (D_in, D_out)
@@ -43,44 +41,33 @@ def to_tinymae_layout(theirs, our_shape):
     """A torch tensor (a parameter or its gradient) -> a NumPy array in tinymae's layout."""
     a = theirs.detach().cpu().numpy()
     if a.ndim == 4:  # Conv2d kernel (D, C, p, p) -> (p*p*C, D)
-        D = a.shape[0]
-        return a.transpose(0, 2, 3, 1).reshape(D, -1).T
+        return a.transpose(0, 2, 3, 1).reshape(len(a), -1).T
     if a.ndim == 2:
         return a.T
     return a.reshape(our_shape)
 
 
-def load_tinymae_params(module, params):
-    """Copy a tinymae `params` dict (backend arrays) into `module`'s parameters, converting layouts."""
+def load_tinymae_params(module, arrays, grad=False):
+    """Copy a tinymae dict of backend arrays (its params, or with grad=True their gradients: to compare optimisers
+    alone) into `module`'s parameters (or their .grad), converting layouts; the names must match both ways."""
     theirs = dict(module.named_parameters())
-    missing = sorted(set(map(torch_name, params)) ^ set(theirs))
-    if missing:
-        raise ValueError(f"tinymae and torch parameter names differ: {missing}")
+    differ = sorted(set(map(torch_name, arrays)) ^ set(theirs))
+    if differ:
+        raise ValueError(f"tinymae and torch parameter names differ: {differ}")
     with torch.no_grad():
-        for name, value in params.items():
+        for name, value in arrays.items():
             t = theirs[torch_name(name)]
-            t.copy_(torch.from_numpy(np.ascontiguousarray(to_torch_layout(to_numpy(value), tuple(t.shape)))))
+            value = torch.tensor(np.ascontiguousarray(to_torch_layout(to_numpy(value), tuple(t.shape))),
+                                 dtype=t.dtype, device=t.device)
+            if grad:
+                t.grad = value
+            else:
+                t.copy_(value)
 
 
-def tinymae_grads(module, params):
-    """The .grad of every parameter of `module`, as NumPy arrays in tinymae's names and layouts."""
-    theirs = dict(module.named_parameters())
-    return {name: to_tinymae_layout(theirs[torch_name(name)].grad, tuple(value.shape))
-            for name, value in params.items()}
-
-
-def load_tinymae_grads(module, params, grads):
-    """Set every parameter's .grad of `module` from a tinymae gradient dict (to compare optimisers alone)."""
-    theirs = dict(module.named_parameters())
-    for name in params:
-        t = theirs[torch_name(name)]
-        g = to_torch_layout(to_numpy(grads[name]), tuple(t.shape))
-        t.grad = torch.tensor(np.ascontiguousarray(g), dtype=t.dtype, device=t.device)
-
-
-def tinymae_params(module, params):
-    """`module`'s parameters as NumPy arrays in tinymae's names and layouts (to compare optimiser steps)."""
-    theirs = dict(module.named_parameters())
+def tinymae_params(module, params, grad=False):
+    """`module`'s parameters (or with grad=True their .grad) as NumPy arrays in tinymae's names and layouts."""
+    theirs = {name: t.grad if grad else t for name, t in module.named_parameters()}
     return {name: to_tinymae_layout(theirs[torch_name(name)], tuple(value.shape)) for name, value in params.items()}
 
 
@@ -175,10 +162,10 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """timm's Block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim, num_heads, mlp_ratio, fused_attn=False, gelu="tanh"):
+    def __init__(self, dim, num_heads, mlp_ratio, gelu="tanh"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, fused=fused_attn)
+        self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu)
 
@@ -191,22 +178,20 @@ class Block(nn.Module):
 class TorchViTMAE(nn.Module):
     """MaskedAutoencoderViT from models_mae.py for a tinymae ViTConfig; `forward(imgs, noise)` -> loss, pred, mask."""
 
-    def __init__(self, cfg, pos_embed, decoder_pos_embed, fused_attn=False, gelu="tanh"):
+    def __init__(self, cfg, pos_embed, decoder_pos_embed, gelu="tanh"):
         super().__init__()
         if cfg.encoder_mask_tokens:
             raise NotImplementedError("the encoder-mask-tokens ablation has no torch transcription here")
         self.cfg = cfg
         D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
-        # timm's PatchEmbed is this Conv2d (its .proj; named patch_embed here to match tinymae's name)
-        # followed by flatten(2).transpose(1, 2), which forward_encoder does.
+        # timm's PatchEmbed: this Conv2d (its .proj, named as tinymae's), then forward_encoder's flatten + transpose
         self.patch_embed = nn.Conv2d(cfg.in_chans, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
-        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, fused_attn, gelu)
-                                     for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList([Block(D, cfg.num_heads, cfg.mlp_ratio, gelu) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(D, eps=1e-6)
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
-        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, fused_attn, gelu)
+        self.decoder_blocks = nn.ModuleList([Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio, gelu)
                                              for _ in range(cfg.decoder_depth)])
         self.decoder_norm = nn.LayerNorm(Dd, eps=1e-6)
         self.decoder_pred = nn.Linear(Dd, cfg.patch_dim)
@@ -268,9 +253,7 @@ class TorchMLPMAE(nn.Module):
         x = self.patch_embed(patchify(imgs, cfg.patch_size)) + self.pos_embed  # (N, L, E)
         x, mask, _ = random_masking(x, cfg.mask_ratio, noise, keep_order=True)  # (N, K, E)
         h = x.reshape(N, -1)  # (N, K*E) the visible tokens, flattened
-        for layer in self.encoder:
-            h = F.relu(layer(h))
-        for layer in self.decoder:
+        for layer in (*self.encoder, *self.decoder):
             h = F.relu(layer(h))
         pred = self.decoder_pred(h).reshape(N, cfg.num_patches, cfg.patch_dim)  # (N, L, P)
         loss = forward_loss(imgs, pred, mask, cfg.patch_size, cfg.norm_pix_loss, cfg.loss_on)
@@ -279,49 +262,42 @@ class TorchMLPMAE(nn.Module):
 
 # Building from a tinymae model, and comparing
 
-def from_tinymae(model, device="cpu", dtype=torch.float32, fused_attn=False, gelu="tanh"):
+def from_tinymae(model, device="cpu", dtype=torch.float32, gelu="tanh"):
     """The torch twin of a tinymae MaskedAutoencoderMLP or MaskedAutoencoderViT, with its weights (copied,
     converted) and tables."""
-    def table(a):
-        return torch.tensor(to_numpy(a), dtype=dtype)
-
     if model.arch == "mlp":
-        twin = TorchMLPMAE(model.config, table(model.pos_embed))
+        twin = TorchMLPMAE(model.config, torch.tensor(to_numpy(model.pos_embed)))
     elif model.arch == "vit":
-        twin = TorchViTMAE(model.config, table(model.pos_embed), table(model.decoder_pos_embed), fused_attn, gelu)
+        twin = TorchViTMAE(model.config, torch.tensor(to_numpy(model.pos_embed)),
+                           torch.tensor(to_numpy(model.decoder_pos_embed)), gelu)
     else:
         raise ValueError(f"no torch twin for arch {model.arch!r}")
-    twin = twin.to(device=device, dtype=dtype)
+    twin = twin.to(device=device, dtype=dtype)  # the tables (buffers) too
     load_tinymae_params(twin, model.params)
     return twin
 
 
 def max_rel_diff(ours, theirs):
-    """max |ours - theirs| / max |theirs|: the worst error relative to the array's own scale."""
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
-    scale = float(np.abs(theirs).max()) if theirs.size else 0.0
-    return float(np.abs(ours - theirs).max()) / scale if scale > 0 else float(np.abs(ours - theirs).max())
+    """max |ours - theirs| / max |theirs| (ours a backend array): the worst error relative to the array's own scale."""
+    ours, theirs = np.asarray(to_numpy(ours), dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    diff, scale = float(np.abs(ours - theirs).max()), float(np.abs(theirs).max())
+    return diff / scale if scale > 0 else diff
 
 
 def compare_step(model, twin, imgs, noise, dloss=1.0):
-    """One forward + backward on each side (same weights, batch, noise) -> a dict of what agrees how well.
-
-    imgs, noise: backend arrays for tinymae; torch gets copies. Returns {"loss": (ours, theirs),
-    "mask_equal": bool, "pred": rel diff, "grads": {name: rel diff}} with rel diff as `max_rel_diff`.
-    """
+    """One forward + backward on each side (same weights; the same batch and noise, backend arrays, copied for torch)
+    -> {"loss": (ours, theirs), "mask_equal": bool, "pred": max_rel_diff, "grads": {name: max_rel_diff}}."""
     loss, pred, mask, cache = model.forward(imgs, noise)
     grads = model.backward(dloss, cache)
 
-    device = next(twin.parameters()).device
-    dtype = next(twin.parameters()).dtype
-    timgs = torch.tensor(to_numpy(imgs), dtype=dtype, device=device)
-    tnoise = torch.tensor(to_numpy(noise), device=device)
+    p = next(twin.parameters())
     twin.zero_grad(set_to_none=True)
-    tloss, tpred, tmask = twin(timgs, tnoise)
+    tloss, tpred, tmask = twin(torch.tensor(to_numpy(imgs), dtype=p.dtype, device=p.device),
+                               torch.tensor(to_numpy(noise), device=p.device))
     (tloss * dloss).backward()
 
-    theirs = tinymae_grads(twin, model.params)
+    theirs = tinymae_params(twin, model.params, grad=True)
     return {"loss": (float(loss), tloss.item()),
             "mask_equal": bool(np.array_equal(to_numpy(mask), tmask.cpu().numpy())),
-            "pred": max_rel_diff(to_numpy(pred), tpred.detach().cpu().numpy()),
-            "grads": {name: max_rel_diff(to_numpy(grads[name]), theirs[name]) for name in model.params}}
+            "pred": max_rel_diff(pred, tpred.detach().cpu().numpy()),
+            "grads": {name: max_rel_diff(grads[name], theirs[name]) for name in model.params}}

@@ -8,14 +8,12 @@ the photos and split, the initial weights (copied into the twin of benchmarks/to
 flips and masks from the same generator in the same order (Pretraining.batches, prefetched as in tinymae's loop),
 the learning-rate schedule, and the validation (Pretraining.validate, on the twin's weights copied back after every
 epoch). PyTorch does the forward and backward passes and the AdamW step (the same two parameter groups), eager.
-It prints one line per epoch, then the validation ratio to the mean-patch baseline and the wall time of the epochs
-(as metrics.json counts it); --json writes them (an existing file only with --overwrite). --gelu exact trains
-torch's exact (erf) GELU, as timm's ViT has it, instead of the tanh form tinymae computes.
 """
 import json
 import math
 import sys
 import time
+from contextlib import closing
 
 from tinymae import fast
 from tinymae.backend import asarray
@@ -29,22 +27,6 @@ from tinymae.util.files import output_file, write_atomically
 from common import ArgumentParser, at_least, import_torch  # benchmarks/common.py, next to this script
 
 RUN_FLAGS = ("data", "download", "arch", "epochs", "batch_size", "seed", "per_class")  # Pretraining's, passed on
-
-
-def parse_args(argv=None):
-    p = ArgumentParser("train_torch", __doc__)
-    p.add_argument("--data", default="data/catsdogs", help="the photo folder, as tinymae.pretrain's --data")
-    p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
-    p.add_argument("--arch", choices=("mlp", "vit"), default="vit", help="which model")
-    p.add_argument("--epochs", type=at_least(1), default=None, help="default: tinymae's recipe")
-    p.add_argument("--batch-size", type=at_least(1), default=None, help="default: tinymae's recipe for --arch")
-    p.add_argument("--seed", type=at_least(0), default=0, help="seeds the split, weights, batches and masks")
-    p.add_argument("--per-class", type=at_least(1), default=None, help="only the first N photos of each class")
-    p.add_argument("--gelu", choices=("tanh", "exact"), default="tanh",
-                   help="tanh: the GELU tinymae computes; exact: torch's erf GELU, as timm's ViT")
-    p.add_argument("--json", default=None, help="also write the result to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    return p.parse_args(argv)
 
 
 def train(args):
@@ -72,8 +54,7 @@ def train(args):
     wall_time, history = 0.0, []
     for epoch in range(cfg.epochs):
         t0, loss_sum = time.perf_counter(), 0.0
-        batches = prefetched(run.batches(rng.permutation(n_train), batch_size, rng, False))
-        try:
+        with closing(prefetched(run.batches(rng.permutation(n_train), batch_size, rng, False))) as batches:
             for i, (imgs, noise) in enumerate(batches):
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(epoch * steps + i, total, warmup, cfg.lr, cfg.min_lr)
@@ -85,12 +66,10 @@ def train(args):
                 if not math.isfinite(loss_sum):
                     raise TinymaeError(f"training diverged: the loss became {loss_sum} at epoch {epoch + 1}, step "
                                        f"{i + 1}")
-        finally:
-            batches.close()
         train_time = time.perf_counter() - t0
         model.params.update({k: asarray(v) for k, v in torch_models.tinymae_params(twin, model.params).items()})
         stats = {"train_loss": loss_sum / steps, **run.validate(epoch + 1)}  # tinymae's metric on the twin's weights
-        wall_time += time.perf_counter() - t0
+        wall_time += time.perf_counter() - t0  # the epoch and its validation, as metrics.json counts it
         history.append({"epoch": epoch + 1, **stats, "train_images_per_s": steps * batch_size / train_time})
         print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {stats['train_loss']:.4f}  {run.line(stats)}"
               f"{train_time:.1f} s, {steps * batch_size / train_time:.0f} img/s", flush=True)
@@ -105,7 +84,19 @@ def train(args):
 
 
 def main(argv=None):
-    return cli.run(train, parse_args(argv))
+    p = ArgumentParser("train_torch", __doc__)
+    p.add_argument("--data", default="data/catsdogs", help="the photo folder, as tinymae.pretrain's --data")
+    p.add_argument("--download", action="store_true", help="fetch the cats-and-dogs photos into --data if it has none")
+    p.add_argument("--arch", choices=("mlp", "vit"), default="vit", help="which model")
+    p.add_argument("--epochs", type=at_least(1), default=None, help="default: tinymae's recipe")
+    p.add_argument("--batch-size", type=at_least(1), default=None, help="default: tinymae's recipe for --arch")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seeds the split, weights, batches and masks")
+    p.add_argument("--per-class", type=at_least(1), default=None, help="only the first N photos of each class")
+    p.add_argument("--gelu", choices=("tanh", "exact"), default="tanh",
+                   help="tanh: the GELU tinymae computes; exact: torch's erf GELU, as timm's ViT")
+    p.add_argument("--json", default=None, help="also write the result to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    return cli.run(train, p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_torch_adamw_step_matches_tinymae_adamw(xp, arch, optimizer):
                                lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     for _ in range(2):
         ours.step(grads)
-        torch_models.load_tinymae_grads(twin, model.params, grads)
+        torch_models.load_tinymae_params(twin, grads, grad=True)
         theirs.step()
     after = torch_models.tinymae_params(twin, model.params)
     for name, value in model.params.items():

@@ -4,8 +4,8 @@ torch is an oracle here only: LayerNorm, GELU and softmax against torch.nn.funct
 and the whole model against the one PyTorch transcription of timm's Attention / Block and of models_mae.py's
 MaskedAutoencoderViT that the benchmarks time too (benchmarks/torch_models.py), loaded with our weights
 and fed the same noise (so the same ids_shuffle). The transcription's modules hold torch's layouts (a
-Linear weight (D_out, D_in), the patch embedding a Conv2d kernel); torch_models.tinymae_grads turns their
-gradients back into ours by transposes and reshapes alone, which change no number.
+Linear weight (D_out, D_in), the patch embedding a Conv2d kernel); torch_models.tinymae_params(..., grad=True) turns
+their gradients back into ours by transposes and reshapes alone, which change no number.
 
 Tolerances: both sides compute in float64 and differ only in the order of their sums. Measured worst:
 the losses agree to 2e-16 (one rounding), no element of any array is off by more than 3e-15 of that
@@ -120,7 +120,7 @@ def test_attention_matches_torch(xp, rng, fused):
     tout.backward(torch.tensor(dout))
     assert_close(out, tout, "out")
     assert_close(dx, tx.grad, "dx")
-    theirs = torch_models.tinymae_grads(twin, params)
+    theirs = torch_models.tinymae_params(twin, params, grad=True)
     for name, g in zip(arrays, grads):
         assert_close(g, theirs[name], "d" + name)
 
@@ -141,7 +141,7 @@ def test_block_matches_torch(xp, rng):
     assert_close(out, tout, "out")
     assert_close(dx, tx.grad, "dx")
     assert set(grads) == set(arrays)
-    theirs = torch_models.tinymae_grads(twin, params)
+    theirs = torch_models.tinymae_params(twin, params, grad=True)
     for name in arrays:
         assert_close(grads[name], theirs[name], "d" + name)
 
@@ -178,6 +178,6 @@ def test_vit_mae_matches_models_mae(xp, overrides):
     assert float(loss) == pytest.approx(tloss.item(), rel=RTOL)
     assert_close(pred, tpred, "pred")
     assert list(grads) == list(arrays)
-    theirs = torch_models.tinymae_grads(twin, model.params)
+    theirs = torch_models.tinymae_params(twin, model.params, grad=True)
     for name in arrays:
         assert_close(grads[name], theirs[name], "d" + name)
