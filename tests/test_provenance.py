@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -419,6 +421,16 @@ def test_infinite_adamw_moments_behind_finite_losses_are_a_divergence_not_a_chec
     assert_one_line(code, err, "diverged", "AdamW state v.", "became infinite or NaN in epoch 1",
                     "No checkpoint was written")
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_a_real_divergence_is_one_line_without_numpys_overflow_warnings_before_it(photos, tmp_path):
+    """--lr 10: NumPy's "RuntimeWarning: overflow encountered in multiply" (and the line of code it quotes) printed
+    before the one-line divergence message, which already says what happened. A user's own process, so run as one."""
+    argv = [sys.executable, "-m", "tinymae.pretrain", *tiny_run_args(tmp_path / "run", photos, "mlp", "--lr", "10",
+                                                                     "--warmup-epochs", "0", "--weight-decay", "0")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+    assert_one_line(done.returncode, done.stderr, "training diverged", "lower --lr")
+    assert "RuntimeWarning" not in done.stderr
 
 
 def test_a_clean_exit_leaves_no_lock_file(run, capsys):

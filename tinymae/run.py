@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 
 from . import __version__, backend, fast
 from .config import check, flag_name
@@ -84,7 +85,12 @@ class Run:
                 path = fast.training_step(self.model, self.cfg.kernels, self.cfg.threads)
                 self.step = path.step
                 try:
-                    return self.train(path, header, resumed)
+                    with warnings.catch_warnings():  # every thread's: the filters are the process's
+                        # Values that overflow end as a divergence, which train() reports in one line with what to
+                        # do; NumPy's warnings of the same would only print before it.
+                        warnings.filterwarnings("ignore", "(overflow|invalid value|divide by zero) encountered",
+                                                RuntimeWarning)
+                        return self.train(path, header, resumed)
                 finally:
                     self.step.close()
             except KeyboardInterrupt:
