@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tinymae import backend, probe
+from tinymae import backend, data, probe
 from tinymae.backend import to_numpy
 from tinymae.config import MLPConfig, ViTConfig
 from tinymae.model.mae_mlp import MaskedAutoencoderMLP
@@ -254,8 +254,8 @@ def test_another_split_never_validates_on_a_photo_the_encoder_trained_on(tmp_pat
     header, _, _ = read_checkpoint(out / "checkpoint.npz", "pretrain")
     record = header["data"]
     made = []
-    real = probe.new_photos
-    monkeypatch.setattr(probe, "new_photos", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    real = data.new_photos  # what data.encoder_photos calls for a new split
+    monkeypatch.setattr(data, "new_photos", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     capsys.readouterr()
     report, _, _ = probe_report(capsys, tmp_path, "--checkpoint", str(out / "checkpoint.npz"), "--data", str(photos),
                                 "--per-class", "20", "--val-fraction", "0.5", "--seeds", "1", "--no-baselines",
