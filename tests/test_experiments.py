@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinymae.errors import TinymaeError
+
 from conftest import make_photos
 
 RESEARCH = Path(__file__).parent.parent / "research"
@@ -117,8 +119,6 @@ def test_a_boolean_model_setting_takes_true_or_false(monkeypatch):
     """--model "--norm-pix-loss False" gave True (bool("False")); a word that is neither is one line."""
     monkeypatch.syspath_prepend(str(RESEARCH))
     from plan import model_flags
-
-    from tinymae.errors import TinymaeError
     assert model_flags("--norm-pix-loss False --encoder-mask-tokens true") == {"norm_pix_loss": False,
                                                                                "encoder_mask_tokens": True}
     with pytest.raises(TinymaeError, match="--norm-pix-loss 'maybe' is not true or false"):
