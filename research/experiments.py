@@ -43,7 +43,8 @@ def parse_args(argv=None):
                                                                               "a folder every node can see")
     p.add_argument("--docs", default=os.path.join("<out>", "report"), help="where results.json and the pages go; "
                                                                          "--docs docs rewrites the project's pages")
-    p.add_argument("--part", choices=("all", *PARTS), default="all", help="the jobs of one part only (and the pre-trainings they need)")
+    p.add_argument("--part", choices=("all", *PARTS), default="all",
+                   help="the jobs of one part only (and the pre-trainings they need)")
     p.add_argument("--epochs", type=int, default=50, help="epochs of the base pre-training and of fine-tuning")
     p.add_argument("--per-class", type=int, default=None,
                    help="only the first N photos of each class (a quick try; default: all)")
