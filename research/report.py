@@ -143,9 +143,9 @@ def compare(a, b, sign, z):
 
 
 def rule(m, z):
-    return (f"Every ± is the sample standard deviation over seeds (n − 1 in the denominator), over the seeds given in "
-            f"brackets. A difference counts when it is larger than {z:.2f} standard errors, √(s₁²/n₁ + s₂²/n₂) (a "
-            f"row of one seed borrows the other's s): the two-sided 5% level of a normal distribution, divided among "
+    return ("Every ± is the sample standard deviation over seeds (n − 1 in the denominator), over the seeds given "
+            f"in brackets. A difference counts when it is larger than {z:.2f} standard errors, √(s₁²/n₁ + s₂²/n₂) "
+            "(a row of one seed borrows the other's s): the two-sided 5% level of a normal distribution, divided among "
             f"the {m} comparisons this page makes (Bonferroni), so that the chance that any reading on the page is "
             "noise stays at 5%. *Within the spread* means smaller than that.")
 
@@ -296,7 +296,8 @@ def recipe_page(r, args):
         ratio, before = r.get(jid[name], "ratio"), base and r.get(jid[base], "ratio")
         change = "the base" if not base else "—" if ratio is None or not before else f"{ratio - before:+.3f}"
         probe = "not probed" if name.startswith("torch") else pct([r.probe(f"recipe-{name}-seed0")], n=False)
-        lines.append(f"| {name} | {what}{f' ({base})' if base else ''} | {'—' if ratio is None else f'{ratio:.3f}'} | "
+        shown = "—" if ratio is None else f"{ratio:.3f}"
+        lines.append(f"| {name} | {what}{f' ({base})' if base else ''} | {shown} | "
                      f"{change} | {probe} | {r.get(jid[name], 'minutes') or 0:.0f} |")
     return lines
 

@@ -38,8 +38,9 @@ subclass) refuses the same things CuPy refuses. The rules, and the CuPy behaviou
    "Differences" page: "Universal Functions only work with CuPy array or scalar").
 
 4. Reductions (sum, max, argmax, ...), methods (a.argmax(), a.nonzero()) and every other result come
-   back as backend arrays, 0-d ones for single numbers, never NumPy scalars or host arrays ("Differences", "Zero-dimensional array": CuPy scalars would need a
-   device -> host wait). float(r), int(r) and r.item() read them on the host, as on CuPy.
+   back as backend arrays, 0-d ones for single numbers, never NumPy scalars or host arrays ("Differences",
+   "Zero-dimensional array": CuPy scalars would need a device -> host wait). float(r), int(r) and r.item()
+   read them on the host, as on CuPy.
 
 5. `.get()` copies to a plain ndarray, as cupy.ndarray.get does; backend.to_numpy calls it.
 

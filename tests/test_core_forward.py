@@ -161,6 +161,7 @@ def test_mse_forward_by_hand(xp):
     assert float(value) == pytest.approx(10.0)  # only the removed patch counts
     value, _ = loss.mse_forward(backend.asarray(pred), backend.asarray(target), None)
     assert float(value) == pytest.approx(5.5)  # mean over all patches
-    value, _ = loss.mse_forward(backend.asarray(pred), backend.asarray(target), backend.asarray(mask), norm_pix_loss=True)
+    value, _ = loss.mse_forward(backend.asarray(pred), backend.asarray(target), backend.asarray(mask),
+                                norm_pix_loss=True)
     # patch [2, 4]: mean 3, unbiased var 2 -> target (-1, 1) / sqrt(2 + 1e-6); MSE = 1 / (2 + 1e-6)
     assert float(value) == pytest.approx(1 / (2 + 1e-6), rel=1e-6)

@@ -44,7 +44,8 @@ def test_every_path_module_and_link_a_page_names_exists(page):
     for path in set(re.findall(r"`((?:tinymae|examples|benchmarks|research|tests)/[\w/]+\.py)", text)):
         assert (ROOT / path).is_file(), f"{page_id(page)} names {path}, which does not exist"
     for module in set(re.findall(r"python -m (tinymae(?:\.\w+)+)", text)):
-        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{page_id(page)} runs {module}, which does not exist"
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), \
+            f"{page_id(page)} runs {module}, which does not exist"
     for script in set(re.findall(r"python ((?:examples|benchmarks|research)/\w+\.py)", text)):
         assert (ROOT / script).is_file(), f"{page_id(page)} runs {script}, which does not exist"
     for link in set(re.findall(r"\]\(([^)#]+)\)", text)):
@@ -61,7 +62,8 @@ def test_no_docstring_comment_or_help_names_what_does_not_exist(source):
         assert resolves(name, source.parent), f"{page_id(source)} names {name}, which does not exist"
     for name, function in set(re.findall(r"([\w/]+\.py):(\w+)", text)):
         files = [p for p in ROOT.rglob(name.split("/")[-1]) if ".venv" not in p.parts]
-        assert any(defines(p, function) for p in files), f"{page_id(source)} names {name}:{function}, which is not there"
+        assert any(defines(p, function) for p in files), \
+            f"{page_id(source)} names {name}:{function}, which is not there"
     for module in set(re.findall(r"python -m (tinymae(?:\.\w+)+)", text)):
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), f"{page_id(source)} runs {module}"
 
@@ -134,7 +136,8 @@ def test_no_help_text_names_a_folder_only_the_developers_have():
 def imported_modules(path):
     """The modules a file imports: 'tinymae.model.layers', '..backend' (relative, as written), ..."""
     text = path.read_text()
-    return re.findall(r"^\s*from ([.\w]+) import", text, flags=re.M) + re.findall(r"^\s*import ([.\w]+)", text, flags=re.M)
+    return (re.findall(r"^\s*from ([.\w]+) import", text, flags=re.M)
+            + re.findall(r"^\s*import ([.\w]+)", text, flags=re.M))
 
 
 def test_the_model_imports_nothing_above_it():

@@ -275,7 +275,8 @@ def test_the_slurm_engine_runs_the_plan_as_job_arrays_through_a_fake_slurm(photo
     specs = [json.loads(p.read_text()) for p in scripts if p.stem.isdigit()]
     assert len(specs) == 2  # the pre-trainings, then what is derived from them
     assert all(s["opts"]["time"] == "30" and s["opts"]["array"].endswith("%2") for s in specs)
-    assert "dependency" not in specs[0]["opts"] and specs[1]["opts"]["dependency"] == f"afterany:{specs[0]['tasks'][0].split('_')[0]}"
+    first_job = specs[0]["tasks"][0].split("_")[0]
+    assert "dependency" not in specs[0]["opts"] and specs[1]["opts"]["dependency"] == f"afterany:{first_job}"
     assert all("_" in task for s in specs for task in s["tasks"])  # array ids: <job>_<index>
     assert "submitted 3 jobs as the array" in done.stdout
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "out" / "slurm").rglob("*.out"))
@@ -291,8 +292,9 @@ def fake_ledger(jobs, rng):
                 ("random init", "cls"), ("raw pixels", "pixels")]
     results = {"pretrain": lambda: {"ratio": rng.uniform(0.2, 0.4), "psnr": 17.0, "n_params": 1000, "minutes": 10.0,
                                     "epoch_s": 12.0, "curve": [0.05, 0.03], "n_train": 4000, "n_val": 1000,
-                                    "arch": "vit", "config": {}, "settings": {"batch_size": 32, "lr": 0.005,
-                                                                             "warmup_epochs": 2.5, "weight_decay": 0.05}},
+                                    "arch": "vit", "config": {},
+                                    "settings": {"batch_size": 32, "lr": 0.005, "warmup_epochs": 2.5,
+                                                 "weight_decay": 0.05}},
                "probe": lambda: {"minutes": 1.0, "rows": [{"encoder": e, "features": f, "linear_probe_std": 0.01,
                                                            "linear_probe_mean": rng.uniform(0.5, 0.8),
                                                            "knn": rng.uniform(0.5, 0.8)} for e, f in features]},

@@ -151,7 +151,8 @@ def test_vit_classifier_gradients_with_drop_path_and_frozen_blocks(xp):
     rng = host_rng(0)
     imgs = asarray(rng.standard_normal((3, 3, 8, 8)))  # (N, 3, H, W) float64
     labels = asarray(np.array([0, 1, 1]))
-    keep = asarray(np.array([[[1.0, 1.0], [0.0, 1.5]], [[1.0, 1.0], [1.5, 1.5]], [[1.0, 1.0], [1.5, 0.0]]]))  # (N, 2, 2)
+    # (N, 2, 2)
+    keep = asarray(np.array([[[1.0, 1.0], [0.0, 1.5]], [[1.0, 1.0], [1.5, 1.5]], [[1.0, 1.0], [1.5, 0.0]]]))
     names = model.trainable
     assert names == [n for n in model.params if n.startswith(("blocks.1.", "fc_norm", "head"))]
 
@@ -521,7 +522,8 @@ def test_refuses_checkpoints_that_are_not_a_vit_mae(tiny, tmp_path, capsys):
     """A whole pre-training header around an MLP MAE."""
     model = MaskedAutoencoderMLP()
     header = read_checkpoint(tiny.checkpoint)[0]
-    header = {**header, "arch": "mlp", "config": model.config.to_dict(), "settings": {**header["settings"], "arch": "mlp"}}
+    header = {**header, "arch": "mlp", "config": model.config.to_dict(),
+              "settings": {**header["settings"], "arch": "mlp"}}
     del header["format"]
     path = tmp_path / "other.npz"
     save_checkpoint(path, header, model.params, extra={"mean_patch": np.zeros((64, 108), "float32")})

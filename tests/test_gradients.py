@@ -197,7 +197,8 @@ def case_embed_patches(rng, dtype):
         return mae_vit.embed_patches(imgs, {"patch_embed.w": w, "patch_embed.b": b}, pos_embed, 2)
 
     imgs = randn(rng, 2, 3, 4, 4, dtype=dtype)
-    return forward, mae_vit.embed_patches_backward, {"w": randn(rng, 12, 5, dtype=dtype), "b": randn(rng, 5, dtype=dtype)}
+    params = {"w": randn(rng, 12, 5, dtype=dtype), "b": randn(rng, 5, dtype=dtype)}
+    return forward, mae_vit.embed_patches_backward, params
 
 
 def case_prepend_cls_token(rng, dtype):

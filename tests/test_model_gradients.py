@@ -51,7 +51,8 @@ def tiny_mlp(**overrides):
 
 @pytest.mark.parametrize("overrides", [{}, {"loss_on": "all"}, {"norm_pix_loss": True}, {"decoder_dims": ()},
                                        {"masking": "block"}, {"masking": "grid"}],
-                         ids=["masked-loss", "all-loss", "norm-pix", "no-decoder-hidden", "block-masking", "grid-masking"])
+                         ids=["masked-loss", "all-loss", "norm-pix", "no-decoder-hidden", "block-masking",
+                              "grid-masking"])
 def test_mlp_mae_whole_model_gradients(xp, overrides):
     model = tiny_mlp(**overrides)
     rng = backend.host_rng(0)
@@ -89,7 +90,8 @@ VIT_TOL = 1e-5
 
 
 @pytest.mark.parametrize("overrides", [{}, {"norm_pix_loss": True}, {"loss_on": "all"}, {"encoder_mask_tokens": True},
-                                       {"masking": "block"}, {"masking": "grid"}, {"masking": "block", "mask_ratio": 0.5}],
+                                       {"masking": "block"}, {"masking": "grid"},
+                                       {"masking": "block", "mask_ratio": 0.5}],
                          ids=["masked-loss", "norm-pix", "all-loss", "encoder-mask-tokens", "block-masking",
                               "grid-masking", "block-masking-50"])
 def test_vit_mae_whole_model_gradients(xp, overrides):

@@ -36,7 +36,8 @@ def test_adamw_two_steps_by_hand(xp):
 def test_adamw_state_dict_restores_exactly(xp, rng):
     shapes = {"w": (3, 4), "b": (4,)}
     init = {k: rng.standard_normal(s).astype("float32") for k, s in shapes.items()}
-    grads = [{k: backend.asarray(rng.standard_normal(s).astype("float32")) for k, s in shapes.items()} for _ in range(6)]
+    grads = [{k: backend.asarray(rng.standard_normal(s).astype("float32")) for k, s in shapes.items()}
+             for _ in range(6)]
 
     straight = {k: backend.asarray(v) for k, v in init.items()}
     opt = AdamW(straight, lr=0.01, no_decay=("b",))
@@ -105,5 +106,6 @@ def test_cosine_schedule_matches_mae_lr_sched():
     # util/lr_sched.py: epoch-based with fractional epochs gives the same numbers
     for step in range(total):
         epoch = step / 1.0
-        ref = base * epoch / warm if epoch < warm else base * 0.5 * (1 + math.cos(math.pi * (epoch - warm) / (total - warm)))
+        cosine = base * 0.5 * (1 + math.cos(math.pi * (epoch - warm) / (total - warm)))
+        ref = base * epoch / warm if epoch < warm else cosine
         assert cosine_lr(step, total, warm, base) == pytest.approx(ref)

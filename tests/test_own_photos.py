@@ -28,8 +28,8 @@ def transfer(tmp_path_factory):
         unlabelled = make_photos(tmp, mp, per_class=40, classes=None, name="unlabelled")
         three = make_photos(tmp, mp, per_class=12, classes=("boat", "bird", "plane"), name="three", seed=7)
         train_tiny(tmp / "pre", unlabelled, "vit", "--epochs", "1")
-        assert finetune.main(["--checkpoint", str(tmp / "pre" / "checkpoint.npz"), "--data", str(three), "--epochs", "2",
-                              "--batch-size", "8", "--no-progress"]) == 0
+        assert finetune.main(["--checkpoint", str(tmp / "pre" / "checkpoint.npz"), "--data", str(three),
+                              "--epochs", "2", "--batch-size", "8", "--no-progress"]) == 0
         cache = os.environ["TINYMAE_CACHE"]
     return tmp, unlabelled, three, cache
 

@@ -505,7 +505,8 @@ def test_a_run_stopped_before_its_results_redraws_them_on_resume(photos, tmp_pat
     monkeypatch.undo()
     metrics = Pretraining.from_argv(tiny_run_args(out, photos, "mlp", "--epochs", "2", "--resume")).run()
     assert metrics is not None and len(metrics["history"]) == 2
-    assert json.loads((out / "metrics.json").read_text())["run_id"] == read_checkpoint(out / "checkpoint.npz")[0]["run_id"]
+    run_id = read_checkpoint(out / "checkpoint.npz")[0]["run_id"]
+    assert json.loads((out / "metrics.json").read_text())["run_id"] == run_id
     assert Pretraining.from_argv(tiny_run_args(out, photos, "mlp", "--epochs", "2", "--resume")).run() is None
 
 

@@ -105,7 +105,8 @@ def test_what_the_figures_cannot_be_drawn_from_is_one_line(runs, tmp_path, monke
 def test_help_prints_the_usage():
     shown = subprocess.run([sys.executable, str(ROOT / "examples" / "walkthrough_figures.py"), "--help"],
                            capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0 and shown.stdout.startswith("usage: python examples/walkthrough_figures.py"), shown.stderr
+    usage = "usage: python examples/walkthrough_figures.py"
+    assert shown.returncode == 0 and shown.stdout.startswith(usage), shown.stderr
     assert "--checkpoint" in shown.stdout and "--block" in shown.stdout
 
 
