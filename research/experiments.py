@@ -28,7 +28,7 @@ from tinymae.errors import TinymaeError
 from tinymae.fast.cpu import cpu_count
 from tinymae.photos import decode, find_photos, fingerprint
 from tinymae.util import cli
-from tinymae.util.files import RunLock
+from tinymae.util.files import RunLock, write_atomically
 
 from plan import PARTS, command, model_flags, plan
 
@@ -99,18 +99,29 @@ def run_job(job, jobs, args):
     missing = [dep for dep in job.after if not is_done(jobs[dep], args)]
     if missing:
         raise TinymaeError(f"{job.id} needs {', '.join(missing)} first, which is not done")
-    argv, folder = command(job, args), os.path.join(args.out, job.folder)
-    try:  # provenance.json: what ran the job (the tinymae version, the commit of this checkout), where and when
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    argv = command(job, args)
+    try:  # the commit of this checkout, "-dirty" when its files differ from it (--exclude: never a tag's name)
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+                                capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout
     except OSError:
         commit = ""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "provenance.json"), "w") as f:
-        json.dump({"tinymae": __version__, "commit": commit,
-                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}, f)
+    os.makedirs(os.path.join(args.out, job.folder), exist_ok=True)
+    record_provenance(os.path.join(args.out, job.provenance), commit.strip())
     sys.stdout.flush()
     os.execv(argv[0], argv)  # this process becomes the job's command: its signals, its end, its exit status
+
+
+def record_provenance(path, commit):
+    """What runs a job (the tinymae version, the commit, the machine, the date), written as it starts. A job resumed
+    by other code, or on another machine, keeps what ran it before: "a + b"."""
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = {}
+    now = {"tinymae": __version__, "commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    ran = {k: " + ".join(dict.fromkeys([*filter(None, before.get(k, "").split(" + ")), v])) for k, v in now.items()}
+    write_atomically(path, lambda f: f.write(json.dumps({**ran, "date": time.strftime("%Y-%m-%d")}).encode()))
 
 
 def check_reuse(jobs, args):

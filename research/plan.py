@@ -64,6 +64,11 @@ class Job(NamedTuple):
         """The file whose presence marks the job done, under --out."""
         return os.path.join(self.folder if self.kind == "finetune" else self.folder.split("/")[0], DONE[self.kind])
 
+    @property
+    def provenance(self):
+        """What ran the job, beside its done-file: a file of its own, as a probe runs in its pre-training's folder."""
+        return os.path.join(os.path.dirname(self.done), f"provenance-{self.kind}.json")
+
 
 def variant(name, epochs=None):
     """A pre-training variant's name: base, norm-pix, ..., with -ep<E> when it trains longer."""

@@ -14,7 +14,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-from tinymae import __version__
 from tinymae.errors import TinymaeError
 from tinymae.util.figures import pyplot, save
 from tinymae.util.files import write_atomically
@@ -77,17 +76,28 @@ def update(jobs, args, photos):
             with open(done) as f:
                 numbers = digest(job, json.load(f))
             if ledger.get(job.id, {}).get("result") != numbers:  # a new result: with what ran it (--run-job wrote it)
-                try:
-                    with open(os.path.join(args.out, job.folder, "provenance.json")) as f:
-                        ran = json.load(f)
-                except OSError:
-                    ran = {"tinymae": __version__,
-                           "date": datetime.date.fromtimestamp(os.path.getmtime(done)).isoformat()}
+                ran = {"date": datetime.date.fromtimestamp(os.path.getmtime(done)).isoformat(), **ran_by(job, args)}
                 ledger[job.id] = {"kind": job.kind, "result": numbers, "provenance": {"photos": photos, **ran}}
     text = json.dumps(dict(sorted(ledger.items())), indent=1, allow_nan=False)
     os.makedirs(args.docs, exist_ok=True)
     write_atomically(path, lambda f: f.write(text.encode()))
     return ledger
+
+
+def ran_by(job, args):
+    """What ran a job, or {} when that is not known. Earlier sweeps wrote one provenance.json per folder, and a probe
+    overwrote its pre-training's record there: such a file counts only if it was written before the job's done-file
+    (a job records what runs it as it starts; a probe starts after its pre-training is done)."""
+    done, own = os.path.join(args.out, job.done), os.path.join(args.out, job.provenance)
+    shared = os.path.join(os.path.dirname(done), "provenance.json")
+    for path in [own] + ([shared] if os.path.exists(shared) and os.path.getmtime(shared) <= os.path.getmtime(done)
+                         else []):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except OSError:
+            pass
+    return {}
 
 
 class Results:

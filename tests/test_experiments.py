@@ -286,6 +286,46 @@ def test_the_slurm_engine_runs_the_plan_as_job_arrays_through_a_fake_slurm(photo
     assert numbers(tmp_path / "out" / "report" / "results.md") == numbers(local / "report" / "results.md")
 
 
+def test_each_job_keeps_what_ran_it_and_a_probe_never_passes_as_its_pretraining(photos, tmp_path):
+    """A probe runs in its pre-training's folder: the commit that ran the probe is the probe's, never the
+    pre-training's, on the page."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    for job, commit in (("pretrain/base-seed0", "aaaaaaa"), ("probe/base-seed0", "bbbbbbb")):
+        (fake / "git").write_text(f"#!/bin/sh\necho {commit}\n")  # the commit of the checkout the job runs from
+        (fake / "git").chmod(0o755)
+        sweep(photos, tmp_path / "out", "--run-job", job, env=env)
+    sweep(photos, tmp_path / "out", "--report-only")
+    ledger = json.loads((tmp_path / "out" / "report" / "results.json").read_text())
+    assert ledger["pretrain/base-seed0"]["provenance"]["commit"] == "aaaaaaa"
+    assert ledger["probe/base-seed0"]["provenance"]["commit"] == "bbbbbbb"
+
+
+def test_a_folders_one_provenance_file_of_earlier_sweeps_counts_only_if_written_before_the_result(photos, tmp_path):
+    """Earlier sweeps wrote one provenance.json per folder, which a probe overwrote after its pre-training was done."""
+    out = tmp_path / "out"
+    sweep(photos, out, "--run-job", "pretrain/base-seed0")
+    (out / "base-seed0" / "provenance-pretrain.json").unlink()
+    shared, done = out / "base-seed0" / "provenance.json", out / "base-seed0" / "metrics.json"
+    shared.write_text(json.dumps({"tinymae": "0.2.0", "commit": "ccccccc"}))
+    for written, commit in ((done.stat().st_mtime + 60, None), (done.stat().st_mtime - 60, "ccccccc")):
+        os.utime(shared, (written, written))
+        sweep(photos, out, "--report-only", "--docs", str(tmp_path / str(written)))
+        ledger = json.loads((tmp_path / str(written) / "results.json").read_text())
+        assert ledger["pretrain/base-seed0"]["provenance"].get("commit") == commit
+
+
+def test_a_job_resumed_by_other_code_names_every_commit_that_ran_it(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(RESEARCH))
+    import experiments
+    path = tmp_path / "provenance-pretrain.json"
+    for commit in ("aaaaaaa", "bbbbbbb", "bbbbbbb"):  # started, stopped, resumed twice by a newer checkout
+        experiments.record_provenance(path, commit)
+    ran = json.loads(path.read_text())
+    assert ran["commit"] == "aaaaaaa + bbbbbbb" and ran["tinymae"] == experiments.__version__
+
+
 def fake_ledger(jobs, rng):
     """results.json with a made-up result for each of these jobs, of the shape each kind of job records."""
     features = [("pre-trained", "mean"), ("pre-trained", "cls"), ("pre-trained", "latent"), ("random init", "mean"),
