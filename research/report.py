@@ -89,14 +89,10 @@ def ran_by(job, args):
     overwrote its pre-training's record there: such a file counts only if it was written before the job's done-file
     (a job records what runs it as it starts; a probe starts after its pre-training is done)."""
     done, own = os.path.join(args.out, job.done), os.path.join(args.out, job.provenance)
-    shared = os.path.join(os.path.dirname(done), "provenance.json")
-    for path in [own] + ([shared] if os.path.exists(shared) and os.path.getmtime(shared) <= os.path.getmtime(done)
-                         else []):
-        try:
+    for path in (own, os.path.join(os.path.dirname(done), "provenance.json")):
+        if os.path.exists(path) and (path == own or os.path.getmtime(path) <= os.path.getmtime(done)):
             with open(path) as f:
                 return json.load(f)
-        except OSError:
-            pass
     return {}
 
 
